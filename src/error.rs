@@ -1,0 +1,56 @@
+//! Error types of the library.
+
+use std::path::PathBuf;
+
+/// A dlib-serialized file that is not what the reader expects.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("file ends early at byte {offset} while reading {what}")]
+    Truncated { offset: usize, what: String },
+    #[error("at byte {offset}: expected {expected}, found {found:?}")]
+    Unexpected {
+        offset: usize,
+        expected: String,
+        found: String,
+    },
+    #[error("at byte {offset}: {message}")]
+    Invalid { offset: usize, message: String },
+}
+
+/// Errors of the face pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Format {
+        path: PathBuf,
+        source: FormatError,
+    },
+    #[error("model weights: {0}")]
+    Weights(String),
+    #[error("cannot decode image: {0}")]
+    Decode(String),
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Safetensors(#[from] safetensors::SafeTensorError),
+}
+
+impl FormatError {
+    /// The byte offset at which reading failed.
+    pub fn offset(&self) -> usize {
+        match self {
+            Self::Truncated { offset, .. }
+            | Self::Unexpected { offset, .. }
+            | Self::Invalid { offset, .. } => *offset,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,150 @@
+//! Shared helpers for the integration tests: where the reference data lives and how to read it.
+//!
+//! Reference cases are folders holding `decoded.png`, `reference.json` and `chip_*.png` made by
+//! the original pipeline. The committed fixtures (tests/fixtures/pkg) are always used; when the
+//! project's shared reference data is present beside the repository (`../shared/reference`),
+//! every case there is used instead, so CI checks all of them.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+pub struct Reference {
+    pub image: String,
+    pub width: u32,
+    pub height: u32,
+    pub seed_encodings: Vec<Vec<f32>>,
+    pub hog: DetectorFaces,
+    pub cnn: Option<DetectorFaces>,
+    pub hog_upsample0: Vec<Detection>,
+    pub cnn_upsample0: Option<Vec<Detection>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DetectorFaces {
+    pub upsample: u32,
+    pub faces: Vec<ReferenceFace>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReferenceFace {
+    pub rect: [i64; 4],
+    pub score: f64,
+    pub landmarks5: Vec<[i64; 2]>,
+    pub descriptor: Vec<f32>,
+    pub descriptor_from_chip: Vec<f32>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Detection {
+    pub rect: [i64; 4],
+    pub score: f64,
+}
+
+/// One reference case: a folder with decoded.png, reference.json and the chips.
+#[derive(Debug)]
+pub struct Case {
+    /// e.g. "pkg/orig/t1"
+    pub name: String,
+    pub dir: PathBuf,
+    pub reference: Reference,
+}
+
+impl Case {
+    pub fn decoded(&self) -> image::RgbImage {
+        image::open(self.dir.join("decoded.png"))
+            .unwrap_or_else(|e| panic!("{}: {e}", self.name))
+            .to_rgb8()
+    }
+
+    pub fn chip(&self, detector: &str, index: usize) -> image::RgbImage {
+        let path = self.dir.join(format!("chip_{detector}_{index}.png"));
+        image::open(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .to_rgb8()
+    }
+
+    /// The encoded photo this case was made from (JPEG, PNG or WebP): `<set>/images/<variant>/<stem>.*`.
+    pub fn source_image(&self) -> Option<PathBuf> {
+        let stem = self.dir.file_name()?.to_str()?;
+        let variant_dir = self.dir.parent()?;
+        let variant = variant_dir.file_name()?;
+        let images = variant_dir.parent()?.join("images").join(variant);
+        std::fs::read_dir(images)
+            .ok()?
+            .flatten()
+            .map(|entry| entry.path())
+            .find(|path| path.file_stem().and_then(|s| s.to_str()) == Some(stem))
+    }
+}
+
+pub fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shared reference data beside the repository, when present.
+pub fn shared_reference() -> Option<PathBuf> {
+    let dir = crate_dir().join("../shared/reference");
+    dir.join("pkg").is_dir().then_some(dir)
+}
+
+pub fn weights_dir() -> PathBuf {
+    crate_dir().join("weights")
+}
+
+fn cases_under(root: &Path, set: &str) -> Vec<Case> {
+    let mut cases = Vec::new();
+    for variant in ["orig", "large", "medium"] {
+        let Ok(entries) = std::fs::read_dir(root.join(set).join(variant)) else {
+            continue;
+        };
+        let mut dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        dirs.sort();
+        for dir in dirs {
+            let json = dir.join("reference.json");
+            if !json.is_file() || !dir.join("decoded.png").is_file() {
+                continue;
+            }
+            let text = std::fs::read_to_string(&json).expect("readable reference.json");
+            let reference: Reference =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", json.display()));
+            let name = format!(
+                "{set}/{variant}/{}",
+                dir.file_name().unwrap_or_default().to_string_lossy()
+            );
+            cases.push(Case {
+                name,
+                dir,
+                reference,
+            });
+        }
+    }
+    cases
+}
+
+/// Every reference case available: all of ../shared/reference when present, otherwise the
+/// committed fixtures.
+pub fn reference_cases() -> Vec<Case> {
+    let cases = match shared_reference() {
+        Some(shared) => {
+            let mut cases = cases_under(&shared, "pkg");
+            cases.extend(cases_under(&shared, "repo"));
+            cases
+        }
+        None => cases_under(&crate_dir().join("tests/fixtures"), "pkg"),
+    };
+    assert!(!cases.is_empty(), "no reference cases found");
+    cases
+}
+
+pub fn euclidean(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f32>()
+        .sqrt()
+}
