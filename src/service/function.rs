@@ -1,0 +1,106 @@
+//! The Lambda function's handler, shared by the Lambda binary and the local invoke endpoint.
+//!
+//! An event is either the original's payload (a direct invocation) or an SQS event whose records
+//! each carry one payload in their body. A direct invocation returns its [`InvocationReport`],
+//! or an error when the payload is invalid or any source failed (after every other source was
+//! posted), so that Lambda's retries and on-failure destination keep the failed work. An SQS
+//! event returns `batchItemFailures` naming the records to retry.
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use serde_json::Value;
+
+use super::{FaceEncoder, InvocationReport, Payload, PayloadError, Service};
+
+/// Why an invocation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionError {
+    #[error("invalid payload: {0}")]
+    InvalidPayload(#[from] PayloadError),
+    #[error("invalid SQS event: {0}")]
+    InvalidSqsEvent(String),
+    #[error("cannot write the result: {0}")]
+    Output(String),
+    #[error("{failed} of {total} sources failed: {summary}")]
+    SourcesFailed {
+        failed: usize,
+        total: usize,
+        summary: String,
+    },
+}
+
+impl FunctionError {
+    /// The `errorType` Lambda reports for this error.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::InvalidPayload(_) => "InvalidPayload",
+            Self::InvalidSqsEvent(_) => "InvalidSqsEvent",
+            Self::Output(_) => "Output",
+            Self::SourcesFailed { .. } => "SourcesFailed",
+        }
+    }
+}
+
+impl From<FunctionError> for lambda_runtime::Diagnostic {
+    fn from(error: FunctionError) -> Self {
+        Self {
+            error_type: error.error_type().to_string(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// Handles one invocation's event.
+pub async fn handle<E: FaceEncoder>(
+    service: &Service<E>,
+    event: &Value,
+) -> Result<Value, FunctionError> {
+    if event.get("Records").is_some() {
+        let event: SqsEvent = serde_json::from_value(event.clone())
+            .map_err(|e| FunctionError::InvalidSqsEvent(e.to_string()))?;
+        let response = handle_sqs(service, &event).await;
+        return serde_json::to_value(response).map_err(|e| FunctionError::Output(e.to_string()));
+    }
+    let payload = Payload::from_value(event)?;
+    let report = service.run(&payload).await;
+    if report.failed > 0 {
+        return Err(FunctionError::SourcesFailed {
+            failed: report.failed,
+            total: report.sources.len(),
+            summary: report.failure_summary(),
+        });
+    }
+    serde_json::to_value(&report).map_err(|e| FunctionError::Output(e.to_string()))
+}
+
+/// Runs every record's payload; a record is reported for retry when its payload is invalid or
+/// any of its sources failed.
+pub async fn handle_sqs<E: FaceEncoder>(
+    service: &Service<E>,
+    event: &SqsEvent,
+) -> SqsBatchResponse {
+    let results = futures::future::join_all(event.records.iter().map(|record| async move {
+        let id = record.message_id.clone().unwrap_or_default();
+        let report = match Payload::from_json(record.body.as_deref().unwrap_or("").as_bytes()) {
+            Ok(payload) => Ok(service.run(&payload).await),
+            Err(error) => Err(error),
+        };
+        (id, report)
+    }))
+    .await;
+    let mut response = SqsBatchResponse::default();
+    for (id, result) in results {
+        let retry = match result {
+            Ok(InvocationReport { failed, .. }) => failed > 0,
+            Err(error) => {
+                tracing::warn!(message_id = %id, %error, "SQS record with an invalid payload");
+                true
+            }
+        };
+        if retry {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
