@@ -191,19 +191,8 @@ pub struct Http {
 
 impl Http {
     pub fn new(config: HttpConfig) -> Result<Self, FetchError> {
-        let max_redirects = config.max_redirects;
-        let policy = redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() > max_redirects {
-                attempt.error(format!("more than {max_redirects} redirects"))
-            } else if !matches!(attempt.url().scheme(), "http" | "https") {
-                let scheme = attempt.url().scheme().to_string();
-                attempt.error(format!("redirect to a {scheme} URL"))
-            } else {
-                attempt.follow()
-            }
-        });
         let client = Client::builder()
-            .redirect(policy)
+            .redirect(redirect::Policy::limited(config.max_redirects))
             .user_agent(concat!(
                 "concrexit-facedetection/",
                 env!("CARGO_PKG_VERSION")
