@@ -104,3 +104,17 @@ pub async fn handle_sqs<E: FaceEncoder>(
     }
     response
 }
+
+/// Runs the Lambda function: polls the Lambda Runtime API (`AWS_LAMBDA_RUNTIME_API`) for
+/// invocations and answers each with [`handle`], until the process ends.
+pub async fn run_lambda<E: FaceEncoder>(
+    service: std::sync::Arc<Service<E>>,
+) -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<Value>| {
+            let service = service.clone();
+            async move { handle(&service, &event.payload).await }
+        },
+    ))
+    .await
+}

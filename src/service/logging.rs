@@ -2,6 +2,7 @@
 //! or plain text, on stderr, filtered by `RUST_LOG` (default `info`).
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::TryInitError;
 
 /// The shape of log lines.
@@ -11,8 +12,16 @@ pub enum LogFormat {
     Text,
 }
 
-/// Installs the global log subscriber.
+/// Installs the global log subscriber, writing to stderr.
 pub fn init(format: LogFormat) -> Result<(), TryInitError> {
+    init_with_writer(format, std::io::stderr)
+}
+
+/// Installs the global log subscriber, writing to `writer`.
+pub fn init_with_writer<W>(format: LogFormat, writer: W) -> Result<(), TryInitError>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
@@ -26,11 +35,11 @@ pub fn init(format: LogFormat) -> Result<(), TryInitError> {
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(false)
-                    .with_writer(std::io::stderr),
+                    .with_writer(writer),
             )
             .try_init(),
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(tracing_subscriber::fmt::layer().with_writer(writer))
             .try_init(),
     }
 }

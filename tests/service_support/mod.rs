@@ -23,6 +23,8 @@ use concrexit_facedetection::service::{
 use image::{ImageFormat, RgbImage};
 use serde_json::{Value, json};
 
+pub mod runtime_api;
+
 /// Serves `router` on a loopback port for the rest of the test.
 pub async fn spawn_server(router: Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

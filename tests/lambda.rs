@@ -1,0 +1,144 @@
+//! The Lambda function's runtime loop end to end through a Lambda Runtime API emulator, with a
+//! fake face encoder: a direct payload, an SQS event, a failing invocation, and the JSON logs
+//! (one line per source with its timings; no token, no signed query string).
+
+mod service_support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use concrexit_facedetection::service::function::run_lambda;
+use concrexit_facedetection::service::logging::{LogFormat, init_with_writer};
+use serde_json::{Value, json};
+use service_support::runtime_api::RuntimeApi;
+use service_support::*;
+
+/// Log output collected in memory.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn lines(&self) -> Vec<Value> {
+        String::from_utf8(self.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}")))
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_runtime_loop_direct_sqs_and_failure() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    init_with_writer(LogFormat::Json, move || writer.clone()).unwrap();
+
+    let (photos, photo_base) = PhotoServer::start().await;
+    photos.add("ok.png", png(32, 24, 3));
+    let (receiver, api) = Receiver::start().await;
+    for pk in 1..=4 {
+        receiver.expect("photo", pk, &format!("secret-token-{pk}"));
+    }
+    let (emulator, runtime_api) = RuntimeApi::start().await;
+    // SAFETY: the only test in this binary; set before the runtime reads them.
+    unsafe {
+        std::env::set_var("AWS_LAMBDA_RUNTIME_API", &runtime_api);
+        std::env::set_var("AWS_LAMBDA_FUNCTION_NAME", "facedetection");
+        std::env::set_var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024");
+        std::env::set_var("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST");
+    }
+    let (service, _) = fake_service(fast_config(), Duration::ZERO);
+    tokio::spawn(run_lambda(service));
+
+    let ok = format!("{photo_base}/photo/ok.png?sig=signed-query");
+    let direct = json!({"api_url": api, "sources": [source(1, "photo", &ok, "secret-token-1")]});
+    emulator.invoke("direct", direct);
+    let result = emulator
+        .answer("direct", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(result["posted"], 1, "{result}");
+    assert!(receiver.delivered("photo", 1).is_some());
+
+    let sqs = json!({"Records": [
+        {"messageId": "m1", "eventSource": "aws:sqs", "body": json!({"api_url": api, "sources": [
+            source(2, "photo", &ok, "secret-token-2")]}).to_string()},
+        {"messageId": "m2", "eventSource": "aws:sqs", "body": json!({"api_url": api, "sources": [
+            source(3, "photo", &format!("{photo_base}/photo/missing.png"), "secret-token-3")]}).to_string()},
+    ]});
+    emulator.invoke("sqs", sqs);
+    let result = emulator
+        .answer("sqs", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        result,
+        json!({"batchItemFailures": [{"itemIdentifier": "m2"}]})
+    );
+    assert!(receiver.delivered("photo", 2).is_some());
+
+    // Source 4 is posted, 5 fails at the callback: the invocation fails after posting 4.
+    let failing = json!({"api_url": api, "sources": [
+        source(4, "photo", &ok, "secret-token-4"),
+        source(5, "photo", &ok, "secret-token-5")]});
+    emulator.invoke("failing", failing);
+    let error = emulator
+        .answer("failing", Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert_eq!(error["errorType"], "SourcesFailed", "{error}");
+    assert!(
+        error["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("sources[1] (photo 5): callback: HTTP 404"),
+        "{error}"
+    );
+    assert!(receiver.delivered("photo", 4).is_some());
+
+    emulator.invoke("invalid", json!({"api_url": api, "sources": []}));
+    let error = emulator
+        .answer("invalid", Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert_eq!(error["errorType"], "InvalidPayload", "{error}");
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        !text.contains("secret-token"),
+        "a token was logged:\n{text}"
+    );
+    assert!(
+        !text.contains("signed-query"),
+        "a signed URL was logged:\n{text}"
+    );
+    let lines = logs.lines();
+    let per_source: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line.get("pk").is_some())
+        .collect();
+    assert_eq!(per_source.len(), 5, "{text}");
+    for line in &per_source {
+        assert!(line["span"]["requestId"].is_string(), "{line}");
+        assert!(line["download_ms"].is_f64(), "{line}");
+        if line["outcome"] == "posted" {
+            for stage in ["decode_ms", "detect_ms", "encode_ms", "callback_ms"] {
+                assert!(line[stage].is_f64(), "{stage} missing: {line}");
+            }
+        } else {
+            assert!(line["error"].is_string(), "{line}");
+        }
+    }
+    println!("per-source log line: {}", per_source[0]);
+}
