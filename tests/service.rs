@@ -640,3 +640,53 @@ print(json.dumps(json.loads(r["Payload"].read())))
     wait_for(|| receiver.delivered("photo", 8).is_some()).await;
     assert!(receiver.delivered("reference", 9).is_some());
 }
+
+#[tokio::test]
+async fn batch_runs_json_lines_and_a_pretty_printed_payload() {
+    use concrexit_facedetection::service::batch::{self, BatchInput};
+
+    let (photos, photo_base) = PhotoServer::start().await;
+    photos.add("ok.png", png(20, 20, 1));
+    let (receiver, api) = Receiver::start().await;
+    let ok = format!("{photo_base}/photo/ok.png");
+    let mut lines = String::new();
+    for pk in 0..6u64 {
+        receiver.expect("photo", pk, "t");
+        let line = json!({"api_url": api, "sources": [source(pk, "photo", &ok, "t")]});
+        lines.push_str(&format!("{line}\n\n"));
+    }
+    lines.push_str("{\"api_url\": 3}\n");
+    let missing = format!("{photo_base}/photo/missing.png");
+    lines.push_str(
+        &json!({"api_url": api, "sources": [source(50, "photo", &missing, "t")]}).to_string(),
+    );
+    let dir = std::env::temp_dir().join(format!("facedetect-batch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("payloads.jsonl");
+    std::fs::write(&file, lines).unwrap();
+    let (service, _) = fake_service(fast_config(), Duration::ZERO);
+    let summary = batch::run(&service, &BatchInput::File(file.clone()), 4)
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.payloads, summary.invalid_payloads, summary.sources),
+        (8, 1, 7)
+    );
+    assert_eq!((summary.posted, summary.failed, summary.faces), (6, 1, 6));
+    assert!(!summary.is_success());
+    println!("batch summary: {summary}");
+
+    // One payload spread over several lines is one payload, not lines.
+    receiver.expect("reference", 60, "t");
+    let pretty = serde_json::to_string_pretty(
+        &json!({"api_url": api, "sources": [source(60, "reference", &ok, "t")]}),
+    )
+    .unwrap();
+    std::fs::write(&file, pretty).unwrap();
+    let summary = batch::run(&service, &BatchInput::File(file), 4)
+        .await
+        .unwrap();
+    assert_eq!((summary.payloads, summary.posted), (1, 1));
+    assert!(summary.is_success());
+    std::fs::remove_dir_all(dir).unwrap();
+}

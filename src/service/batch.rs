@@ -118,7 +118,12 @@ pub async fn run<E: FaceEncoder>(
     );
     let observe = |report: &super::SourceReport| {
         if let Outcome::Failed { stage, error } = &report.outcome {
-            progress.println(format!("{}: {}: {error}", report.label(), stage.as_str()));
+            let line = format!("{}: {}: {error}", report.label(), stage.as_str());
+            if progress.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                progress.println(line);
+            }
         }
         progress.inc(1);
     };

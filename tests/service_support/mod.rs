@@ -217,17 +217,20 @@ pub enum Fault {
     Slow(Duration),
 }
 
+/// A source as concrexit knows it: (type, pk).
+pub type SourceKey = (String, u64);
+
 /// The callback receiver: validates bodies as concrexit does.
 #[derive(Default)]
 pub struct Receiver {
     /// (type, pk) -> token of every source concrexit knows.
-    pub tokens: Mutex<HashMap<(String, u64), String>>,
+    pub tokens: Mutex<HashMap<SourceKey, String>>,
     /// Accepted encodings per source.
-    pub delivered: Mutex<HashMap<(String, u64), Vec<Vec<f64>>>>,
+    pub delivered: Mutex<HashMap<SourceKey, Vec<Vec<f64>>>>,
     /// Posts received per source, answered or not.
-    pub attempts: Mutex<HashMap<(String, u64), usize>>,
+    pub attempts: Mutex<HashMap<SourceKey, usize>>,
     /// Answers to give before the normal one, per source.
-    pub faults: Mutex<HashMap<(String, u64), Vec<Fault>>>,
+    pub faults: Mutex<HashMap<SourceKey, Vec<Fault>>>,
     /// Bodies refused with 400 and why.
     pub refused: Mutex<Vec<String>>,
 }
