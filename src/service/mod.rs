@@ -90,6 +90,14 @@ struct Encoded {
     encodings: Vec<Vec<f32>>,
 }
 
+/// What processing one source recorded along the way.
+#[derive(Default)]
+struct Trace {
+    timings: Timings,
+    download_attempts: u32,
+    callback_attempts: u32,
+}
+
 impl<E: FaceEncoder> Service<E> {
     pub fn new(encoder: Arc<E>, config: ServiceConfig) -> Result<Self, ServiceError> {
         if config.max_in_flight == 0 || config.cpu_workers == 0 {
@@ -139,21 +147,19 @@ impl<E: FaceEncoder> Service<E> {
     }
 
     async fn process(&self, payload: &Payload, index: usize, source: &Source) -> SourceReport {
-        let mut report = SourceReport {
+        let mut trace = Trace::default();
+        let outcome = match self.encode_source(source, &mut trace).await {
+            Ok(encoded) => self.deliver(payload, source, &encoded, &mut trace).await,
+            Err((stage, error)) => Outcome::Failed { stage, error },
+        };
+        let report = SourceReport {
             index,
             pk: source.pk,
             kind: source.kind,
-            outcome: Outcome::Failed {
-                stage: Stage::Download,
-                error: String::new(),
-            },
-            download_attempts: 0,
-            callback_attempts: 0,
-            timings: Timings::default(),
-        };
-        report.outcome = match self.encode_source(source, &mut report).await {
-            Ok(encoded) => self.deliver(payload, source, &encoded, &mut report).await,
-            Err((stage, error)) => Outcome::Failed { stage, error },
+            outcome,
+            download_attempts: trace.download_attempts,
+            callback_attempts: trace.callback_attempts,
+            timings: trace.timings,
         };
         log_source(source, &report);
         report
@@ -163,7 +169,7 @@ impl<E: FaceEncoder> Service<E> {
     async fn encode_source(
         &self,
         source: &Source,
-        report: &mut SourceReport,
+        trace: &mut Trace,
     ) -> Result<Encoded, (Stage, String)> {
         let _permit = self
             .in_flight
@@ -173,8 +179,8 @@ impl<E: FaceEncoder> Service<E> {
 
         let started = Instant::now();
         let download = self.http.download(&source.photo_url).await;
-        report.download_attempts = download.attempts;
-        report.timings.record(Stage::Download, started.elapsed());
+        trace.download_attempts = download.attempts;
+        trace.timings.record(Stage::Download, started.elapsed());
         let bytes = download
             .result
             .map_err(|e| (Stage::Download, e.to_string()))?;
@@ -196,9 +202,9 @@ impl<E: FaceEncoder> Service<E> {
         let (result, timings) = work
             .await
             .map_err(|e| (Stage::Encode, format!("encoding task failed: {e}")))?;
-        report.timings.decode_ms = timings.decode_ms;
-        report.timings.detect_ms = timings.detect_ms;
-        report.timings.encode_ms = timings.encode_ms;
+        trace.timings.decode_ms = timings.decode_ms;
+        trace.timings.detect_ms = timings.detect_ms;
+        trace.timings.encode_ms = timings.encode_ms;
         result
     }
 
@@ -207,7 +213,7 @@ impl<E: FaceEncoder> Service<E> {
         payload: &Payload,
         source: &Source,
         encoded: &Encoded,
-        report: &mut SourceReport,
+        trace: &mut Trace,
     ) -> Outcome {
         let url = payload.callback_url(source);
         let body = http::CallbackBody {
@@ -216,8 +222,8 @@ impl<E: FaceEncoder> Service<E> {
         };
         let started = Instant::now();
         let delivery = self.http.post_encodings(&url, &body).await;
-        report.timings.record(Stage::Callback, started.elapsed());
-        report.callback_attempts = delivery.attempts;
+        trace.timings.record(Stage::Callback, started.elapsed());
+        trace.callback_attempts = delivery.attempts;
         let faces = encoded.encodings.len();
         match delivery.result {
             Ok(http::Delivery::Accepted) => Outcome::Posted { faces },
