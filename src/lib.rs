@@ -4,6 +4,7 @@
 pub mod convert;
 pub mod decode;
 pub mod dlib_format;
+pub mod embedder;
 pub mod error;
 pub mod geometry;
 pub mod weights;
