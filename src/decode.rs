@@ -2,13 +2,20 @@
 //! `load_image_file` does with PIL's `convert('RGB')`: alpha is dropped, grey and palette
 //! images are expanded to RGB, 16-bit samples are reduced to 8 bits.
 //!
+//! JPEGs are decoded by libjpeg-turbo's decoder (through mozjpeg, without SIMD), the decoder
+//! PIL uses, so the pixels are identical to the original service's; WebP (image-webp) also
+//! matches libwebp exactly. Other formats and CMYK JPEGs go through the `image` crate.
+//!
 //! Unlike the original, the EXIF orientation of a photo is applied, so a sideways phone photo
 //! is turned upright before detection. The pixel count is checked against a limit from the
 //! header, before any pixel is decoded.
 
 use std::io::Cursor;
+use std::os::raw::c_int;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
-use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+use mozjpeg_sys::{J_COLOR_SPACE, JWRN_JPEG_EOF, jpeg_common_struct, jpeg_error_mgr};
 
 use crate::error::{Error, Result};
 
@@ -27,19 +34,19 @@ impl Default for DecodeLimits {
     }
 }
 
+fn decode_error(error: impl std::fmt::Display) -> Error {
+    Error::Decode(error.to_string())
+}
+
 /// Decodes an encoded photo into RGB8 pixels.
 pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| Error::Decode(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(Error::Decode(
-            "not a JPEG, PNG, WebP, GIF or BMP image".to_string(),
-        ));
-    }
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| Error::Decode(e.to_string()))?;
+        .map_err(decode_error)?;
+    let format = reader
+        .format()
+        .ok_or_else(|| Error::Decode("not a JPEG, PNG, WebP, GIF or BMP image".to_string()))?;
+    let mut decoder = reader.into_decoder().map_err(decode_error)?;
     let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
     if pixels > limits.max_pixels {
@@ -53,11 +60,15 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
             "{width}x{height} image has no pixels"
         )));
     }
-    let orientation = decoder
-        .orientation()
-        .map_err(|e| Error::Decode(e.to_string()))?;
-    let mut image =
-        DynamicImage::from_decoder(decoder).map_err(|e| Error::Decode(e.to_string()))?;
+    let orientation = decoder.orientation().map_err(decode_error)?;
+    let jpeg = match format {
+        ImageFormat::Jpeg => decode_jpeg_like_libjpeg(bytes)?,
+        _ => None,
+    };
+    let mut image = match jpeg {
+        Some(rgb) => DynamicImage::ImageRgb8(rgb),
+        None => DynamicImage::from_decoder(decoder).map_err(decode_error)?,
+    };
     image.apply_orientation(orientation);
     Ok(image.into_rgb8())
 }
@@ -69,4 +80,72 @@ pub fn open_image(path: &std::path::Path, limits: &DecodeLimits) -> Result<RgbIm
         source,
     })?;
     decode_image(&bytes, limits)
+}
+
+/// Why libjpeg stopped; carried out of the C decoder by unwinding.
+struct JpegFailure(String);
+
+fn libjpeg_message_code(cinfo: &jpeg_common_struct) -> c_int {
+    // SAFETY: libjpeg calls the handlers below with its error manager installed.
+    unsafe { cinfo.err.as_ref() }.map_or(-1, |err| err.msg_code)
+}
+
+/// libjpeg's fatal-error handler must not return: it unwinds to `decode_jpeg_like_libjpeg`.
+extern "C-unwind" fn libjpeg_error_exit(cinfo: &mut jpeg_common_struct) {
+    let code = libjpeg_message_code(cinfo);
+    resume_unwind(Box::new(JpegFailure(format!(
+        "corrupt JPEG data (libjpeg error {code})"
+    ))));
+}
+
+/// libjpeg's warnings: data that ends before the image does is an error, as it is for PIL;
+/// the other warnings (extraneous bytes and the like) are ignored, as PIL ignores them.
+extern "C-unwind" fn libjpeg_emit_message(cinfo: &mut jpeg_common_struct, level: c_int) {
+    if level < 0 && libjpeg_message_code(cinfo) == JWRN_JPEG_EOF as c_int {
+        resume_unwind(Box::new(JpegFailure(
+            "truncated JPEG: the data ends before the image does".to_string(),
+        )));
+    }
+}
+
+fn libjpeg_error_manager() -> jpeg_error_mgr {
+    // SAFETY: jpeg_std_error initialises every field of the zeroed error manager.
+    let mut manager: jpeg_error_mgr = unsafe { std::mem::zeroed() };
+    unsafe { mozjpeg_sys::jpeg_std_error(&mut manager) };
+    manager.error_exit = Some(libjpeg_error_exit);
+    manager.emit_message = Some(libjpeg_emit_message);
+    manager
+}
+
+/// Decodes a YCbCr or greyscale JPEG to RGB with libjpeg-turbo's default settings (ISLOW
+/// IDCT, fancy upsampling), exactly as PIL does. Returns `None` for colour spaces that
+/// libjpeg cannot convert to RGB itself (CMYK, YCCK).
+fn decode_jpeg_like_libjpeg(bytes: &[u8]) -> Result<Option<RgbImage>> {
+    let decoded = catch_unwind(AssertUnwindSafe(|| -> std::io::Result<Option<RgbImage>> {
+        let decompress = mozjpeg::Decompress::with_err(libjpeg_error_manager()).from_mem(bytes)?;
+        if matches!(
+            decompress.color_space(),
+            J_COLOR_SPACE::JCS_CMYK | J_COLOR_SPACE::JCS_YCCK
+        ) {
+            return Ok(None);
+        }
+        let mut started = decompress.rgb()?;
+        let (width, height) = (started.width(), started.height());
+        let pixels = started.read_scanlines::<u8>()?;
+        started.finish()?;
+        let size = |value: usize| u32::try_from(value).map_err(std::io::Error::other);
+        Ok(RgbImage::from_raw(size(width)?, size(height)?, pixels))
+    }));
+    match decoded {
+        Ok(Ok(Some(image))) => Ok(Some(image)),
+        Ok(Ok(None)) => Ok(None),
+        Ok(Err(error)) if error.kind() == std::io::ErrorKind::UnexpectedEof => Err(Error::Decode(
+            "truncated JPEG: the data ends before the image does".to_string(),
+        )),
+        Ok(Err(error)) => Err(decode_error(error)),
+        Err(payload) => Err(Error::Decode(match payload.downcast::<JpegFailure>() {
+            Ok(failure) => failure.0,
+            Err(_) => "corrupt JPEG data".to_string(),
+        })),
+    }
 }

@@ -4,8 +4,10 @@
 pub mod convert;
 pub mod decode;
 pub mod dlib_format;
+pub mod embedder;
 pub mod error;
 pub mod geometry;
 pub mod service;
+pub mod weights;
 
 pub use error::{Error, Result};

@@ -1,0 +1,163 @@
+//! Decoding matches PIL's `convert('RGB')` (what face_recognition's `load_image_file` does).
+
+mod common;
+
+use std::path::Path;
+
+use concrexit_facedetection::decode::{DecodeLimits, decode_image, open_image};
+
+/// (max abs difference, share of differing samples) between two RGB images of equal size.
+fn difference(ours: &image::RgbImage, theirs: &image::RgbImage) -> (u8, f64) {
+    assert_eq!(ours.dimensions(), theirs.dimensions());
+    let differing = ours
+        .as_raw()
+        .iter()
+        .zip(theirs.as_raw())
+        .filter(|(a, b)| a != b)
+        .count();
+    let max = ours
+        .as_raw()
+        .iter()
+        .zip(theirs.as_raw())
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap_or(0);
+    (max, differing as f64 / ours.as_raw().len() as f64)
+}
+
+/// The error of a decode that must fail (without printing the image if it did not).
+fn decode_failure(bytes: &[u8], limits: &DecodeLimits) -> String {
+    match decode_image(bytes, limits) {
+        Ok(image) => panic!("decoded a {:?} image from bad input", image.dimensions()),
+        Err(error) => error.to_string(),
+    }
+}
+
+fn expected(path: &Path) -> image::RgbImage {
+    let name = format!(
+        "{}.expected.png",
+        path.file_name().unwrap().to_string_lossy()
+    );
+    image::open(path.with_file_name(name)).unwrap().to_rgb8()
+}
+
+#[test]
+fn every_format_decodes_like_pil() {
+    let dir = common::crate_dir().join("tests/fixtures/formats");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let path = entry.path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.ends_with(".png") && name.contains(".expected") || name.ends_with(".py") {
+            continue;
+        }
+        let ours =
+            open_image(&path, &DecodeLimits::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // PIL clips 16-bit grey to 0..255 instead of scaling it (a white image); we scale,
+        // so that image must equal the 8-bit grey one it was made from.
+        let reference = match name.as_str() {
+            "gray16.png" => expected(&dir.join("gray8.png")),
+            _ => expected(&path),
+        };
+        let (max, share) = difference(&ours, &reference);
+        println!(
+            "{name}: max difference {max}, {:.3}% of samples differ",
+            share * 100.0
+        );
+        // 16-bit RGB: PIL keeps the high byte, we round; CMYK: PIL's conversion formula
+        // differs by rounding. Everything else must be identical.
+        let allowed = match name.as_str() {
+            "rgb16.png" | "cmyk.jpg" => 1,
+            _ => 0,
+        };
+        assert!(max <= allowed, "{name}: max difference {max} > {allowed}");
+        checked += 1;
+    }
+    assert_eq!(checked, 17);
+}
+
+#[test]
+fn reference_photos_decode_exactly_like_pil() {
+    for case in common::reference_cases() {
+        let Some(source) = case.source_image() else {
+            continue;
+        };
+        let ours = open_image(&source, &DecodeLimits::default()).unwrap();
+        let (max, share) = difference(&ours, &case.decoded());
+        assert_eq!(
+            max,
+            0,
+            "{}: {:.3}% of samples differ, by up to {max}",
+            case.name,
+            share * 100.0
+        );
+    }
+}
+
+#[test]
+fn exif_orientation_is_applied() {
+    let path = common::crate_dir().join("tests/fixtures/formats/rotated.exif6.jpg");
+    let ours = open_image(&path, &DecodeLimits::default()).unwrap();
+    // stored 96x72, shown rotated by 90 degrees
+    assert_eq!(ours.dimensions(), (72, 96));
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let limits = DecodeLimits::default();
+    let not_image = decode_failure(b"<html>not an image</html>", &limits);
+    assert!(not_image.to_string().contains("not a JPEG"), "{not_image}");
+
+    let jpeg =
+        std::fs::read(common::crate_dir().join("tests/fixtures/formats/baseline.jpg")).unwrap();
+    let truncated = decode_failure(&jpeg[..jpeg.len() / 2], &limits);
+    assert!(truncated.to_string().contains("truncated"), "{truncated}");
+
+    let mut corrupt = jpeg.clone();
+    for byte in &mut corrupt[200..400] {
+        *byte = 0xFF;
+    }
+    let corrupt = decode_failure(&corrupt, &limits);
+    assert!(corrupt.to_lowercase().contains("jpeg"), "{corrupt}");
+
+    // A PNG header declaring 30000x30000 pixels is refused before any pixel is decoded.
+    let huge = png_header(30_000, 30_000);
+    let refused = decode_failure(&huge, &limits);
+    assert!(
+        refused.to_string().contains("more than the limit"),
+        "{refused}"
+    );
+    let small_limit = DecodeLimits { max_pixels: 1000 };
+    decode_failure(&jpeg, &small_limit);
+}
+
+/// A PNG (8-bit RGB) declaring the given size, with a single empty IDAT chunk.
+fn png_header(width: u32, height: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &byte in bytes {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    fn chunk(png: &mut Vec<u8>, kind_and_data: &[u8]) {
+        png.extend((kind_and_data.len() as u32 - 4).to_be_bytes());
+        png.extend(kind_and_data);
+        png.extend(crc32(kind_and_data).to_be_bytes());
+    }
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(width.to_be_bytes());
+    ihdr.extend(height.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut png, &ihdr);
+    chunk(&mut png, b"IDAT\x78\x9c\x03\x00\x00\x00\x00\x01");
+    png
+}
