@@ -1,12 +1,14 @@
 //! concrexit-facedetection: finds the faces in a photo and turns each into the same 128
 //! numbers as dlib's `face_recognition` pipeline, with candle for the neural parts.
 
+pub mod alignment;
 pub mod convert;
 pub mod decode;
 pub mod dlib_format;
 pub mod embedder;
 pub mod error;
 pub mod geometry;
+pub mod landmarks;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -9,6 +9,7 @@
 pub mod dnn;
 pub mod mmod;
 pub mod resnet;
+pub mod shape_predictor;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -32,6 +33,10 @@ const MODEL_KINDS: &[ModelKind] = &[
     ModelKind {
         name: "dlib mmod face detector",
         read: mmod::read,
+    },
+    ModelKind {
+        name: "dlib 5-point shape predictor",
+        read: shape_predictor::read,
     },
 ];
 
