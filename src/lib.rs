@@ -6,5 +6,6 @@ pub mod decode;
 pub mod dlib_format;
 pub mod error;
 pub mod geometry;
+pub mod pyramid;
 
 pub use error::{Error, Result};

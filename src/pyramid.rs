@@ -1,0 +1,275 @@
+//! Image pyramids as dlib builds them (dlib/image_transforms/image_pyramid.h, interpolation.h).
+//!
+//! dlib's `pyramid_down<N>` shrinks an image by the ratio (N-1)/N per level and maps points
+//! between levels with fixed affine formulas; `pyramid_up` enlarges an image to the size that
+//! `pyramid_down<2>` maps the image rectangle up to. Both resize with dlib's bilinear
+//! `resize_image` for RGB images, which steps through output columns in single-precision
+//! SIMD lanes of four and truncates the results; this module reproduces that arithmetic so
+//! the pixels are identical to dlib's.
+
+use image::RgbImage;
+
+use crate::geometry::Rect;
+
+/// A rectangle with real-valued corners, as dlib's `drectangle`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DRect {
+    pub left: f64,
+    pub top: f64,
+    pub right: f64,
+    pub bottom: f64,
+}
+
+impl DRect {
+    pub fn new(left: f64, top: f64, right: f64, bottom: f64) -> Self {
+        Self {
+            left,
+            top,
+            right,
+            bottom,
+        }
+    }
+
+    /// Rounds every corner to the nearest integer, halves away from zero (dlib's conversion).
+    pub fn round(&self) -> Rect {
+        Rect::new(
+            self.left.round() as i64,
+            self.top.round() as i64,
+            self.right.round() as i64,
+            self.bottom.round() as i64,
+        )
+    }
+}
+
+impl From<Rect> for DRect {
+    fn from(rect: Rect) -> Self {
+        Self::new(
+            rect.left as f64,
+            rect.top as f64,
+            rect.right as f64,
+            rect.bottom as f64,
+        )
+    }
+}
+
+/// dlib's `pyramid_down<N>`: the downsampling ratio and the point mapping between levels.
+///
+/// `N = 2` is dlib's specialised `pyramid_down_2_1`, whose mapping differs from the generic
+/// one; only the generic pyramids (`N > 3`) can downsample images here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PyramidDown {
+    n: u32,
+}
+
+impl PyramidDown {
+    /// `pyramid_down<N>`; `n` must be 2 or larger than 3.
+    pub const fn new(n: u32) -> Self {
+        assert!(
+            n == 2 || n > 3,
+            "only pyramid_down<2> and pyramid_down<N>, N > 3, are supported"
+        );
+        Self { n }
+    }
+
+    pub fn n(&self) -> u32 {
+        self.n
+    }
+
+    /// Maps a point of a level to the next smaller level.
+    pub fn point_down(&self, (x, y): (f64, f64)) -> (f64, f64) {
+        if self.n == 2 {
+            (x / 2.0 - 1.25, y / 2.0 - 0.75)
+        } else {
+            let ratio = (self.n as f64 - 1.0) / self.n as f64;
+            ((x - 0.3) * ratio, (y - 0.3) * ratio)
+        }
+    }
+
+    /// Maps a point of a level to the next larger level.
+    pub fn point_up(&self, (x, y): (f64, f64)) -> (f64, f64) {
+        if self.n == 2 {
+            ((x + 1.25) * 2.0, (y + 0.75) * 2.0)
+        } else {
+            let ratio = self.n as f64 / (self.n as f64 - 1.0);
+            (x * ratio + 0.3, y * ratio + 0.3)
+        }
+    }
+
+    /// [`Self::point_down`] applied `levels` times.
+    pub fn point_down_levels(&self, point: (f64, f64), levels: u32) -> (f64, f64) {
+        (0..levels).fold(point, |p, _| self.point_down(p))
+    }
+
+    /// [`Self::point_up`] applied `levels` times.
+    pub fn point_up_levels(&self, point: (f64, f64), levels: u32) -> (f64, f64) {
+        (0..levels).fold(point, |p, _| self.point_up(p))
+    }
+
+    /// Maps a rectangle `levels` levels down (its two corners; no rounding).
+    pub fn rect_down(&self, rect: DRect, levels: u32) -> DRect {
+        corners(rect, |p| self.point_down_levels(p, levels))
+    }
+
+    /// Maps a rectangle `levels` levels up (its two corners; no rounding).
+    pub fn rect_up(&self, rect: DRect, levels: u32) -> DRect {
+        corners(rect, |p| self.point_up_levels(p, levels))
+    }
+
+    /// The size (width, height) of the next smaller level of a `width` x `height` image:
+    /// `(N-1)*size/N` in integer arithmetic, as dlib's `pyramid_down<N>` sizes its output.
+    pub fn down_size(&self, width: u32, height: u32) -> (u32, u32) {
+        let n = u64::from(self.n);
+        let shrink = |size: u32| ((n - 1) * u64::from(size) / n) as u32;
+        (shrink(width), shrink(height))
+    }
+
+    /// The next smaller level of an image (dlib's `pyramid_down<N>::operator()` for RGB
+    /// images): bilinear resize to [`Self::down_size`].
+    pub fn downsample(&self, image: &RgbImage) -> RgbImage {
+        assert!(
+            self.n > 3,
+            "pyramid_down<2> image downsampling is not implemented"
+        );
+        let (width, height) = self.down_size(image.width(), image.height());
+        resize_bilinear(image, width, height)
+    }
+}
+
+/// dlib's `drectangle(p1, p2)`: the smallest rectangle holding both mapped corners.
+fn corners(rect: DRect, map: impl Fn((f64, f64)) -> (f64, f64)) -> DRect {
+    let (x1, y1) = map((rect.left, rect.top));
+    let (x2, y2) = map((rect.right, rect.bottom));
+    DRect::new(x1.min(x2), y1.min(y2), x1.max(x2), y1.max(y2))
+}
+
+/// dlib's `pyramid_up(img)`: enlarges the image to the rectangle that `pyramid_down<2>` maps
+/// the image's rectangle up to (2*height rows, 2*width + 1 columns), with bilinear
+/// interpolation.
+pub fn pyramid_up(image: &RgbImage) -> RgbImage {
+    if image.width() == 0 || image.height() == 0 {
+        return RgbImage::new(0, 0);
+    }
+    let whole = DRect::new(
+        0.0,
+        0.0,
+        f64::from(image.width()) - 1.0,
+        f64::from(image.height()) - 1.0,
+    );
+    let up = PyramidDown::new(2).rect_up(whole, 1);
+    // dlib sizes the output as (bottom + 1) x (right + 1), truncated to integers.
+    let width = (up.right + 1.0) as u32;
+    let height = (up.bottom + 1.0) as u32;
+    resize_bilinear(image, width, height)
+}
+
+/// dlib's `resize_image(in, out, interpolate_bilinear())` for RGB images, pixel for pixel.
+///
+/// Rows are stepped in double precision. Columns are processed in groups of four with
+/// single-precision positions that are advanced by `4 * x_scale` each group; every channel is
+/// blended in single precision and truncated. The last columns, where the right neighbour of
+/// the fourth lane would leave the image, are blended in double precision and truncated.
+pub fn resize_bilinear(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let mut out = RgbImage::new(width, height);
+    if width == 0 || height == 0 || image.width() == 0 || image.height() == 0 {
+        return out;
+    }
+    let (in_w, in_h) = (image.width() as i64, image.height() as i64);
+    let (out_w, out_h) = (width as usize, height as usize);
+    let src = image.as_raw();
+    let pixel =
+        |row: i64, col: i64, channel: usize| src[((row * in_w + col) * 3) as usize + channel];
+    let x_scale = (in_w - 1) as f64 / (out_w as i64 - 1).max(1) as f64;
+    let y_scale = (in_h - 1) as f64 / (out_h as i64 - 1).max(1) as f64;
+    let dst: &mut [u8] = &mut out;
+
+    let mut y = -y_scale;
+    for r in 0..out_h {
+        y += y_scale;
+        let top = y.floor() as i64;
+        let bottom = (top + 1).min(in_h - 1);
+        let tb_frac = y - top as f64;
+        let row_out = &mut dst[r * out_w * 3..(r + 1) * out_w * 3];
+
+        // Four-lane single-precision part.
+        let tb = tb_frac as f32;
+        let inv_tb = (1.0 - tb_frac) as f32;
+        let step = (4.0 * x_scale) as f32;
+        let start = -4.0 * x_scale;
+        let mut lanes: [f32; 4] = std::array::from_fn(|k| (start + k as f64 * x_scale) as f32);
+        let mut c = 0usize;
+        loop {
+            for lane in &mut lanes {
+                *lane += step;
+            }
+            let left: [i64; 4] = lanes.map(|x| x as i32 as i64);
+            if left[3] + 1 >= in_w || c + 3 >= out_w {
+                break;
+            }
+            for k in 0..4 {
+                let lr = lanes[k] - left[k] as f32;
+                let inv_lr = 1.0 - lr;
+                let (tlf, trf) = (inv_tb * inv_lr, inv_tb * lr);
+                let (blf, brf) = (tb * inv_lr, tb * lr);
+                let (l, rt) = (left[k], left[k] + 1);
+                for ch in 0..3 {
+                    let value = tlf * f32::from(pixel(top, l, ch))
+                        + trf * f32::from(pixel(top, rt, ch))
+                        + blf * f32::from(pixel(bottom, l, ch))
+                        + brf * f32::from(pixel(bottom, rt, ch));
+                    row_out[(c + k) * 3 + ch] = value as i32 as u8;
+                }
+            }
+            c += 4;
+        }
+
+        // Remaining columns in double precision.
+        let mut x = -x_scale + c as f64 * x_scale;
+        for col in c..out_w {
+            x += x_scale;
+            let left = x.floor() as i64;
+            let right = (left + 1).min(in_w - 1);
+            let lr = x - left as f64;
+            for ch in 0..3 {
+                let value = (1.0 - tb_frac)
+                    * ((1.0 - lr) * f64::from(pixel(top, left, ch))
+                        + lr * f64::from(pixel(top, right, ch)))
+                    + tb_frac
+                        * ((1.0 - lr) * f64::from(pixel(bottom, left, ch))
+                            + lr * f64::from(pixel(bottom, right, ch)));
+                row_out[col * 3 + ch] = value as u8;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pyramid_down_2_maps_points_like_dlib() {
+        let pyr = PyramidDown::new(2);
+        assert_eq!(pyr.point_down((10.0, 10.0)), (3.75, 4.25));
+        assert_eq!(pyr.point_up(pyr.point_down((7.0, 3.0))), (7.0, 3.0));
+        // dlib: rect_down(rectangle(10,10,100,100)) == [(4, 4) (49, 49)] after rounding.
+        let down = pyr.rect_down(Rect::new(10, 10, 100, 100).into(), 1).round();
+        assert_eq!(down, Rect::new(4, 4, 49, 49));
+    }
+
+    #[test]
+    fn pyramid_down_6_maps_rects_like_dlib() {
+        let pyr = PyramidDown::new(6);
+        // dlib: pyramid_down(6).rect_up(rectangle(10,10,100,100), 3) == [(18, 18) (174, 174)].
+        let up = pyr.rect_up(Rect::new(10, 10, 100, 100).into(), 3).round();
+        assert_eq!(up, Rect::new(18, 18, 174, 174));
+        assert_eq!(pyr.down_size(37, 61), (30, 50));
+    }
+
+    #[test]
+    fn pyramid_up_size_is_two_height_by_two_width_plus_one() {
+        let up = pyramid_up(&RgbImage::new(7, 5));
+        assert_eq!(up.dimensions(), (15, 10));
+        assert_eq!(pyramid_up(&RgbImage::new(0, 0)).dimensions(), (0, 0));
+    }
+}
