@@ -6,6 +6,8 @@
 //! known model kind and, when none fits, reports the error of the reader that got furthest
 //! into the file, which is the most informative one.
 
+pub mod hog;
+
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -20,7 +22,10 @@ struct ModelKind {
     read: fn(&mut DlibReader) -> std::result::Result<HashMap<String, Tensor>, FormatError>,
 }
 
-const MODEL_KINDS: &[ModelKind] = &[];
+const MODEL_KINDS: &[ModelKind] = &[ModelKind {
+    name: "frontal_face_detector",
+    read: hog::read,
+}];
 
 /// Reads a dlib model file and returns the name of its kind and its tensors.
 pub fn convert_bytes(bytes: &[u8]) -> std::result::Result<(&'static str, HashMap<String, Tensor>), FormatError> {
