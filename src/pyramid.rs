@@ -143,23 +143,15 @@ fn corners(rect: DRect, map: impl Fn((f64, f64)) -> (f64, f64)) -> DRect {
 }
 
 /// dlib's `pyramid_up(img)`: enlarges the image to the rectangle that `pyramid_down<2>` maps
-/// the image's rectangle up to (2*height rows, 2*width + 1 columns), with bilinear
-/// interpolation.
+/// the image's rectangle up to, rounded to integers ((2*height + 1) x (2*width + 2) pixels),
+/// with bilinear interpolation.
 pub fn pyramid_up(image: &RgbImage) -> RgbImage {
     if image.width() == 0 || image.height() == 0 {
         return RgbImage::new(0, 0);
     }
-    let whole = DRect::new(
-        0.0,
-        0.0,
-        f64::from(image.width()) - 1.0,
-        f64::from(image.height()) - 1.0,
-    );
-    let up = PyramidDown::new(2).rect_up(whole, 1);
-    // dlib sizes the output as (bottom + 1) x (right + 1), truncated to integers.
-    let width = (up.right + 1.0) as u32;
-    let height = (up.bottom + 1.0) as u32;
-    resize_bilinear(image, width, height)
+    let whole = Rect::new(0, 0, i64::from(image.width()) - 1, i64::from(image.height()) - 1);
+    let up = PyramidDown::new(2).rect_up(whole.into(), 1).round();
+    resize_bilinear(image, (up.right + 1) as u32, (up.bottom + 1) as u32)
 }
 
 /// dlib's `resize_image(in, out, interpolate_bilinear())` for RGB images, pixel for pixel.
@@ -267,9 +259,10 @@ mod tests {
     }
 
     #[test]
-    fn pyramid_up_size_is_two_height_by_two_width_plus_one() {
+    fn pyramid_up_size_is_like_dlib() {
+        // dlib: pyramid_down(2).rect_up(rectangle(0, 0, 6, 4)) == [(3, 2) (15, 10)].
         let up = pyramid_up(&RgbImage::new(7, 5));
-        assert_eq!(up.dimensions(), (15, 10));
+        assert_eq!(up.dimensions(), (16, 11));
         assert_eq!(pyramid_up(&RgbImage::new(0, 0)).dimensions(), (0, 0));
     }
 }
