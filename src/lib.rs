@@ -5,7 +5,9 @@ pub mod convert;
 pub mod decode;
 pub mod dlib_format;
 pub mod error;
+pub mod fhog;
 pub mod geometry;
+pub mod hog;
 pub mod pyramid;
 
 pub use error::{Error, Result};
