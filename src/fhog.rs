@@ -85,105 +85,131 @@ fn histograms(image: &RgbImage, cell_size: usize, cells_nr: usize, cells_nc: usi
     let (height, width) = (image.height() as usize, image.width() as usize);
     let hist_nc = cells_nc + 2;
     let mut hist = vec![0f32; (cells_nr + 2) * hist_nc * 18];
-    let visible_nr = (cells_nr * cell_size).min(height) as i64 - 1;
-    let visible_nc = (cells_nc * cell_size).min(width) as i64 - 1;
-    if visible_nr < 2 || visible_nc < 2 {
+    let visible_nr = (cells_nr * cell_size).min(height);
+    let visible_nc = (cells_nc * cell_size).min(width);
+    if visible_nr < 3 || visible_nc < 3 {
         return hist;
     }
-    let visible_nc = visible_nc as usize;
-    // dlib handles x in [1, simd_end) eight pixels at a time, the rest one by one.
+    // Pixels 1..visible - 1 vote. dlib handles x in [1, simd_end) eight pixels at a time and
+    // the rest one by one, with different rounding; both are reproduced.
+    let (visible_nr, visible_nc) = (visible_nr - 1, visible_nc - 1);
     let simd_end = if visible_nc > 8 {
         1 + (visible_nc - 8).div_ceil(8) * 8
     } else {
         1
     };
-    let pixels = image.as_raw();
     let cell = cell_size as f32;
-    let mut gradients = vec![(0f32, 0f32, 0f32); visible_nc];
+    // Horizontal interpolation of every column: the left cell and the two weights.
+    let columns: Vec<(usize, f32, f32)> = (1..visible_nc)
+        .map(|x| {
+            if x < simd_end {
+                let xp = (x as f32 + 0.5) / cell + 0.5;
+                let ixp = xp as i32;
+                let vx0 = xp - ixp as f32;
+                (ixp as usize, 1.0 - vx0, vx0)
+            } else {
+                let xp = ((x as f64 + 0.5) / f64::from(cell) - 0.5) as f32;
+                let ixp = xp.floor() as i64;
+                let vx0 = xp - ixp as f32;
+                ((ixp + 1) as usize, 1.0 - vx0, vx0)
+            }
+        })
+        .collect();
+    let simd_count = simd_end - 1;
 
-    for y in 1..visible_nr as usize {
+    let pixels = image.as_raw();
+    let count = visible_nc - 1;
+    let mut gx = vec![0f32; count];
+    let mut gy = vec![0f32; count];
+    let mut magnitude = vec![0f32; count];
+    let mut orientation = vec![0u32; count];
+    for y in 1..visible_nr {
         let yp = ((y as f64 + 0.5) / f64::from(cell) - 0.5) as f32;
         let iyp = yp.floor() as i64;
         let vy0 = yp - iyp as f32;
         let vy1 = 1.0 - vy0;
         let row = |r: usize| &pixels[r * width * 3..(r + 1) * width * 3];
         let (above, here, below) = (row(y - 1), row(y), row(y + 1));
-        for (x, gradient) in gradients.iter_mut().enumerate().skip(1) {
-            *gradient = strongest_gradient(above, here, below, x, x < simd_end);
+        strongest_gradients(above, here, below, 1, &mut gx, &mut gy, &mut magnitude, simd_count);
+        for v in magnitude.iter_mut() {
+            *v = v.sqrt();
         }
-        let hist_row = (iyp + 1) as usize;
-        for (x, &(gx, gy, len)) in gradients.iter().enumerate().skip(1) {
-            let orientation = snap_orientation(gx, gy);
-            let v = len.sqrt();
-            // Bin weights: (top-left, bottom-left, top-right, bottom-right) and the left cell.
-            let (weights, left) = if x < simd_end {
-                let xp = (x as f32 + 0.5) / cell + 0.5;
-                let ixp = xp as i32;
-                let vx0 = xp - ixp as f32;
-                let vx1 = (1.0 - vx0) * v;
-                let vx0 = vx0 * v;
-                ([vy1 * vx1, vy0 * vx1, vy1 * vx0, vy0 * vx0], ixp as usize)
+        snap_orientations(&gx, &gy, &mut orientation);
+
+        let top = (iyp + 1) as usize * hist_nc;
+        let bottom = top + hist_nc;
+        for (i, ((&(left, vx1, vx0), &v), &o)) in columns.iter().zip(&magnitude).zip(&orientation).enumerate() {
+            let weights = if i < simd_count {
+                let (vx1, vx0) = (vx1 * v, vx0 * v);
+                [vy1 * vx1, vy0 * vx1, vy1 * vx0, vy0 * vx0]
             } else {
-                let xp = ((x as f64 + 0.5) / f64::from(cell) - 0.5) as f32;
-                let ixp = xp.floor() as i64;
-                let vx0 = xp - ixp as f32;
-                let vx1 = 1.0 - vx0;
-                (
-                    [vy1 * vx1 * v, vy0 * vx1 * v, vy1 * vx0 * v, vy0 * vx0 * v],
-                    (ixp + 1) as usize,
-                )
+                [vy1 * vx1 * v, vy0 * vx1 * v, vy1 * vx0 * v, vy0 * vx0 * v]
             };
-            let bin = |r: usize, c: usize| (r * hist_nc + c) * 18 + orientation;
-            hist[bin(hist_row, left)] += weights[0];
-            hist[bin(hist_row + 1, left)] += weights[1];
-            hist[bin(hist_row, left + 1)] += weights[2];
-            hist[bin(hist_row + 1, left + 1)] += weights[3];
+            let o = o as usize;
+            hist[(top + left) * 18 + o] += weights[0];
+            hist[(bottom + left) * 18 + o] += weights[1];
+            hist[(top + left + 1) * 18 + o] += weights[2];
+            hist[(bottom + left + 1) * 18 + o] += weights[3];
         }
     }
     hist
 }
 
-/// The gradient (x, y, squared length) of the colour channel with the largest gradient at
-/// column `x`. dlib's SIMD code prefers the later channel on ties, its scalar code the earlier.
-fn strongest_gradient(
+/// The gradient (x, y, squared length) at columns `first..` of a row, of the colour channel
+/// with the largest gradient. dlib's SIMD code (the first `simd_count` columns) prefers the
+/// later channel on ties, its scalar code the earlier.
+#[allow(clippy::too_many_arguments)]
+fn strongest_gradients(
     above: &[u8],
     here: &[u8],
     below: &[u8],
-    x: usize,
-    simd: bool,
-) -> (f32, f32, f32) {
-    let channel = |ch: usize| {
-        let gx = i32::from(here[(x + 1) * 3 + ch]) - i32::from(here[(x - 1) * 3 + ch]);
-        let gy = i32::from(below[x * 3 + ch]) - i32::from(above[x * 3 + ch]);
-        (gx, gy, gx * gx + gy * gy)
-    };
-    let (red, green, blue) = (channel(0), channel(1), channel(2));
-    let best = if simd {
-        let first = if red.2 > green.2 { red } else { green };
-        if first.2 > blue.2 { first } else { blue }
-    } else {
-        let first = if green.2 > red.2 { green } else { red };
-        if blue.2 > first.2 { blue } else { first }
-    };
-    (best.0 as f32, best.1 as f32, best.2 as f32)
+    first: usize,
+    gx: &mut [f32],
+    gy: &mut [f32],
+    magnitude: &mut [f32],
+    simd_count: usize,
+) {
+    let count = gx.len();
+    let left = &here[(first - 1) * 3..(first - 1 + count) * 3];
+    let right = &here[(first + 1) * 3..(first + 1 + count) * 3];
+    let up = &above[first * 3..(first + count) * 3];
+    let down = &below[first * 3..(first + count) * 3];
+    for i in 0..count {
+        let channel = |ch: usize| {
+            let dx = i32::from(right[i * 3 + ch]) - i32::from(left[i * 3 + ch]);
+            let dy = i32::from(down[i * 3 + ch]) - i32::from(up[i * 3 + ch]);
+            (dx, dy, dx * dx + dy * dy)
+        };
+        let (red, green, blue) = (channel(0), channel(1), channel(2));
+        let best = if i < simd_count {
+            let first = if red.2 > green.2 { red } else { green };
+            if first.2 > blue.2 { first } else { blue }
+        } else {
+            let first = if green.2 > red.2 { green } else { red };
+            if blue.2 > first.2 { blue } else { first }
+        };
+        gx[i] = best.0 as f32;
+        gy[i] = best.1 as f32;
+        magnitude[i] = best.2 as f32;
+    }
 }
 
-/// The signed orientation bin (0..18) whose direction has the largest dot product with the
-/// gradient; 0 for a zero gradient.
-fn snap_orientation(gx: f32, gy: f32) -> usize {
-    let mut best_dot = 0f32;
-    let mut best = 0;
+/// The signed orientation bin (0..18) of every gradient: the direction with the largest dot
+/// product, 0 for a zero gradient.
+fn snap_orientations(gx: &[f32], gy: &[f32], orientation: &mut [u32]) {
+    let mut best_dot = vec![0f32; gx.len()];
+    orientation.fill(0);
     for (o, &(dx, dy)) in DIRECTIONS.iter().enumerate() {
-        let dot = gx * dx + gy * dy;
-        if dot > best_dot {
-            best_dot = dot;
-            best = o;
-        } else if -dot > best_dot {
-            best_dot = -dot;
-            best = o + 9;
+        let o = o as u32;
+        for (((&x, &y), best), bin) in gx.iter().zip(gy).zip(best_dot.iter_mut()).zip(orientation.iter_mut()) {
+            // Branch-free form of: if dot > best {o} else if -dot > best {o + 9}.
+            let dot = x * dx + y * dy;
+            let positive = dot > *best;
+            let (b, n) = if positive { (dot, o) } else { (*best, *bin) };
+            let negative = -dot > b;
+            (*best, *bin) = if negative { (-dot, o + 9) } else { (b, n) };
         }
     }
-    best
 }
 
 /// The energy of every cell: the sum over the 9 unsigned orientations of the squared sums of

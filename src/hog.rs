@@ -4,8 +4,9 @@
 //!
 //! The image is first enlarged `upsample` times with `pyramid_up`. The scanner then builds a
 //! `pyramid_down<6>` image pyramid until a level would be smaller than the minimum layer size,
-//! extracts FHOG features per level ([`crate::fhog`]) and slides each of the detector's filters
-//! over them. dlib scores with the separable factorisation of every filter plane (see
+//! extracts FHOG features per level ([`crate::fhog`], on a second thread, level by level, while
+//! the finished levels are scored) and slides each of the detector's filters over them. dlib
+//! scores with the separable factorisation of every filter plane (see
 //! [`crate::convert::hog`]): a row filter along each feature row, then a column filter down
 //! each column, summed over planes and factors. Here both steps are matrix products on the
 //! device: the row step multiplies every plane's row filters with the plane's horizontal
@@ -25,7 +26,7 @@ use crate::geometry::Rect;
 use crate::pyramid::{DRect, PyramidDown, pyramid_up};
 
 /// Most filter output positions scored at once; larger levels are scored in bands of rows.
-const BAND_POSITIONS: usize = 16 * 1024;
+const BAND_POSITIONS: usize = 4 * 1024;
 
 /// The detector: scanner settings, separable filters and non-max suppression thresholds.
 pub struct HogDetector {
@@ -168,35 +169,34 @@ impl HogDetector {
 
     /// `object_detector::operator()` on the image as given.
     fn detect_unscaled(&self, image: &RgbImage) -> Result<Vec<(Rect, f64)>> {
-        let levels = self.feature_pyramid(image);
+        let levels = self.level_count(image);
         let mut per_filter: Vec<Vec<Candidate>> = self.filters.iter().map(|_| Vec::new()).collect();
-        for (level, features) in levels.iter().enumerate() {
-            if features.rows < self.filter_height || features.cols < self.filter_width {
-                continue;
-            }
-            let scores = self.score_level(features)?;
-            let (out_rows, out_cols) = (
-                features.rows - self.filter_height + 1,
-                features.cols - self.filter_width + 1,
-            );
-            for (filter, (candidates, scores)) in self.filters.iter().zip(
-                per_filter
-                    .iter_mut()
-                    .zip(scores.chunks_exact(out_rows * out_cols)),
-            ) {
-                for (index, &score) in scores.iter().enumerate() {
-                    if f64::from(score) >= filter.threshold {
-                        // Saliency image coordinates of the window centre.
-                        let row = index / out_cols + self.filter_height / 2;
-                        let col = index % out_cols + self.filter_width / 2;
-                        candidates.push(Candidate {
-                            confidence: f64::from(score) - filter.threshold,
-                            rect: self.window_rect(row as i64, col as i64, level as u32),
-                        });
-                    }
+        // A second thread builds the image pyramid and its features while this one scores the
+        // levels already done.
+        std::thread::scope(|scope| -> Result<()> {
+            let (sender, receiver) = std::sync::mpsc::sync_channel(2);
+            scope.spawn(move || {
+                let extract = |level: &RgbImage| {
+                    extract_fhog(level, self.cell_size, self.filter_height, self.filter_width)
+                };
+                if sender.send(extract(image)).is_err() {
+                    return;
                 }
+                let mut current: Option<RgbImage> = None;
+                for _ in 1..levels {
+                    let next = self.pyramid.downsample(current.as_ref().unwrap_or(image));
+                    if sender.send(extract(&next)).is_err() {
+                        return;
+                    }
+                    current = Some(next);
+                }
+            });
+            for (level, features) in receiver.iter().enumerate() {
+                self.add_candidates(&features, level as u32, &mut per_filter)?;
             }
-        }
+            Ok(())
+        })?;
+
         // Each filter's detections best first, then all of them best first.
         let mut all = Vec::new();
         for mut candidates in per_filter {
@@ -207,25 +207,17 @@ impl HogDetector {
 
         let mut kept: Vec<(Rect, f64)> = Vec::new();
         for candidate in all {
-            if !kept
-                .iter()
-                .any(|(rect, _)| self.overlap.overlaps(rect, &candidate.rect))
-            {
+            if !kept.iter().any(|(rect, _)| self.overlap.overlaps(rect, &candidate.rect)) {
                 kept.push((candidate.rect, candidate.confidence));
             }
         }
         Ok(kept)
     }
 
-    /// FHOG features of every pyramid level: dlib's `create_fhog_pyramid`.
-    fn feature_pyramid(&self, image: &RgbImage) -> Vec<fhog::Fhog> {
-        // The number of levels: shrink the image rectangle until it is too small.
-        let mut rect = Rect::new(
-            0,
-            0,
-            i64::from(image.width()) - 1,
-            i64::from(image.height()) - 1,
-        );
+    /// The number of pyramid levels dlib's `create_fhog_pyramid` builds: the image rectangle
+    /// is shrunk (and rounded) until it is smaller than the minimum layer size.
+    fn level_count(&self, image: &RgbImage) -> usize {
+        let mut rect = Rect::new(0, 0, i64::from(image.width()) - 1, i64::from(image.height()) - 1);
         let mut levels = 0;
         loop {
             rect = self.pyramid.rect_down(rect.into(), 1).round();
@@ -234,20 +226,39 @@ impl HogDetector {
                 && rect.height() >= self.min_layer_height
                 && levels < self.max_pyramid_levels)
             {
-                break;
+                return levels;
             }
         }
-        let extract = |level: &RgbImage| {
-            extract_fhog(level, self.cell_size, self.filter_height, self.filter_width)
-        };
-        let mut features = vec![extract(image)];
-        let mut current: Option<RgbImage> = None;
-        for _ in 1..levels {
-            let next = self.pyramid.downsample(current.as_ref().unwrap_or(image));
-            features.push(extract(&next));
-            current = Some(next);
+    }
+
+    /// Scores one level and adds the windows at or above each filter's threshold.
+    fn add_candidates(
+        &self,
+        features: &fhog::Fhog,
+        level: u32,
+        per_filter: &mut [Vec<Candidate>],
+    ) -> Result<()> {
+        if features.rows < self.filter_height || features.cols < self.filter_width {
+            return Ok(());
         }
-        features
+        let scores = self.score_level(features)?;
+        let out_rows = features.rows - self.filter_height + 1;
+        let out_cols = features.cols - self.filter_width + 1;
+        let per_level = scores.chunks_exact(out_rows * out_cols);
+        for ((filter, candidates), scores) in self.filters.iter().zip(per_filter).zip(per_level) {
+            for (index, &score) in scores.iter().enumerate() {
+                if f64::from(score) >= filter.threshold {
+                    // Saliency image coordinates of the window centre.
+                    let row = index / out_cols + self.filter_height / 2;
+                    let col = index % out_cols + self.filter_width / 2;
+                    candidates.push(Candidate {
+                        confidence: f64::from(score) - filter.threshold,
+                        rect: self.window_rect(row as i64, col as i64, level),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Scores of every filter at every window position of one level, `[filters, out_rows,

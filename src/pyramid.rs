@@ -165,70 +165,76 @@ pub fn resize_bilinear(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     if width == 0 || height == 0 || image.width() == 0 || image.height() == 0 {
         return out;
     }
-    let (in_w, in_h) = (image.width() as i64, image.height() as i64);
+    let (in_w, in_h) = (image.width() as usize, image.height() as usize);
     let (out_w, out_h) = (width as usize, height as usize);
-    let src = image.as_raw();
-    let pixel =
-        |row: i64, col: i64, channel: usize| src[((row * in_w + col) * 3) as usize + channel];
-    let x_scale = (in_w - 1) as f64 / (out_w as i64 - 1).max(1) as f64;
-    let y_scale = (in_h - 1) as f64 / (out_h as i64 - 1).max(1) as f64;
-    let dst: &mut [u8] = &mut out;
+    let x_scale = (in_w - 1) as f64 / (out_w.max(2) - 1) as f64;
+    let y_scale = (in_h - 1) as f64 / (out_h.max(2) - 1) as f64;
 
+    // The column positions do not depend on the row: work them out once. The four-lane part
+    // advances single-precision lanes by 4 * x_scale until the fourth lane's right neighbour
+    // would leave the image.
+    let step = (4.0 * x_scale) as f32;
+    let start = -4.0 * x_scale;
+    let mut lanes: [f32; 4] = std::array::from_fn(|k| (start + k as f64 * x_scale) as f32);
+    let mut lane_columns: Vec<(usize, f32)> = Vec::with_capacity(out_w);
+    loop {
+        for lane in &mut lanes {
+            *lane += step;
+        }
+        let left = lanes.map(|x| x as i32);
+        if left[3] as usize + 1 >= in_w || lane_columns.len() + 4 > out_w {
+            break;
+        }
+        for k in 0..4 {
+            lane_columns.push((left[k] as usize, lanes[k] - left[k] as f32));
+        }
+    }
+    // The remaining columns in double precision: (left, right, fraction).
+    let mut x = -x_scale + lane_columns.len() as f64 * x_scale;
+    let tail_columns: Vec<(usize, usize, f64)> = (lane_columns.len()..out_w)
+        .map(|_| {
+            x += x_scale;
+            let left = x.floor() as usize;
+            (left, (left + 1).min(in_w - 1), x - left as f64)
+        })
+        .collect();
+
+    let src = image.as_raw();
+    let dst: &mut [u8] = &mut out;
     let mut y = -y_scale;
-    for r in 0..out_h {
+    for row_out in dst.chunks_exact_mut(out_w * 3) {
         y += y_scale;
-        let top = y.floor() as i64;
+        let top = y.floor() as usize;
         let bottom = (top + 1).min(in_h - 1);
         let tb_frac = y - top as f64;
-        let row_out = &mut dst[r * out_w * 3..(r + 1) * out_w * 3];
+        let top_row = &src[top * in_w * 3..(top + 1) * in_w * 3];
+        let bottom_row = &src[bottom * in_w * 3..(bottom + 1) * in_w * 3];
 
-        // Four-lane single-precision part.
-        let tb = tb_frac as f32;
-        let inv_tb = (1.0 - tb_frac) as f32;
-        let step = (4.0 * x_scale) as f32;
-        let start = -4.0 * x_scale;
-        let mut lanes: [f32; 4] = std::array::from_fn(|k| (start + k as f64 * x_scale) as f32);
-        let mut c = 0usize;
-        loop {
-            for lane in &mut lanes {
-                *lane += step;
+        let (tb, inv_tb) = (tb_frac as f32, (1.0 - tb_frac) as f32);
+        let (lane_out, tail_out) = row_out.split_at_mut(lane_columns.len() * 3);
+        for (pixel, &(left, lr)) in lane_out.chunks_exact_mut(3).zip(&lane_columns) {
+            let inv_lr = 1.0 - lr;
+            let (tlf, trf) = (inv_tb * inv_lr, inv_tb * lr);
+            let (blf, brf) = (tb * inv_lr, tb * lr);
+            let (tl, tr) = (&top_row[left * 3..left * 3 + 3], &top_row[left * 3 + 3..left * 3 + 6]);
+            let (bl, br) = (&bottom_row[left * 3..left * 3 + 3], &bottom_row[left * 3 + 3..left * 3 + 6]);
+            for ch in 0..3 {
+                let value = tlf * f32::from(tl[ch])
+                    + trf * f32::from(tr[ch])
+                    + blf * f32::from(bl[ch])
+                    + brf * f32::from(br[ch]);
+                pixel[ch] = value as i32 as u8;
             }
-            let left: [i64; 4] = lanes.map(|x| x as i32 as i64);
-            if left[3] + 1 >= in_w || c + 3 >= out_w {
-                break;
-            }
-            for k in 0..4 {
-                let lr = lanes[k] - left[k] as f32;
-                let inv_lr = 1.0 - lr;
-                let (tlf, trf) = (inv_tb * inv_lr, inv_tb * lr);
-                let (blf, brf) = (tb * inv_lr, tb * lr);
-                let (l, rt) = (left[k], left[k] + 1);
-                for ch in 0..3 {
-                    let value = tlf * f32::from(pixel(top, l, ch))
-                        + trf * f32::from(pixel(top, rt, ch))
-                        + blf * f32::from(pixel(bottom, l, ch))
-                        + brf * f32::from(pixel(bottom, rt, ch));
-                    row_out[(c + k) * 3 + ch] = value as i32 as u8;
-                }
-            }
-            c += 4;
         }
-
-        // Remaining columns in double precision.
-        let mut x = -x_scale + c as f64 * x_scale;
-        for col in c..out_w {
-            x += x_scale;
-            let left = x.floor() as i64;
-            let right = (left + 1).min(in_w - 1);
-            let lr = x - left as f64;
+        for (pixel, &(left, right, lr)) in tail_out.chunks_exact_mut(3).zip(&tail_columns) {
             for ch in 0..3 {
                 let value = (1.0 - tb_frac)
-                    * ((1.0 - lr) * f64::from(pixel(top, left, ch))
-                        + lr * f64::from(pixel(top, right, ch)))
+                    * ((1.0 - lr) * f64::from(top_row[left * 3 + ch])
+                        + lr * f64::from(top_row[right * 3 + ch]))
                     + tb_frac
-                        * ((1.0 - lr) * f64::from(pixel(bottom, left, ch))
-                            + lr * f64::from(pixel(bottom, right, ch)));
-                row_out[col * 3 + ch] = value as u8;
+                        * ((1.0 - lr) * f64::from(bottom_row[left * 3 + ch])
+                            + lr * f64::from(bottom_row[right * 3 + ch]));
+                pixel[ch] = value as u8;
             }
         }
     }

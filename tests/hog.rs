@@ -89,9 +89,30 @@ fn degenerate_images_have_no_faces() {
     assert!(detector.detect(&black, 1).expect("detect").is_empty());
 }
 
+/// Peak resident memory of this process so far, in bytes (Linux), if known.
+fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn iou(a: &Rect, b: &Rect) -> f64 {
+    let inner = Rect::new(
+        a.left.max(b.left),
+        a.top.max(b.top),
+        a.right.min(b.right),
+        a.bottom.min(b.bottom),
+    )
+    .area() as f64;
+    inner / ((a.area() + b.area()) as f64 - inner)
+}
+
 #[test]
-fn big_image_is_scanned() {
-    // A 4000x3000 photo-sized image: the reference face pasted into a noisy background.
+fn big_image_is_scanned_in_bounded_memory() {
+    // A 4000x3000 image: a reference face pasted into a textured background. The pyramid's
+    // sampling grid differs from that of the face alone, so the face is found at nearly, not
+    // exactly, the same place.
     let detector = detector();
     let cases = common::reference_cases();
     let case = cases
@@ -105,16 +126,16 @@ fn big_image_is_scanned() {
     });
     image::imageops::replace(&mut big, &face, 1000, 800);
     let found = detector.detect(&big, 0).expect("detect");
-    let expected: Vec<Rect> = detector
-        .detect(&face, 0)
-        .expect("detect")
-        .iter()
-        .map(|(r, _)| Rect::new(r.left + 1000, r.top + 800, r.right + 1000, r.bottom + 800))
-        .collect();
-    for rect in expected {
+    for d in &case.reference.hog_upsample0 {
+        let r = Rect::from(d.rect);
+        let expected = Rect::new(r.left + 1000, r.top + 800, r.right + 1000, r.bottom + 800);
         assert!(
-            found.iter().any(|(r, _)| *r == rect),
-            "{rect:?} not among {found:?}"
+            found.iter().any(|(rect, _)| iou(rect, &expected) > 0.7),
+            "{expected:?} not among {found:?}"
         );
+    }
+    if let Some(peak) = peak_memory() {
+        println!("peak resident memory {} MiB", peak >> 20);
+        assert!(peak < 2 << 30, "peak resident memory {peak} bytes");
     }
 }
