@@ -7,8 +7,11 @@ pub mod decode;
 pub mod dlib_format;
 pub mod embedder;
 pub mod error;
+pub mod fhog;
 pub mod geometry;
+pub mod hog;
 pub mod landmarks;
+pub mod pyramid;
 pub mod weights;
 
 pub use error::{Error, Result};

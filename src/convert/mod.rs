@@ -7,6 +7,7 @@
 //! into the file, which is the most informative one.
 
 pub mod dnn;
+pub mod hog;
 pub mod mmod;
 pub mod resnet;
 pub mod shape_predictor;
@@ -37,6 +38,10 @@ const MODEL_KINDS: &[ModelKind] = &[
     ModelKind {
         name: "dlib 5-point shape predictor",
         read: shape_predictor::read,
+    },
+    ModelKind {
+        name: "dlib HOG frontal face detector",
+        read: hog::read,
     },
 ];
 
