@@ -15,7 +15,12 @@ fn chips(root: &Path) -> Vec<image::RgbImage> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(root)
         .expect("fixtures")
         .flatten()
-        .flat_map(|case| std::fs::read_dir(case.path()).into_iter().flatten().flatten())
+        .flat_map(|case| {
+            std::fs::read_dir(case.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
         .map(|entry| entry.path())
         .filter(|path| {
             path.file_name()

@@ -81,9 +81,12 @@ impl Windows {
         let (n, h, w, c) = x.dims4()?;
         let ids = Tensor::new(self.indices.as_slice(), x.device())?;
         let windows = self.indices.len() / (self.out_height * self.out_width);
-        x.reshape((n, h * w, c))?
-            .index_select(&ids, 1)?
-            .reshape((n, self.out_height * self.out_width, windows, c))
+        x.reshape((n, h * w, c))?.index_select(&ids, 1)?.reshape((
+            n,
+            self.out_height * self.out_width,
+            windows,
+            c,
+        ))
     }
 }
 

@@ -130,7 +130,16 @@ fn histograms(image: &RgbImage, cell_size: usize, cells_nr: usize, cells_nc: usi
         let vy1 = 1.0 - vy0;
         let row = |r: usize| &pixels[r * width * 3..(r + 1) * width * 3];
         let (above, here, below) = (row(y - 1), row(y), row(y + 1));
-        strongest_gradients(above, here, below, 1, &mut gx, &mut gy, &mut magnitude, simd_count);
+        strongest_gradients(
+            above,
+            here,
+            below,
+            1,
+            &mut gx,
+            &mut gy,
+            &mut magnitude,
+            simd_count,
+        );
         for v in magnitude.iter_mut() {
             *v = v.sqrt();
         }
@@ -138,7 +147,9 @@ fn histograms(image: &RgbImage, cell_size: usize, cells_nr: usize, cells_nc: usi
 
         let top = (iyp + 1) as usize * hist_nc;
         let bottom = top + hist_nc;
-        for (i, ((&(left, vx1, vx0), &v), &o)) in columns.iter().zip(&magnitude).zip(&orientation).enumerate() {
+        for (i, ((&(left, vx1, vx0), &v), &o)) in
+            columns.iter().zip(&magnitude).zip(&orientation).enumerate()
+        {
             let weights = if i < simd_count {
                 let (vx1, vx0) = (vx1 * v, vx0 * v);
                 [vy1 * vx1, vy0 * vx1, vy1 * vx0, vy0 * vx0]
@@ -201,7 +212,12 @@ fn snap_orientations(gx: &[f32], gy: &[f32], orientation: &mut [u32]) {
     orientation.fill(0);
     for (o, &(dx, dy)) in DIRECTIONS.iter().enumerate() {
         let o = o as u32;
-        for (((&x, &y), best), bin) in gx.iter().zip(gy).zip(best_dot.iter_mut()).zip(orientation.iter_mut()) {
+        for (((&x, &y), best), bin) in gx
+            .iter()
+            .zip(gy)
+            .zip(best_dot.iter_mut())
+            .zip(orientation.iter_mut())
+        {
             // Branch-free form of: if dot > best {o} else if -dot > best {o + 9}.
             let dot = x * dx + y * dy;
             let positive = dot > *best;

@@ -207,7 +207,10 @@ impl HogDetector {
 
         let mut kept: Vec<(Rect, f64)> = Vec::new();
         for candidate in all {
-            if !kept.iter().any(|(rect, _)| self.overlap.overlaps(rect, &candidate.rect)) {
+            if !kept
+                .iter()
+                .any(|(rect, _)| self.overlap.overlaps(rect, &candidate.rect))
+            {
                 kept.push((candidate.rect, candidate.confidence));
             }
         }
@@ -217,7 +220,12 @@ impl HogDetector {
     /// The number of pyramid levels dlib's `create_fhog_pyramid` builds: the image rectangle
     /// is shrunk (and rounded) until it is smaller than the minimum layer size.
     fn level_count(&self, image: &RgbImage) -> usize {
-        let mut rect = Rect::new(0, 0, i64::from(image.width()) - 1, i64::from(image.height()) - 1);
+        let mut rect = Rect::new(
+            0,
+            0,
+            i64::from(image.width()) - 1,
+            i64::from(image.height()) - 1,
+        );
         let mut levels = 0;
         loop {
             rect = self.pyramid.rect_down(rect.into(), 1).round();

@@ -11,6 +11,7 @@ pub mod fhog;
 pub mod geometry;
 pub mod hog;
 pub mod landmarks;
+pub mod pipeline;
 pub mod pyramid;
 pub mod weights;
 
