@@ -331,3 +331,59 @@ fn copy_rect(source: &View, rect: Rect) -> RgbImage {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(width: u32, height: u32) -> RgbImage {
+        RgbImage::from_fn(width, height, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
+        })
+    }
+
+    #[test]
+    fn pyramid_level_size_and_filter() {
+        let image = RgbImage::from_pixel(21, 12, image::Rgb([200, 100, 7]));
+        let level = pyramid_down(&View::of(&image));
+        assert_eq!((level.width, level.height), (9, 4));
+        // The filter sums to 256, so a flat image stays flat.
+        assert!(level.pixels.chunks_exact(3).all(|p| p == [200, 100, 7]));
+        let small = RgbImage::new(8, 100);
+        assert_eq!(pyramid_down(&View::of(&small)).width, 0);
+    }
+
+    #[test]
+    fn unscaled_upright_chip_is_a_copy() {
+        let image = gradient(40, 30);
+        let chip = ChipDetails {
+            rect: DRect::new(30.0, -2.0, 39.0 + 5.0, 7.0),
+            angle: 0.0,
+            rows: 10,
+            cols: 15,
+        };
+        let out = extract_image_chip(&image, &chip);
+        assert_eq!(out.dimensions(), (15, 10));
+        assert_eq!(out.get_pixel(0, 2), image.get_pixel(30, 0));
+        assert_eq!(out.get_pixel(9, 9), image.get_pixel(39, 7));
+        assert_eq!(out.get_pixel(10, 5).0, [0, 0, 0]);
+        assert_eq!(out.get_pixel(3, 1).0, [0, 0, 0]);
+    }
+
+    #[test]
+    fn scaled_chip_interpolates_and_blacks_out_the_outside() {
+        // A 30-pixel square sampled into 20 (no pyramid): chip pixel (c, r) samples
+        // (-10 + 29 c / 19, 10 + 29 r / 19) of a linear ramp, truncated.
+        let image = gradient(200, 200);
+        let chip = ChipDetails {
+            rect: DRect::new(-10.0, 10.0, 19.0, 39.0),
+            angle: 0.0,
+            rows: 20,
+            cols: 20,
+        };
+        let out = extract_image_chip(&image, &chip);
+        assert_eq!(out.get_pixel(6, 0).0, [0, 0, 0]);
+        assert_eq!(out.get_pixel(7, 0).0, [0, 10, 10]);
+        assert_eq!(out.get_pixel(10, 3).0, [5, 14, 19]);
+    }
+}

@@ -387,3 +387,86 @@ impl From<Rect> for DRect {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn similarity_transform_recovers_rotation_scale_and_shift() {
+        let (angle, scale, shift) = (0.3f64, 2.5, DPoint::new(10.0, -4.0));
+        let from = [
+            DPoint::new(0.0, 0.0),
+            DPoint::new(3.0, 1.0),
+            DPoint::new(-2.0, 5.0),
+            DPoint::new(1.0, -1.0),
+        ];
+        let to: Vec<DPoint> = from
+            .iter()
+            .map(|p| {
+                let r = p.rotate_about(DPoint::default(), angle);
+                DPoint::new(scale * r.x + shift.x, scale * r.y + shift.y)
+            })
+            .collect();
+        let t = find_similarity_transform(&from, &to);
+        assert!(close(t.m[0][0], scale * angle.cos()) && close(t.m[1][0], scale * angle.sin()));
+        assert!(close(t.m[0][1], -t.m[1][0]) && close(t.m[1][1], t.m[0][0]));
+        assert!(close(t.b[0], shift.x) && close(t.b[1], shift.y));
+    }
+
+    #[test]
+    fn similarity_transform_never_reflects() {
+        // A mirrored point set: the best non-reflecting fit, as dlib's Umeyama gives.
+        let from = [
+            DPoint::new(0.0, 0.0),
+            DPoint::new(1.0, 0.0),
+            DPoint::new(0.0, 2.0),
+        ];
+        let to = [
+            DPoint::new(0.0, 0.0),
+            DPoint::new(-1.0, 0.0),
+            DPoint::new(0.0, 2.0),
+        ];
+        let t = find_similarity_transform(&from, &to);
+        let det = t.m[0][0] * t.m[1][1] - t.m[0][1] * t.m[1][0];
+        assert!(det >= 0.0);
+    }
+
+    #[test]
+    fn affine_transform_through_three_points() {
+        let from = [
+            DPoint::new(0.0, 0.0),
+            DPoint::new(149.0, 0.0),
+            DPoint::new(0.0, 149.0),
+        ];
+        let to = [
+            DPoint::new(812.5, 40.25),
+            DPoint::new(1100.0, 90.0),
+            DPoint::new(760.0, 330.0),
+        ];
+        let t = find_affine_transform(&from, &to).expect("three corners determine it");
+        for (f, expected) in from.iter().zip(&to) {
+            let got = t.apply(*f);
+            assert!((got.x - expected.x).abs() < 1e-9 && (got.y - expected.y).abs() < 1e-9);
+        }
+        let line = [
+            DPoint::new(0.0, 0.0),
+            DPoint::new(1.0, 1.0),
+            DPoint::new(2.0, 2.0),
+        ];
+        assert!(find_affine_transform(&line, &to).is_none());
+    }
+
+    #[test]
+    fn rounding_follows_dlib() {
+        assert_eq!(DPoint::new(2.5, -2.5).round(), Point { x: 3, y: -2 });
+        assert_eq!(
+            DRect::new(0.5, -0.5, 9.5, 1.49).round(),
+            Rect::new(1, -1, 10, 1)
+        );
+    }
+}
