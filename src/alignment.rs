@@ -159,11 +159,12 @@ pub fn extract_image_chip(image: &RgbImage, chip: &ChipDetails) -> RgbImage {
         // A chip of a single row or column: no affine map is determined; leave it black.
         return out;
     };
-    for (c, r, pixel) in out.enumerate_pixels_mut() {
-        let p = transform.apply(DPoint::new(f64::from(c), f64::from(r)));
-        if let Some(value) = source.bilinear(p) {
-            pixel.0 = value;
-        }
+    let cols = chip.cols as usize;
+    for (i, pixel) in out.chunks_exact_mut(3).enumerate() {
+        let (c, r) = (i % cols, i / cols);
+        let p = transform.apply(DPoint::new(c as f64, r as f64));
+        // Pixels left untouched stay black.
+        source.bilinear(p, pixel);
     }
     out
 }
@@ -231,26 +232,37 @@ impl<'a> View<'a> {
         &self.pixels[start..start + 3 * self.width]
     }
 
-    /// dlib's `interpolate_bilinear`: `None` when the 2x2 neighbourhood leaves the view.
-    fn bilinear(&self, p: DPoint) -> Option<[u8; 3]> {
-        let (left, top) = (p.x.floor(), p.y.floor());
-        if !(left >= 0.0
-            && top >= 0.0
-            && left + 1.0 < self.width as f64
-            && top + 1.0 < self.height as f64)
-        {
-            return None;
+    /// dlib's `interpolate_bilinear` into `out`; `false` (and `out` untouched) when the 2x2
+    /// neighbourhood leaves the view.
+    fn bilinear(&self, p: DPoint, out: &mut [u8]) -> bool {
+        let (Some(x), Some(y)) = (
+            neighbourhood_start(p.x, self.width),
+            neighbourhood_start(p.y, self.height),
+        ) else {
+            return false;
+        };
+        let (lr, tb) = (p.x - x as f64, p.y - y as f64);
+        let upper = 3 * ((self.top + y) * self.stride + self.left + x);
+        let lower = upper + 3 * self.stride;
+        let (upper, lower) = (
+            &self.pixels[upper..upper + 6],
+            &self.pixels[lower..lower + 6],
+        );
+        for (c, value) in out.iter_mut().take(3).enumerate() {
+            let top_row = (1.0 - lr) * f64::from(upper[c]) + lr * f64::from(upper[c + 3]);
+            let bottom_row = (1.0 - lr) * f64::from(lower[c]) + lr * f64::from(lower[c + 3]);
+            *value = ((1.0 - tb) * top_row + tb * bottom_row) as u8;
         }
-        let (x, y) = (left as usize, top as usize);
-        let (lr, tb) = (p.x - left, p.y - top);
-        let (tl, tr) = (self.pixel(x, y), self.pixel(x + 1, y));
-        let (bl, br) = (self.pixel(x, y + 1), self.pixel(x + 1, y + 1));
-        Some(std::array::from_fn(|c| {
-            let top_row = (1.0 - lr) * f64::from(tl[c]) + lr * f64::from(tr[c]);
-            let bottom_row = (1.0 - lr) * f64::from(bl[c]) + lr * f64::from(br[c]);
-            ((1.0 - tb) * top_row + tb * bottom_row) as u8
-        }))
+        true
     }
+}
+
+/// `floor(v)` when both `floor(v)` and `floor(v) + 1` are indices below `size`.
+#[inline]
+fn neighbourhood_start(v: f64, size: usize) -> Option<usize> {
+    // floor(v) >= 0 exactly when v >= 0, and floor(v) + 1 < size exactly when v < size - 1;
+    // NaN fails both. For non-negative v truncation is floor.
+    (v >= 0.0 && v < size as f64 - 1.0).then_some(v as usize)
 }
 
 /// An owned pyramid level.

@@ -22,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::geometry::{AffineTransform, DPoint, Point, Rect, find_similarity_transform};
 
 /// The landmarks of one face, in the order of dlib's 5-point model: the outer and inner
-/// corner of the image-left eye (the person's left), the outer and inner corner of the
-/// image-right eye, and the bottom of the nose.
+/// corner of the eye on the image's right (the person's left eye), the outer and inner corner
+/// of the eye on the image's left, and the base of the nose.
 pub type Landmarks = [Point; NUM_PARTS];
 
 /// A shape as dlib stores it: x0, y0, x1, y1, ... in the detection rectangle's unit square.
@@ -35,6 +35,7 @@ struct Cascade {
     anchor_idx: Vec<usize>,
     /// Offset of each feature pixel from its anchor in the mean shape.
     deltas: Vec<[f32; 2]>,
+    /// Trees in the forest.
     trees: usize,
     /// Splits per tree (`2^depth - 1`); trees have `splits + 1` leaves.
     splits: usize,
@@ -86,13 +87,18 @@ impl ShapePredictor {
     pub fn predict(&self, image: &RgbImage, rect: Rect) -> Landmarks {
         let to_image = unnormalizing_transform(rect);
         let mut shape = self.initial_shape;
-        let mut features = Vec::new();
+        let (mut features, mut leaves) = (Vec::new(), Vec::new());
         for cascade in &self.cascades {
             self.feature_pixel_values(image, &to_image, &shape, cascade, &mut features);
+            // The features are fixed for the whole level, so every tree can be walked first;
+            // the leaf increments are then added in tree order as dlib does, with their
+            // (cache-missing) loads free to overlap.
             let leaf_len = 2 * NUM_PARTS;
-            for tree in 0..cascade.trees {
-                let leaf = cascade.leaf(tree, &features);
-                let start = (tree * (cascade.splits + 1) + leaf) * leaf_len;
+            leaves.clear();
+            leaves.extend((0..cascade.trees).map(|tree| {
+                (tree * (cascade.splits + 1) + cascade.leaf(tree, &features)) * leaf_len
+            }));
+            for &start in &leaves {
                 for (value, increment) in shape
                     .iter_mut()
                     .zip(&cascade.leaf_values[start..start + leaf_len])
@@ -121,10 +127,9 @@ impl ShapePredictor {
         cascade: &Cascade,
         features: &mut Vec<f32>,
     ) {
-        let from: Vec<DPoint> = (0..NUM_PARTS)
-            .map(|i| shape_point(&self.initial_shape, i))
-            .collect();
-        let to: Vec<DPoint> = (0..NUM_PARTS).map(|i| shape_point(shape, i)).collect();
+        let from: [DPoint; NUM_PARTS] =
+            std::array::from_fn(|i| shape_point(&self.initial_shape, i));
+        let to: [DPoint; NUM_PARTS] = std::array::from_fn(|i| shape_point(shape, i));
         let m = find_similarity_transform(&from, &to)
             .m
             .map(|row| row.map(|v| v as f32));
