@@ -94,8 +94,8 @@ impl DPoint {
     /// vector to a `point` (`floor(v + 0.5)`).
     pub fn round(self) -> Point {
         Point {
-            x: (self.x + 0.5).floor() as i64,
-            y: (self.y + 0.5).floor() as i64,
+            x: floor_to_i64(self.x + 0.5),
+            y: floor_to_i64(self.y + 0.5),
         }
     }
 
@@ -108,6 +108,18 @@ impl DPoint {
         let (sin, cos) = angle.sin_cos();
         let (x, y) = (self.x - center.x, self.y - center.y);
         DPoint::new(cos * x - sin * y + center.x, sin * x + cos * y + center.y)
+    }
+}
+
+/// `v.floor() as i64` for every `v` (saturating, NaN to 0) without a call to `floor`, which
+/// baseline x86-64 lacks an instruction for.
+#[inline]
+fn floor_to_i64(v: f64) -> i64 {
+    let truncated = v as i64;
+    if (truncated as f64) > v {
+        truncated.saturating_sub(1)
+    } else {
+        truncated
     }
 }
 
@@ -459,6 +471,28 @@ mod tests {
             DPoint::new(2.0, 2.0),
         ];
         assert!(find_affine_transform(&line, &to).is_none());
+    }
+
+    #[test]
+    fn floor_without_libm_is_floor() {
+        for v in [
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            -1.0,
+            2.999999999,
+            -2.000000001,
+            1e300,
+            -1e300,
+            9.3e18,
+            -9.3e18,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ] {
+            assert_eq!(floor_to_i64(v), v.floor() as i64, "{v}");
+        }
     }
 
     #[test]

@@ -39,12 +39,18 @@ struct Cascade {
     trees: usize,
     /// Splits per tree (`2^depth - 1`); trees have `splits + 1` leaves.
     splits: usize,
-    /// Per tree and split, in breadth-first order.
-    feature_a: Vec<usize>,
-    feature_b: Vec<usize>,
-    thresholds: Vec<f32>,
+    /// Per tree, its splits in breadth-first order.
+    nodes: Vec<Split>,
     /// Per tree and leaf, one increment per shape coordinate.
     leaf_values: Vec<f32>,
+}
+
+/// A tree node: go to the left child when the feature difference `a - b` exceeds the
+/// threshold.
+struct Split {
+    feature_a: usize,
+    feature_b: usize,
+    threshold: f32,
 }
 
 /// dlib's 5-point `shape_predictor`.
@@ -162,12 +168,11 @@ impl ShapePredictor {
 impl Cascade {
     /// Walks tree `tree` on the feature values and returns the index of the leaf reached.
     fn leaf(&self, tree: usize, features: &[f32]) -> usize {
-        let base = tree * self.splits;
+        let splits = &self.nodes[tree * self.splits..(tree + 1) * self.splits];
         let mut node = 0;
-        while node < self.splits {
-            let split = base + node;
-            let difference = features[self.feature_a[split]] - features[self.feature_b[split]];
-            node = if difference > self.thresholds[split] {
+        while let Some(split) = splits.get(node) {
+            let difference = features[split.feature_a] - features[split.feature_b];
+            node = if difference > split.threshold {
                 2 * node + 1
             } else {
                 2 * node + 2
@@ -234,9 +239,16 @@ fn load_cascade(vb: &VarBuilder) -> Result<Cascade> {
         deltas: deltas.chunks_exact(2).map(|d| [d[0], d[1]]).collect(),
         trees,
         splits,
-        feature_a,
-        feature_b,
-        thresholds,
+        nodes: feature_a
+            .into_iter()
+            .zip(feature_b)
+            .zip(thresholds)
+            .map(|((feature_a, feature_b), threshold)| Split {
+                feature_a,
+                feature_b,
+                threshold,
+            })
+            .collect(),
         leaf_values,
     })
 }
