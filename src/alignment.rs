@@ -162,9 +162,8 @@ pub fn extract_image_chip(image: &RgbImage, chip: &ChipDetails) -> RgbImage {
     let cols = chip.cols as usize;
     for (i, pixel) in out.chunks_exact_mut(3).enumerate() {
         let (c, r) = (i % cols, i / cols);
-        let p = transform.apply(DPoint::new(c as f64, r as f64));
-        // Pixels left untouched stay black.
-        source.bilinear(p, pixel);
+        // Pixels whose neighbourhood leaves the source stay black.
+        source.bilinear(transform.apply(DPoint::new(c as f64, r as f64)), pixel);
     }
     out
 }
@@ -232,14 +231,14 @@ impl<'a> View<'a> {
         &self.pixels[start..start + 3 * self.width]
     }
 
-    /// dlib's `interpolate_bilinear` into `out`; `false` (and `out` untouched) when the 2x2
+    /// dlib's `interpolate_bilinear` into `out`, which is left untouched when the 2x2
     /// neighbourhood leaves the view.
-    fn bilinear(&self, p: DPoint, out: &mut [u8]) -> bool {
+    fn bilinear(&self, p: DPoint, out: &mut [u8]) {
         let (Some(x), Some(y)) = (
             neighbourhood_start(p.x, self.width),
             neighbourhood_start(p.y, self.height),
         ) else {
-            return false;
+            return;
         };
         let (lr, tb) = (p.x - x as f64, p.y - y as f64);
         let upper = 3 * ((self.top + y) * self.stride + self.left + x);
@@ -253,7 +252,6 @@ impl<'a> View<'a> {
             let bottom_row = (1.0 - lr) * f64::from(lower[c]) + lr * f64::from(lower[c + 3]);
             *value = ((1.0 - tb) * top_row + tb * bottom_row) as u8;
         }
-        true
     }
 }
 
