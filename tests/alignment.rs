@@ -121,3 +121,41 @@ fn chip_details_follow_the_landmarks() {
         "width {width}, expected {expected}"
     );
 }
+
+#[test]
+fn synthetic_chips_match_dlib() {
+    // A textured 300x200 image and faces chosen to exercise rotation, upsampling, the image
+    // pyramid and the black outside of the image. The expected chips are what dlib 20.0.1's
+    // `get_face_chip(img, shape, 150, 0.25)` returned for them.
+    let image = image::RgbImage::from_fn(300, 200, |x, y| {
+        image::Rgb([
+            ((x * 7 + y * 3) % 256) as u8,
+            ((x * y) % 256) as u8,
+            ((x ^ y) % 256) as u8,
+        ])
+    });
+    let cases: [(&str, [[i64; 2]; 5]); 3] = [
+        (
+            "corner",
+            [[182, 33], [104, -2], [-77, -108], [-5, -62], [-27, 108]],
+        ),
+        (
+            "small",
+            [[162, 89], [154, 92], [133, 97], [142, 95], [152, 109]],
+        ),
+        (
+            "upright",
+            [[203, 68], [178, 69], [114, 68], [140, 69], [159, 117]],
+        ),
+    ];
+    let dir = common::crate_dir().join("tests/fixtures/synthetic");
+    for (name, points) in cases {
+        let expected = image::open(dir.join(format!("chip_{name}.png")))
+            .expect("synthetic chip fixture")
+            .to_rgb8();
+        let chip = face_chip(&image, &points.map(Point::from));
+        let (mean, max) = difference(&chip, &expected);
+        println!("synthetic {name}: mean {mean:.4}, max {max}");
+        assert!(mean <= 0.5 && max <= 2, "{name}: mean {mean:.4}, max {max}");
+    }
+}
