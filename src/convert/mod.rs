@@ -6,6 +6,8 @@
 //! known model kind and, when none fits, reports the error of the reader that got furthest
 //! into the file, which is the most informative one.
 
+pub mod shape_predictor;
+
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -19,8 +21,6 @@ struct ModelKind {
     name: &'static str,
     read: fn(&mut DlibReader) -> std::result::Result<HashMap<String, Tensor>, FormatError>,
 }
-
-pub mod shape_predictor;
 
 const MODEL_KINDS: &[ModelKind] = &[ModelKind {
     name: "shape_predictor_5_face_landmarks",
