@@ -159,11 +159,11 @@ pub fn extract_image_chip(image: &RgbImage, chip: &ChipDetails) -> RgbImage {
         // A chip of a single row or column: no affine map is determined; leave it black.
         return out;
     };
-    for (c, r, pixel) in out.enumerate_pixels_mut() {
-        let p = transform.apply(DPoint::new(f64::from(c), f64::from(r)));
-        if let Some(value) = source.bilinear(p) {
-            pixel.0 = value;
-        }
+    let cols = chip.cols as usize;
+    for (i, pixel) in out.chunks_exact_mut(3).enumerate() {
+        let (c, r) = (i % cols, i / cols);
+        // Pixels whose neighbourhood leaves the source stay black.
+        source.bilinear(transform.apply(DPoint::new(c as f64, r as f64)), pixel);
     }
     out
 }
@@ -231,26 +231,36 @@ impl<'a> View<'a> {
         &self.pixels[start..start + 3 * self.width]
     }
 
-    /// dlib's `interpolate_bilinear`: `None` when the 2x2 neighbourhood leaves the view.
-    fn bilinear(&self, p: DPoint) -> Option<[u8; 3]> {
-        let (left, top) = (p.x.floor(), p.y.floor());
-        if !(left >= 0.0
-            && top >= 0.0
-            && left + 1.0 < self.width as f64
-            && top + 1.0 < self.height as f64)
-        {
-            return None;
+    /// dlib's `interpolate_bilinear` into `out`, which is left untouched when the 2x2
+    /// neighbourhood leaves the view.
+    fn bilinear(&self, p: DPoint, out: &mut [u8]) {
+        let (Some(x), Some(y)) = (
+            neighbourhood_start(p.x, self.width),
+            neighbourhood_start(p.y, self.height),
+        ) else {
+            return;
+        };
+        let (lr, tb) = (p.x - x as f64, p.y - y as f64);
+        let upper = 3 * ((self.top + y) * self.stride + self.left + x);
+        let lower = upper + 3 * self.stride;
+        let (upper, lower) = (
+            &self.pixels[upper..upper + 6],
+            &self.pixels[lower..lower + 6],
+        );
+        for (c, value) in out.iter_mut().take(3).enumerate() {
+            let top_row = (1.0 - lr) * f64::from(upper[c]) + lr * f64::from(upper[c + 3]);
+            let bottom_row = (1.0 - lr) * f64::from(lower[c]) + lr * f64::from(lower[c + 3]);
+            *value = ((1.0 - tb) * top_row + tb * bottom_row) as u8;
         }
-        let (x, y) = (left as usize, top as usize);
-        let (lr, tb) = (p.x - left, p.y - top);
-        let (tl, tr) = (self.pixel(x, y), self.pixel(x + 1, y));
-        let (bl, br) = (self.pixel(x, y + 1), self.pixel(x + 1, y + 1));
-        Some(std::array::from_fn(|c| {
-            let top_row = (1.0 - lr) * f64::from(tl[c]) + lr * f64::from(tr[c]);
-            let bottom_row = (1.0 - lr) * f64::from(bl[c]) + lr * f64::from(br[c]);
-            ((1.0 - tb) * top_row + tb * bottom_row) as u8
-        }))
     }
+}
+
+/// `floor(v)` when both `floor(v)` and `floor(v) + 1` are indices below `size`.
+#[inline]
+fn neighbourhood_start(v: f64, size: usize) -> Option<usize> {
+    // floor(v) >= 0 exactly when v >= 0, and floor(v) + 1 < size exactly when v < size - 1;
+    // NaN fails both. For non-negative v truncation is floor.
+    (v >= 0.0 && v < size as f64 - 1.0).then_some(v as usize)
 }
 
 /// An owned pyramid level.
@@ -330,4 +340,60 @@ fn copy_rect(source: &View, rect: Rect) -> RgbImage {
             image::Rgb([0, 0, 0])
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(width: u32, height: u32) -> RgbImage {
+        RgbImage::from_fn(width, height, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
+        })
+    }
+
+    #[test]
+    fn pyramid_level_size_and_filter() {
+        let image = RgbImage::from_pixel(21, 12, image::Rgb([200, 100, 7]));
+        let level = pyramid_down(&View::of(&image));
+        assert_eq!((level.width, level.height), (9, 4));
+        // The filter sums to 256, so a flat image stays flat.
+        assert!(level.pixels.chunks_exact(3).all(|p| p == [200, 100, 7]));
+        let small = RgbImage::new(8, 100);
+        assert_eq!(pyramid_down(&View::of(&small)).width, 0);
+    }
+
+    #[test]
+    fn unscaled_upright_chip_is_a_copy() {
+        let image = gradient(40, 30);
+        let chip = ChipDetails {
+            rect: DRect::new(30.0, -2.0, 39.0 + 5.0, 7.0),
+            angle: 0.0,
+            rows: 10,
+            cols: 15,
+        };
+        let out = extract_image_chip(&image, &chip);
+        assert_eq!(out.dimensions(), (15, 10));
+        assert_eq!(out.get_pixel(0, 2), image.get_pixel(30, 0));
+        assert_eq!(out.get_pixel(9, 9), image.get_pixel(39, 7));
+        assert_eq!(out.get_pixel(10, 5).0, [0, 0, 0]);
+        assert_eq!(out.get_pixel(3, 1).0, [0, 0, 0]);
+    }
+
+    #[test]
+    fn scaled_chip_interpolates_and_blacks_out_the_outside() {
+        // A 30-pixel square sampled into 20 (no pyramid): chip pixel (c, r) samples
+        // (-10 + 29 c / 19, 10 + 29 r / 19) of a linear ramp, truncated.
+        let image = gradient(200, 200);
+        let chip = ChipDetails {
+            rect: DRect::new(-10.0, 10.0, 19.0, 39.0),
+            angle: 0.0,
+            rows: 20,
+            cols: 20,
+        };
+        let out = extract_image_chip(&image, &chip);
+        assert_eq!(out.get_pixel(6, 0).0, [0, 0, 0]);
+        assert_eq!(out.get_pixel(7, 0).0, [0, 10, 10]);
+        assert_eq!(out.get_pixel(10, 3).0, [5, 14, 19]);
+    }
 }

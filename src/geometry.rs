@@ -94,8 +94,8 @@ impl DPoint {
     /// vector to a `point` (`floor(v + 0.5)`).
     pub fn round(self) -> Point {
         Point {
-            x: (self.x + 0.5).floor() as i64,
-            y: (self.y + 0.5).floor() as i64,
+            x: floor_to_i64(self.x + 0.5),
+            y: floor_to_i64(self.y + 0.5),
         }
     }
 
@@ -108,6 +108,18 @@ impl DPoint {
         let (sin, cos) = angle.sin_cos();
         let (x, y) = (self.x - center.x, self.y - center.y);
         DPoint::new(cos * x - sin * y + center.x, sin * x + cos * y + center.y)
+    }
+}
+
+/// `v.floor() as i64` for every `v` (saturating, NaN to 0) without a call to `floor`, which
+/// baseline x86-64 lacks an instruction for.
+#[inline]
+fn floor_to_i64(v: f64) -> i64 {
+    let truncated = v as i64;
+    if (truncated as f64) > v {
+        truncated.saturating_sub(1)
+    } else {
+        truncated
     }
 }
 
@@ -385,5 +397,110 @@ impl From<Rect> for DRect {
             rect.right as f64,
             rect.bottom as f64,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    #[test]
+    fn similarity_transform_recovers_rotation_scale_and_shift() {
+        let (angle, scale, shift) = (0.3f64, 2.5, DPoint::new(10.0, -4.0));
+        let from = [
+            DPoint::new(0.0, 0.0),
+            DPoint::new(3.0, 1.0),
+            DPoint::new(-2.0, 5.0),
+            DPoint::new(1.0, -1.0),
+        ];
+        let to: Vec<DPoint> = from
+            .iter()
+            .map(|p| {
+                let r = p.rotate_about(DPoint::default(), angle);
+                DPoint::new(scale * r.x + shift.x, scale * r.y + shift.y)
+            })
+            .collect();
+        let t = find_similarity_transform(&from, &to);
+        assert!(close(t.m[0][0], scale * angle.cos()) && close(t.m[1][0], scale * angle.sin()));
+        assert!(close(t.m[0][1], -t.m[1][0]) && close(t.m[1][1], t.m[0][0]));
+        assert!(close(t.b[0], shift.x) && close(t.b[1], shift.y));
+    }
+
+    #[test]
+    fn similarity_transform_never_reflects() {
+        // A mirrored point set: the best non-reflecting fit, as dlib's Umeyama gives.
+        let from = [
+            DPoint::new(0.0, 0.0),
+            DPoint::new(1.0, 0.0),
+            DPoint::new(0.0, 2.0),
+        ];
+        let to = [
+            DPoint::new(0.0, 0.0),
+            DPoint::new(-1.0, 0.0),
+            DPoint::new(0.0, 2.0),
+        ];
+        let t = find_similarity_transform(&from, &to);
+        let det = t.m[0][0] * t.m[1][1] - t.m[0][1] * t.m[1][0];
+        assert!(det >= 0.0);
+    }
+
+    #[test]
+    fn affine_transform_through_three_points() {
+        let from = [
+            DPoint::new(0.0, 0.0),
+            DPoint::new(149.0, 0.0),
+            DPoint::new(0.0, 149.0),
+        ];
+        let to = [
+            DPoint::new(812.5, 40.25),
+            DPoint::new(1100.0, 90.0),
+            DPoint::new(760.0, 330.0),
+        ];
+        let t = find_affine_transform(&from, &to).expect("three corners determine it");
+        for (f, expected) in from.iter().zip(&to) {
+            let got = t.apply(*f);
+            assert!((got.x - expected.x).abs() < 1e-9 && (got.y - expected.y).abs() < 1e-9);
+        }
+        let line = [
+            DPoint::new(0.0, 0.0),
+            DPoint::new(1.0, 1.0),
+            DPoint::new(2.0, 2.0),
+        ];
+        assert!(find_affine_transform(&line, &to).is_none());
+    }
+
+    #[test]
+    fn floor_without_libm_is_floor() {
+        for v in [
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            -1.0,
+            2.999999999,
+            -2.000000001,
+            1e300,
+            -1e300,
+            9.3e18,
+            -9.3e18,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ] {
+            assert_eq!(floor_to_i64(v), v.floor() as i64, "{v}");
+        }
+    }
+
+    #[test]
+    fn rounding_follows_dlib() {
+        assert_eq!(DPoint::new(2.5, -2.5).round(), Point { x: 3, y: -2 });
+        assert_eq!(
+            DRect::new(0.5, -0.5, 9.5, 1.49).round(),
+            Rect::new(1, -1, 10, 1)
+        );
     }
 }

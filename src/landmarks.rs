@@ -22,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::geometry::{AffineTransform, DPoint, Point, Rect, find_similarity_transform};
 
 /// The landmarks of one face, in the order of dlib's 5-point model: the outer and inner
-/// corner of the image-left eye (the person's left), the outer and inner corner of the
-/// image-right eye, and the bottom of the nose.
+/// corner of the eye on the image's right (the person's left eye), the outer and inner corner
+/// of the eye on the image's left, and the base of the nose.
 pub type Landmarks = [Point; NUM_PARTS];
 
 /// A shape as dlib stores it: x0, y0, x1, y1, ... in the detection rectangle's unit square.
@@ -35,15 +35,22 @@ struct Cascade {
     anchor_idx: Vec<usize>,
     /// Offset of each feature pixel from its anchor in the mean shape.
     deltas: Vec<[f32; 2]>,
+    /// Trees in the forest.
     trees: usize,
     /// Splits per tree (`2^depth - 1`); trees have `splits + 1` leaves.
     splits: usize,
-    /// Per tree and split, in breadth-first order.
-    feature_a: Vec<usize>,
-    feature_b: Vec<usize>,
-    thresholds: Vec<f32>,
+    /// Per tree, its splits in breadth-first order.
+    nodes: Vec<Split>,
     /// Per tree and leaf, one increment per shape coordinate.
     leaf_values: Vec<f32>,
+}
+
+/// A tree node: go to the left child when the feature difference `a - b` exceeds the
+/// threshold.
+struct Split {
+    feature_a: usize,
+    feature_b: usize,
+    threshold: f32,
 }
 
 /// dlib's 5-point `shape_predictor`.
@@ -86,13 +93,18 @@ impl ShapePredictor {
     pub fn predict(&self, image: &RgbImage, rect: Rect) -> Landmarks {
         let to_image = unnormalizing_transform(rect);
         let mut shape = self.initial_shape;
-        let mut features = Vec::new();
+        let (mut features, mut leaves) = (Vec::new(), Vec::new());
         for cascade in &self.cascades {
             self.feature_pixel_values(image, &to_image, &shape, cascade, &mut features);
+            // The features are fixed for the whole level, so every tree can be walked first;
+            // the leaf increments are then added in tree order as dlib does, with their
+            // (cache-missing) loads free to overlap.
             let leaf_len = 2 * NUM_PARTS;
-            for tree in 0..cascade.trees {
-                let leaf = cascade.leaf(tree, &features);
-                let start = (tree * (cascade.splits + 1) + leaf) * leaf_len;
+            leaves.clear();
+            leaves.extend((0..cascade.trees).map(|tree| {
+                (tree * (cascade.splits + 1) + cascade.leaf(tree, &features)) * leaf_len
+            }));
+            for &start in &leaves {
                 for (value, increment) in shape
                     .iter_mut()
                     .zip(&cascade.leaf_values[start..start + leaf_len])
@@ -121,10 +133,9 @@ impl ShapePredictor {
         cascade: &Cascade,
         features: &mut Vec<f32>,
     ) {
-        let from: Vec<DPoint> = (0..NUM_PARTS)
-            .map(|i| shape_point(&self.initial_shape, i))
-            .collect();
-        let to: Vec<DPoint> = (0..NUM_PARTS).map(|i| shape_point(shape, i)).collect();
+        let from: [DPoint; NUM_PARTS] =
+            std::array::from_fn(|i| shape_point(&self.initial_shape, i));
+        let to: [DPoint; NUM_PARTS] = std::array::from_fn(|i| shape_point(shape, i));
         let m = find_similarity_transform(&from, &to)
             .m
             .map(|row| row.map(|v| v as f32));
@@ -157,12 +168,11 @@ impl ShapePredictor {
 impl Cascade {
     /// Walks tree `tree` on the feature values and returns the index of the leaf reached.
     fn leaf(&self, tree: usize, features: &[f32]) -> usize {
-        let base = tree * self.splits;
+        let splits = &self.nodes[tree * self.splits..(tree + 1) * self.splits];
         let mut node = 0;
-        while node < self.splits {
-            let split = base + node;
-            let difference = features[self.feature_a[split]] - features[self.feature_b[split]];
-            node = if difference > self.thresholds[split] {
+        while let Some(split) = splits.get(node) {
+            let difference = features[split.feature_a] - features[split.feature_b];
+            node = if difference > split.threshold {
                 2 * node + 1
             } else {
                 2 * node + 2
@@ -229,9 +239,16 @@ fn load_cascade(vb: &VarBuilder) -> Result<Cascade> {
         deltas: deltas.chunks_exact(2).map(|d| [d[0], d[1]]).collect(),
         trees,
         splits,
-        feature_a,
-        feature_b,
-        thresholds,
+        nodes: feature_a
+            .into_iter()
+            .zip(feature_b)
+            .zip(thresholds)
+            .map(|((feature_a, feature_b), threshold)| Split {
+                feature_a,
+                feature_b,
+                threshold,
+            })
+            .collect(),
         leaf_values,
     })
 }

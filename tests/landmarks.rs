@@ -118,3 +118,40 @@ fn committed_weights_are_the_converted_model() {
     assert!(committed.contains_key("cascade.14.deltas"));
     assert!(!committed.contains_key("cascade.15.deltas"));
 }
+
+#[test]
+fn detections_past_the_image_border_match_dlib() {
+    // Feature pixels outside the image read as zero. Expected points: dlib 20.0.1's
+    // `shape_predictor_5_face_landmarks` on the same synthetic image and rectangles.
+    let predictor = load_predictor();
+    let image = image::RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([(x * 3 % 256) as u8, (y * 5 % 256) as u8, 90])
+    });
+    let cases: [(Rect, [[i64; 2]; 5]); 4] = [
+        (
+            Rect::new(-40, -30, 20, 25),
+            [[14, -1], [5, -3], [-19, -10], [-9, -8], [-5, 13]],
+        ),
+        (
+            Rect::new(50, 40, 120, 110),
+            [[104, 69], [94, 68], [70, 64], [80, 65], [82, 87]],
+        ),
+        (
+            Rect::new(1000, 1000, 1100, 1100),
+            [
+                [1075, 1037],
+                [1060, 1038],
+                [1024, 1037],
+                [1040, 1038],
+                [1050, 1068],
+            ],
+        ),
+        (Rect::new(5, 5, 5, 5), [[5, 5]; 5]),
+    ];
+    let rects: Vec<Rect> = cases.iter().map(|(rect, _)| *rect).collect();
+    let batch = predictor.predict_batch(&image, &rects);
+    for ((rect, expected), got) in cases.iter().zip(&batch) {
+        assert_eq!(got.map(<[i64; 2]>::from), *expected, "{rect:?}");
+        assert_eq!(*got, predictor.predict(&image, *rect));
+    }
+}
