@@ -9,7 +9,6 @@ use concrexit_facedetection::convert::convert_bytes;
 use concrexit_facedetection::geometry::{Point, Rect};
 use concrexit_facedetection::landmarks::ShapePredictor;
 
-const MODELS: &str = "/tmp/refenv/lib/python3.11/site-packages/face_recognition_models/models";
 
 fn load_predictor() -> ShapePredictor {
     let path = common::weights_dir().join("shape_predictor_5_face_landmarks.safetensors");
@@ -69,11 +68,10 @@ fn landmarks_match_dlib() {
 
 #[test]
 fn converter_rejects_the_68_point_model() {
-    let path = std::path::Path::new(MODELS).join("shape_predictor_68_face_landmarks.dat");
-    let Ok(bytes) = std::fs::read(&path) else {
-        eprintln!("skipped: {} is absent", path.display());
+    let Some(path) = common::dlib_model_file("shape_predictor_68_face_landmarks.dat") else {
         return;
     };
+    let bytes = std::fs::read(path).unwrap();
     let error = convert_bytes(&bytes).expect_err("the 68-point model must be rejected");
     let message = error.to_string();
     assert!(
@@ -84,13 +82,12 @@ fn converter_rejects_the_68_point_model() {
 
 #[test]
 fn committed_weights_are_the_converted_model() {
-    let path = std::path::Path::new(MODELS).join("shape_predictor_5_face_landmarks.dat");
-    let Ok(bytes) = std::fs::read(&path) else {
-        eprintln!("skipped: {} is absent", path.display());
+    let Some(path) = common::dlib_model_file("shape_predictor_5_face_landmarks.dat") else {
         return;
     };
+    let bytes = std::fs::read(path).unwrap();
     let (kind, tensors) = convert_bytes(&bytes).expect("the 5-point model converts");
-    assert_eq!(kind, "shape_predictor_5_face_landmarks");
+    assert_eq!(kind, "dlib 5-point shape predictor");
     let committed = candle_core::safetensors::load(
         common::weights_dir().join("shape_predictor_5_face_landmarks.safetensors"),
         &Device::Cpu,
