@@ -9,7 +9,6 @@ use concrexit_facedetection::convert::convert_bytes;
 use concrexit_facedetection::geometry::{Point, Rect};
 use concrexit_facedetection::landmarks::ShapePredictor;
 
-
 fn load_predictor() -> ShapePredictor {
     let path = common::weights_dir().join("shape_predictor_5_face_landmarks.safetensors");
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &Device::Cpu) }
