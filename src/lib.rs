@@ -10,6 +10,7 @@ pub mod error;
 pub mod fhog;
 pub mod geometry;
 pub mod hog;
+pub mod jitter;
 pub mod landmarks;
 pub mod pipeline;
 pub mod pyramid;

@@ -51,6 +51,10 @@ struct EncodeArgs {
     /// How many times to double the image before detection (finds smaller faces).
     #[arg(long, default_value_t = 1)]
     upsample: u32,
+    /// Average the encodings of this many randomly jittered chips (face_recognition's
+    /// num_jitters; 1: no jitter).
+    #[arg(long, default_value_t = 1)]
+    jitters: u32,
     #[command(flatten)]
     models: ModelArgs,
     /// The photos (JPEG, PNG, WebP, GIF, BMP).
@@ -126,6 +130,7 @@ fn encode(args: &EncodeArgs) -> anyhow::Result<ExitCode> {
     let options = EncodeOptions {
         detector: args.detector,
         upsample: args.upsample,
+        jitters: args.jitters,
     };
     let limits = DecodeLimits::default();
     let mut failures = 0;

@@ -7,6 +7,8 @@
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use image::RgbImage;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use serde::Serialize;
 
 use crate::alignment::face_chips;
@@ -14,11 +16,15 @@ use crate::embedder::{DESCRIPTOR_LEN, FaceEmbedder};
 use crate::error::Result;
 use crate::geometry::Rect;
 use crate::hog::HogDetector;
+use crate::jitter::jitter_chip;
 use crate::landmarks::{Landmarks, ShapePredictor};
 use crate::weights::{WeightsLocation, files};
 
 /// Chips embedded together (dlib uses 16 too); bounds memory on photos with many faces.
 pub const EMBED_BATCH: usize = 16;
+
+/// The seed of the jitter generator.
+const JITTER_SEED: u64 = 0x5eed_f00d;
 
 /// Which face detector to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
@@ -35,6 +41,9 @@ pub struct EncodeOptions {
     pub detector: Detector,
     /// How many times the image is doubled before detection (finds smaller faces).
     pub upsample: u32,
+    /// face_recognition's `num_jitters`: average the encodings of this many randomly
+    /// jittered chips (0 and 1: no jitter).
+    pub jitters: u32,
 }
 
 impl Default for EncodeOptions {
@@ -42,6 +51,7 @@ impl Default for EncodeOptions {
         Self {
             detector: Detector::Hog,
             upsample: 1,
+            jitters: 1,
         }
     }
 }
@@ -96,7 +106,7 @@ impl FacePipeline {
             Detector::Hog => self.hog.detect(image, options.upsample)?,
         };
         let (rects, scores): (Vec<Rect>, Vec<f64>) = detections.into_iter().unzip();
-        let mut faces = self.encode_at(image, &rects)?;
+        let mut faces = self.encode_jittered(image, &rects, options.jitters)?;
         for (face, score) in faces.iter_mut().zip(scores) {
             face.score = Some(score);
         }
@@ -105,9 +115,17 @@ impl FacePipeline {
 
     /// Encodes the faces at known locations (face_recognition's `known_face_locations`).
     pub fn encode_at(&self, image: &RgbImage, rects: &[Rect]) -> Result<Vec<Face>> {
+        self.encode_jittered(image, rects, 1)
+    }
+
+    fn encode_jittered(&self, image: &RgbImage, rects: &[Rect], jitters: u32) -> Result<Vec<Face>> {
         let landmarks = self.shape_predictor.predict_batch(image, rects);
         let chips = face_chips(image, &landmarks);
-        let encodings = self.embed_chips(&chips)?;
+        let encodings = if jitters <= 1 {
+            self.embed_chips(&chips)?
+        } else {
+            self.embed_jittered(&chips, jitters as usize)?
+        };
         Ok(rects
             .iter()
             .zip(landmarks)
@@ -119,6 +137,30 @@ impl FacePipeline {
                 encoding: encoding.to_vec(),
             })
             .collect())
+    }
+
+    /// The mean encoding of `jitters` jittered copies of each chip. The generator is seeded
+    /// the same way on every call, so the same photo always gives the same encodings.
+    fn embed_jittered(
+        &self,
+        chips: &[RgbImage],
+        jitters: usize,
+    ) -> Result<Vec<[f32; DESCRIPTOR_LEN]>> {
+        let mut rng = StdRng::seed_from_u64(JITTER_SEED);
+        chips
+            .iter()
+            .map(|chip| {
+                let copies: Vec<RgbImage> =
+                    (0..jitters).map(|_| jitter_chip(chip, &mut rng)).collect();
+                let mut mean = [0f32; DESCRIPTOR_LEN];
+                for encoding in self.embed_chips(&copies)? {
+                    for (sum, value) in mean.iter_mut().zip(encoding) {
+                        *sum += value / jitters as f32;
+                    }
+                }
+                Ok(mean)
+            })
+            .collect()
     }
 
     /// Encodes already aligned 150x150 face chips, in batches of [`EMBED_BATCH`].

@@ -90,3 +90,45 @@ fn default_encode_on_encoded_files_matches_face_encodings() {
     println!("{close} of {faces} faces within 0.01 of face_encodings");
     assert!(close as f64 >= 0.99 * faces as f64, "{close} of {faces}");
 }
+
+/// face_recognition's `num_jitters=10` on pkg/orig/t1, made with the reference environment:
+/// `face_recognition.face_encodings(load_image_file("decoded.png"), num_jitters=10)`.
+const JITTERED_REFERENCE: &str = "tests/fixtures/pkg/orig/t1/face_encodings_num_jitters_10.json";
+
+#[test]
+fn jittered_encodings_land_near_dlibs_jittered_encodings() {
+    let pipeline = pipeline();
+    let case = common::crate_dir().join("tests/fixtures/pkg/orig/t1");
+    let image = image::open(case.join("decoded.png")).unwrap().to_rgb8();
+    let dlib_jittered: Vec<Vec<f32>> = serde_json::from_str(
+        &std::fs::read_to_string(common::crate_dir().join(JITTERED_REFERENCE)).unwrap(),
+    )
+    .unwrap();
+    let options = EncodeOptions {
+        jitters: 10,
+        ..EncodeOptions::default()
+    };
+    let jittered = pipeline.encode(&image, &options).unwrap();
+    let again = pipeline.encode(&image, &options).unwrap();
+    let plain = pipeline.encode(&image, &EncodeOptions::default()).unwrap();
+    assert_eq!(jittered.len(), dlib_jittered.len());
+    for (index, ((ours, expected), plain)) in
+        jittered.iter().zip(&dlib_jittered).zip(&plain).enumerate()
+    {
+        let distance = common::euclidean(&ours.encoding, expected);
+        let unjittered = common::euclidean(&plain.encoding, expected);
+        println!(
+            "face {index}: {distance:.4} from dlib's jittered mean (unjittered: {unjittered:.4})"
+        );
+        // Different random draws, same distribution: near dlib's mean, nearer than no jitter.
+        assert!(
+            distance < 0.1 && distance < unjittered,
+            "face {index}: {distance} vs {unjittered}"
+        );
+    }
+    assert_eq!(
+        jittered.iter().map(|f| &f.encoding).collect::<Vec<_>>(),
+        again.iter().map(|f| &f.encoding).collect::<Vec<_>>(),
+        "jitter is reproducible"
+    );
+}
