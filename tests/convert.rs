@@ -412,13 +412,7 @@ fn reads_a_synthetic_network() {
     let eps = 1e-5f32;
     let expected_gamma = [2.0 / (3.0 + eps).sqrt(), 0.5 / (0.5 + eps).sqrt()];
     assert_eq!(gamma, &expected_gamma);
-    assert_eq!(
-        beta,
-        &[
-            0.1 - expected_gamma[0] * 1.0,
-            -0.2 - expected_gamma[1] * -1.0
-        ]
-    );
+    assert_eq!(beta, &[0.1 - expected_gamma[0], -0.2 + expected_gamma[1]]);
     assert_eq!(
         network.layers[2],
         Layer::Affine {
