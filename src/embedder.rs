@@ -27,6 +27,8 @@ pub const CHIP_SIZE: u32 = 150;
 pub const DESCRIPTOR_LEN: usize = 128;
 /// Chips per forward pass on the CPU (measured fastest per chip on a 2-core machine).
 const CPU_SLICE: usize = 4;
+/// Size of the gathered convolution windows multiplied at once on the CPU.
+const CPU_COLUMNS_BYTES: usize = 1 << 20;
 
 /// The windows of a square window operation (convolution or pooling) on a square input, with
 /// dlib's placement: output `o` covers inputs `o * stride - padding ..` of `size` (dlib pads
@@ -80,15 +82,23 @@ impl Windows {
         })
     }
 
-    /// Gathers the windows of an NHWC tensor: [N, out_side^2, size^2, C].
-    fn gather(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// Gathers the windows of `count` output positions from `first` on of an NHWC tensor:
+    /// [N, count, size^2, C].
+    fn gather(&self, x: &Tensor, first: usize, count: usize) -> candle_core::Result<Tensor> {
         let (n, h, w, c) = x.dims4()?;
         if (h, w) != (self.in_side, self.in_side) {
             candle_core::bail!("expected a {0}x{0} input, got {h}x{w}", self.in_side);
         }
+        let indices = self
+            .indices
+            .narrow(0, first * self.taps, count * self.taps)?;
         x.reshape((n, h * w, c))?
-            .index_select(&self.indices, 1)?
-            .reshape((n, self.out_side * self.out_side, self.taps, c))
+            .index_select(&indices, 1)?
+            .reshape((n, count, self.taps, c))
+    }
+
+    fn positions(&self) -> usize {
+        self.out_side * self.out_side
     }
 }
 
@@ -133,16 +143,32 @@ impl ConvAffine {
         })
     }
 
-    /// NHWC in, NHWC out.
+    /// NHWC in, NHWC out. On the CPU the output positions are computed in groups whose
+    /// gathered windows fill at most [`CPU_COLUMNS_BYTES`], so that the matrix product works
+    /// from cache (gemm on a 5000 x 147 matrix runs at a third of its speed on 2000 rows).
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let columns = self.windows.gather(x)?;
-        let (n, positions, taps, channels) = columns.dims4()?;
+        let (n, _, _, channels) = x.dims4()?;
+        let positions = self.windows.positions();
+        let row_bytes = self.windows.taps * channels * std::mem::size_of::<f32>();
+        let group = if x.device().is_cpu() {
+            (CPU_COLUMNS_BYTES / (row_bytes * n)).clamp(1, positions)
+        } else {
+            positions
+        };
+        let outputs = (0..positions)
+            .step_by(group)
+            .map(|first| {
+                let count = group.min(positions - first);
+                self.windows
+                    .gather(x, first, count)?
+                    .reshape((n * count, ()))?
+                    .matmul(&self.weight)?
+                    .broadcast_add(&self.bias)?
+                    .reshape((n, count, ()))
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
         let side = self.windows.out_side;
-        columns
-            .reshape((n * positions, taps * channels))?
-            .matmul(&self.weight)?
-            .broadcast_add(&self.bias)?
-            .reshape((n, side, side, ()))
+        Tensor::cat(&outputs, 1)?.reshape((n, side, side, ()))
     }
 }
 
@@ -168,7 +194,7 @@ impl Pool {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let gathered = self.windows.gather(x)?;
+        let gathered = self.windows.gather(x, 0, self.windows.positions())?;
         let pooled = if self.max {
             gathered.max(2)?
         } else {
