@@ -6,7 +6,8 @@ benches/embedder.rs (tests/fixtures/pkg/orig/*/chip_*.png, repeated to fill a ba
 batches of 1 and 16. The Rust numbers come from running the Rust benchmark (or from a saved
 copy of its output, --rust-output) and reading its RESULT lines.
 
-    /tmp/refenv/bin/python benches/reference_embedder.py [--seconds 10] [--rust-output FILE]
+    /tmp/refenv/bin/python benches/reference_embedder.py [--seconds 10] [--profile dev]
+        [--rust-output FILE]
 
 dlib-bin runs on one core; the Rust embedder uses the threads candle is given
 (RAYON_NUM_THREADS). Both also report CPU time per face, which is the fairer comparison when
@@ -93,6 +94,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10, help="time per batch size")
     parser.add_argument("--rust-output", type=Path, help="saved output of the Rust benchmark")
+    parser.add_argument("--profile", default="bench",
+                        help="cargo profile for the Rust benchmark (dev reuses the optimised dev build)")
     args = parser.parse_args()
 
     if args.rust_output:
@@ -100,7 +103,7 @@ def main():
     else:
         env = dict(os.environ, BENCH_SECONDS=str(int(args.seconds)))
         rust_output = subprocess.run(
-            ["cargo", "bench", "--bench", "embedder"],
+            ["cargo", "bench", "--profile", args.profile, "--bench", "embedder"],
             cwd=CRATE, env=env, check=True, capture_output=True, text=True,
         ).stdout
     rust = rust_results(rust_output)
