@@ -145,7 +145,8 @@ impl ConvAffine {
 
     /// NHWC in, NHWC out. On the CPU the output positions are computed in groups whose
     /// gathered windows fill at most [`CPU_COLUMNS_BYTES`], so that the matrix product works
-    /// from cache (gemm on a 5000 x 147 matrix runs at a third of its speed on 2000 rows).
+    /// from cache (measured on one core: 15 GFLOP/s for a 20736 x 147 by 147 x 32 product,
+    /// 55 GFLOP/s for 2048 rows of it).
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (n, _, _, channels) = x.dims4()?;
         let positions = self.windows.positions();
