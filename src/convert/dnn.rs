@@ -9,6 +9,8 @@
 //! out, and every hyper-parameter found in the file (filter counts and sizes, strides, paddings,
 //! pooling windows, channel counts, fc sizes, versions) is checked against it.
 //!
+//! Neither supported model uses dlib's `repeat` layer, so specs cannot express it.
+//!
 //! The reader returns the parameters in forward order (input side first). Batch-normalisation
 //! layers stored where the network has an `affine` layer (`bn_con2`) are folded into an affine
 //! transform exactly as dlib's `affine_(const bn_&)` does: `gamma / sqrt(var + eps)` and
