@@ -1,9 +1,16 @@
 //! The `facedetect` command-line tool.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
+use candle_core::Device;
 use clap::{Parser, Subcommand};
+use concrexit_facedetection::decode::{DecodeLimits, open_image};
+use concrexit_facedetection::geometry::Rect;
+use concrexit_facedetection::pipeline::{Detector, EncodeOptions, Face, FacePipeline};
+use concrexit_facedetection::weights::{WEIGHTS_ENV, WeightsLocation};
+use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
@@ -18,6 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Find the faces in photos and print one JSON line per photo with their encodings.
+    Encode(EncodeArgs),
     /// Convert a dlib model file (.dat, .svm) into safetensors.
     ConvertDlib {
         /// The dlib model file.
@@ -27,9 +36,155 @@ enum Command {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(clap::Args)]
+struct EncodeArgs {
+    /// A face location as a dlib rectangle LEFT,TOP,RIGHT,BOTTOM (inclusive corners),
+    /// instead of detection; repeat for more faces.
+    #[arg(long = "rect", value_parser = parse_rect)]
+    rects: Vec<Rect>,
+    /// Treat each image as an aligned 150x150 face chip and only embed it.
+    #[arg(long, conflicts_with = "rects")]
+    aligned: bool,
+    /// The face detector.
+    #[arg(long, value_enum, default_value_t = Detector::Hog)]
+    detector: Detector,
+    /// How many times to double the image before detection (finds smaller faces).
+    #[arg(long, default_value_t = 1)]
+    upsample: u32,
+    /// Average the encodings of this many randomly jittered chips (face_recognition's
+    /// num_jitters; 1: no jitter).
+    #[arg(long, default_value_t = 1)]
+    jitters: u32,
+    #[command(flatten)]
+    models: ModelArgs,
+    /// The photos (JPEG, PNG, WebP, GIF, BMP).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// Where to run the models.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    device: DeviceArg,
+    /// The weights: a directory, or a Hub repository as hf://owner/name[@revision]
+    /// (default: the repository's weights/ folder).
+    #[arg(long, env = WEIGHTS_ENV)]
+    weights: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+impl ModelArgs {
+    fn load(&self) -> anyhow::Result<FacePipeline> {
+        let device = match self.device {
+            DeviceArg::Cpu => Device::Cpu,
+            DeviceArg::Cuda => Device::new_cuda(0).context("opening CUDA device 0")?,
+        };
+        let weights = match &self.weights {
+            Some(text) => WeightsLocation::parse(text)?,
+            None => WeightsLocation::discover()?,
+        };
+        FacePipeline::load(&weights, &device).context("loading the models")
+    }
+}
+
+fn parse_rect(text: &str) -> Result<Rect, String> {
+    let values: Vec<i64> = text
+        .split(',')
+        .map(|part| part.trim().parse::<i64>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{text:?}: {e}"))?;
+    match values[..] {
+        [left, top, right, bottom] if left <= right && top <= bottom => {
+            Ok(Rect::new(left, top, right, bottom))
+        }
+        _ => Err(format!(
+            "{text:?}: expected LEFT,TOP,RIGHT,BOTTOM with LEFT <= RIGHT and TOP <= BOTTOM"
+        )),
+    }
+}
+
+/// One line of `encode`'s output.
+#[derive(Serialize)]
+struct ImageFaces<'a> {
+    image: &'a str,
+    width: u32,
+    height: u32,
+    faces: Vec<FaceOutput>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum FaceOutput {
+    Located(Face),
+    Aligned { encoding: Vec<f32> },
+}
+
+fn encode(args: &EncodeArgs) -> anyhow::Result<ExitCode> {
+    let pipeline = args.models.load()?;
+    let options = EncodeOptions {
+        detector: args.detector,
+        upsample: args.upsample,
+        jitters: args.jitters,
+    };
+    let limits = DecodeLimits::default();
+    let mut failures = 0;
+    for path in &args.images {
+        let result = open_image(path, &limits)
+            .map_err(anyhow::Error::from)
+            .and_then(|image| {
+                let faces = if args.aligned {
+                    pipeline
+                        .embed_chips(std::slice::from_ref(&image))?
+                        .into_iter()
+                        .map(|encoding| FaceOutput::Aligned {
+                            encoding: encoding.to_vec(),
+                        })
+                        .collect()
+                } else if args.rects.is_empty() {
+                    pipeline
+                        .encode(&image, &options)?
+                        .into_iter()
+                        .map(FaceOutput::Located)
+                        .collect()
+                } else {
+                    pipeline
+                        .encode_at(&image, &args.rects)?
+                        .into_iter()
+                        .map(FaceOutput::Located)
+                        .collect()
+                };
+                Ok(serde_json::to_string(&ImageFaces {
+                    image: &path.to_string_lossy(),
+                    width: image.width(),
+                    height: image.height(),
+                    faces,
+                })?)
+            });
+        match result {
+            Ok(line) => println!("{line}"),
+            Err(error) => {
+                eprintln!("{}: {error:#}", path.display());
+                failures += 1;
+            }
+        }
+    }
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Encode(args) => encode(&args),
         Command::ConvertDlib { input, output } => {
             let kind = concrexit_facedetection::convert::convert_file(&input, &output)
                 .with_context(|| format!("converting {}", input.display()))?;
@@ -38,7 +193,7 @@ fn main() -> anyhow::Result<()> {
                 input.display(),
                 output.display()
             );
+            Ok(ExitCode::SUCCESS)
         }
     }
-    Ok(())
 }

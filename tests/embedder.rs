@@ -89,3 +89,25 @@ fn chips_of_the_wrong_size_are_rejected() {
     let chip = image::RgbImage::new(100, 150);
     assert!(embedder.embed(&[chip]).is_err());
 }
+
+#[test]
+fn the_module_forward_on_planar_input_matches_embed() {
+    use candle_core::Module;
+
+    let embedder = embedder();
+    let chips: Vec<_> = reference_chips().into_iter().take(6).collect();
+    let images: Vec<_> = chips.iter().map(|(_, chip, _)| chip.clone()).collect();
+    let input = embedder.input_tensor(&images).expect("input");
+    assert_eq!(input.dims(), [6, 3, 150, 150]);
+    let output = embedder.forward(&input).expect("forward");
+    assert_eq!(output.dims(), [6, 128]);
+    let rows = output.to_vec2::<f32>().expect("rows");
+    for ((name, _, expected), actual) in chips.iter().zip(&rows) {
+        let error = expected
+            .iter()
+            .zip(actual)
+            .map(|(e, a)| (e - a).abs())
+            .fold(0f32, f32::max);
+        assert!(error <= TOLERANCE, "{name}: max abs error {error}");
+    }
+}

@@ -31,7 +31,13 @@ fn resolves_directories_and_offline_hub_caches() {
 
     // A Hub repository, offline, from the cache (this test binary owns its environment).
     let cache = dir.join("hub");
-    prepare_hub_cache(&cache, "concrexit", "facedetection", files::HOG_DETECTOR, b"from hub");
+    prepare_hub_cache(
+        &cache,
+        "concrexit",
+        "facedetection",
+        files::HOG_DETECTOR,
+        b"from hub",
+    );
     unsafe {
         std::env::set_var("HF_HUB_CACHE", &cache);
         std::env::set_var("HF_HUB_OFFLINE", "1");

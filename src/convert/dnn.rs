@@ -9,6 +9,8 @@
 //! out, and every hyper-parameter found in the file (filter counts and sizes, strides, paddings,
 //! pooling windows, channel counts, fc sizes, versions) is checked against it.
 //!
+//! Neither supported model uses dlib's `repeat` layer, so specs cannot express it.
+//!
 //! The reader returns the parameters in forward order (input side first). Batch-normalisation
 //! layers stored where the network has an `affine` layer (`bn_con2`) are folded into an affine
 //! transform exactly as dlib's `affine_(const bn_&)` does: `gamma / sqrt(var + eps)` and
@@ -243,7 +245,14 @@ fn read_version(reader: &mut DlibReader, what: &str, allowed: &[i64]) -> Result<
 /// Reads a layer's version string and checks it is one of `allowed`.
 fn read_tag(reader: &mut DlibReader, allowed: &[&str]) -> Result<String> {
     let offset = reader.position();
-    let found = reader.read_string()?;
+    let found = reader.read_string().map_err(|error| match error {
+        FormatError::Invalid { message, .. } => FormatError::Unexpected {
+            offset,
+            expected: format!("one of {allowed:?}"),
+            found: format!("no string ({message})"),
+        },
+        other => other,
+    })?;
     if allowed.contains(&found.as_str()) {
         Ok(found)
     } else {
@@ -349,17 +358,17 @@ fn read_layer(reader: &mut DlibReader, spec: &LayerSpec) -> Result<Layer> {
             Ok(Layer::Plain)
         }
         LayerSpec::MaxPool(pool) => {
-            reader.expect_string("max_pool_2")?;
+            read_tag(reader, &["max_pool_2"])?;
             read_pool_geometry(reader, pool)?;
             Ok(Layer::Plain)
         }
         LayerSpec::AvgPool(pool) => {
-            reader.expect_string("avg_pool_2")?;
+            read_tag(reader, &["avg_pool_2"])?;
             read_pool_geometry(reader, pool)?;
             Ok(Layer::Plain)
         }
         LayerSpec::AddPrev => {
-            reader.expect_string("add_prev_")?;
+            read_tag(reader, &["add_prev_"])?;
             Ok(Layer::Plain)
         }
         LayerSpec::FcNoBias { outputs, inputs } => read_fc_no_bias(reader, outputs, inputs),
@@ -508,7 +517,7 @@ fn read_mean(reader: &mut DlibReader) -> Result<[f32; 3]> {
 fn read_input(reader: &mut DlibReader, spec: InputSpec) -> Result<Input> {
     match spec {
         InputSpec::RgbImageSized(size) => {
-            reader.expect_string("input_rgb_image_sized")?;
+            read_tag(reader, &["input_rgb_image_sized"])?;
             let mean = read_mean(reader)?;
             expect_value(reader, size, "input rows")?;
             expect_value(reader, size, "input columns")?;
@@ -552,7 +561,7 @@ fn read_loss_metric(reader: &mut DlibReader) -> Result<Loss> {
 }
 
 fn read_loss_mmod(reader: &mut DlibReader) -> Result<MmodOptions> {
-    reader.expect_string("loss_mmod_")?;
+    read_tag(reader, &["loss_mmod_"])?;
     let version = read_version(reader, "mmod_options version", &[1, 2, 3, 4])?;
     let detector_windows = if version == 1 {
         vec![read_window_size(reader)?]

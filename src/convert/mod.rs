@@ -7,8 +7,10 @@
 //! into the file, which is the most informative one.
 
 pub mod dnn;
+pub mod hog;
 pub mod mmod;
 pub mod resnet;
+pub mod shape_predictor;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -32,6 +34,14 @@ const MODEL_KINDS: &[ModelKind] = &[
     ModelKind {
         name: "dlib mmod face detector",
         read: mmod::read,
+    },
+    ModelKind {
+        name: "dlib 5-point shape predictor",
+        read: shape_predictor::read,
+    },
+    ModelKind {
+        name: "dlib HOG frontal face detector",
+        read: hog::read,
     },
 ];
 

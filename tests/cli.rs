@@ -1,0 +1,172 @@
+//! The `facedetect` command line: the JSON contract other tools rely on.
+
+mod common;
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn facedetect(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_facedetect"))
+        .args(args)
+        .env_remove("FACEDETECT_WEIGHTS")
+        .output()
+        .expect("facedetect runs")
+}
+
+fn json_lines(output: &std::process::Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect()
+}
+
+fn floats(value: &Value) -> Vec<f32> {
+    value
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|v| v.as_f64().expect("a number") as f32)
+        .collect()
+}
+
+#[test]
+fn encode_with_known_rects_prints_the_contract() {
+    let case_dir = common::crate_dir().join("tests/fixtures/pkg/orig/t1");
+    let reference: common::Reference =
+        serde_json::from_str(&std::fs::read_to_string(case_dir.join("reference.json")).unwrap())
+            .unwrap();
+    let image = case_dir.join("decoded.png");
+    let image = image.to_str().unwrap();
+    let faces = &reference.hog.faces[..2];
+    let rect_args: Vec<String> = faces
+        .iter()
+        .map(|f| {
+            let [l, t, r, b] = f.rect;
+            format!("--rect={l},{t},{r},{b}")
+        })
+        .collect();
+    let mut args = vec!["encode"];
+    args.extend(rect_args.iter().map(String::as_str));
+    args.push(image);
+    let output = facedetect(&args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines = json_lines(&output);
+    assert_eq!(lines.len(), 1);
+    let line = &lines[0];
+    assert_eq!(line["image"], image);
+    assert_eq!(line["width"], reference.width);
+    assert_eq!(line["height"], reference.height);
+    let out_faces = line["faces"].as_array().unwrap();
+    assert_eq!(out_faces.len(), 2);
+    for (ours, expected) in out_faces.iter().zip(faces) {
+        assert_eq!(ours["rect"], serde_json::json!(expected.rect));
+        assert_eq!(ours["landmarks"], serde_json::json!(expected.landmarks5));
+        assert!(ours.get("score").is_none(), "no score for given rects");
+        let encoding = floats(&ours["encoding"]);
+        assert_eq!(encoding.len(), 128);
+        assert!(common::euclidean(&encoding, &expected.descriptor) <= 1e-3);
+    }
+    // Every encoding value is written as a JSON float (concrexit refuses integers).
+    let text = String::from_utf8_lossy(&output.stdout);
+    let encoding_text = text.split("\"encoding\":[").nth(1).unwrap();
+    let first_values = encoding_text.split(']').next().unwrap();
+    assert!(
+        first_values
+            .split(',')
+            .all(|v| v.contains('.') || v.contains('e'))
+    );
+}
+
+#[test]
+fn encode_detects_faces_and_reports_scores() {
+    let image = common::crate_dir().join("tests/fixtures/pkg/images/medium/biden.webp");
+    let output = facedetect(&["encode", image.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reference: common::Reference = serde_json::from_str(
+        &std::fs::read_to_string(
+            common::crate_dir().join("tests/fixtures/pkg/medium/biden/reference.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let faces = json_lines(&output)[0]["faces"].as_array().unwrap().clone();
+    assert_eq!(faces.len(), reference.seed_encodings.len());
+    for (face, (expected, detection)) in faces
+        .iter()
+        .zip(reference.seed_encodings.iter().zip(&reference.hog.faces))
+    {
+        assert!((face["score"].as_f64().unwrap() - detection.score).abs() <= 1e-3);
+        assert!(common::euclidean(&floats(&face["encoding"]), expected) <= 0.01);
+    }
+}
+
+#[test]
+fn encode_aligned_embeds_chips() {
+    let case_dir = common::crate_dir().join("tests/fixtures/pkg/orig/astronaut");
+    let reference: common::Reference =
+        serde_json::from_str(&std::fs::read_to_string(case_dir.join("reference.json")).unwrap())
+            .unwrap();
+    let chip = case_dir.join("chip_hog_0.png");
+    let output = facedetect(&["encode", "--aligned", chip.to_str().unwrap()]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = &json_lines(&output)[0];
+    let faces = line["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 1);
+    assert_eq!(faces[0].as_object().unwrap().len(), 1, "only the encoding");
+    let encoding = floats(&faces[0]["encoding"]);
+    let expected = &reference.hog.faces[0].descriptor_from_chip;
+    assert!(common::euclidean(&encoding, expected) <= 1e-3);
+}
+
+#[test]
+fn bad_images_fail_with_a_message_and_the_others_still_print() {
+    let dir = std::env::temp_dir().join(format!("facedetect-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("not-a-photo.jpg");
+    std::fs::write(&bad, b"hello").unwrap();
+    let good = common::crate_dir().join("tests/fixtures/pkg/orig/astronaut/chip_hog_0.png");
+    let output = facedetect(&[
+        "encode",
+        "--aligned",
+        bad.to_str().unwrap(),
+        good.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not-a-photo.jpg") && stderr.contains("not a JPEG"),
+        "{stderr}"
+    );
+    assert_eq!(
+        json_lines(&output).len(),
+        1,
+        "the good image is still encoded"
+    );
+
+    let missing = facedetect(&[
+        "encode",
+        bad.with_file_name("missing.png").to_str().unwrap(),
+    ]);
+    assert!(!missing.status.success());
+    let photo = common::crate_dir().join("tests/fixtures/pkg/images/medium/biden.webp");
+    let not_a_chip = facedetect(&["encode", "--aligned", photo.to_str().unwrap()]);
+    assert!(!not_a_chip.status.success());
+    assert!(String::from_utf8_lossy(&not_a_chip.stderr).contains("150x150"));
+    let bad_rect = facedetect(&["encode", "--rect", "1,2,3", good.to_str().unwrap()]);
+    assert!(!bad_rect.status.success());
+    assert!(String::from_utf8_lossy(&bad_rect.stderr).contains("LEFT,TOP,RIGHT,BOTTOM"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

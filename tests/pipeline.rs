@@ -1,0 +1,134 @@
+//! End to end against the original pipeline: `face_recognition.face_encodings(image)`.
+
+mod common;
+
+use candle_core::Device;
+use concrexit_facedetection::decode::{DecodeLimits, open_image};
+use concrexit_facedetection::geometry::Rect;
+use concrexit_facedetection::pipeline::{EncodeOptions, FacePipeline};
+use concrexit_facedetection::weights::WeightsLocation;
+
+fn pipeline() -> FacePipeline {
+    FacePipeline::load(
+        &WeightsLocation::Directory(common::weights_dir()),
+        &Device::Cpu,
+    )
+    .unwrap()
+}
+
+#[test]
+fn encodings_from_reference_rects_match_dlib() {
+    let pipeline = pipeline();
+    let mut worst = 0f32;
+    let mut faces = 0;
+    for case in common::reference_cases() {
+        let image = case.decoded();
+        let reference = &case.reference.hog.faces;
+        let rects: Vec<Rect> = reference.iter().map(|face| face.rect.into()).collect();
+        let ours = pipeline.encode_at(&image, &rects).unwrap();
+        for (index, (face, expected)) in ours.iter().zip(reference).enumerate() {
+            let distance = common::euclidean(&face.encoding, &expected.descriptor);
+            assert!(
+                distance <= 1e-3,
+                "{} face {index}: distance {distance} to dlib's descriptor",
+                case.name
+            );
+            worst = worst.max(distance);
+            faces += 1;
+        }
+    }
+    println!("{faces} faces, largest distance to dlib's descriptor: {worst:e}");
+}
+
+#[test]
+fn default_encode_on_decoded_pixels_matches_face_encodings() {
+    let pipeline = pipeline();
+    let mut worst = 0f32;
+    for case in common::reference_cases() {
+        let faces = pipeline
+            .encode(&case.decoded(), &EncodeOptions::default())
+            .unwrap();
+        let expected = &case.reference.seed_encodings;
+        assert_eq!(
+            faces.len(),
+            expected.len(),
+            "{}: number of faces",
+            case.name
+        );
+        for (index, (face, expected)) in faces.iter().zip(expected).enumerate() {
+            let distance = common::euclidean(&face.encoding, expected);
+            assert!(
+                distance <= 1e-3,
+                "{} face {index}: distance {distance}",
+                case.name
+            );
+            worst = worst.max(distance);
+        }
+    }
+    println!("largest distance to face_encodings: {worst:e}");
+}
+
+#[test]
+fn default_encode_on_encoded_files_matches_face_encodings() {
+    let pipeline = pipeline();
+    let (mut faces, mut close) = (0, 0);
+    for case in common::reference_cases() {
+        let Some(source) = case.source_image() else {
+            continue;
+        };
+        let image = open_image(&source, &DecodeLimits::default()).unwrap();
+        let ours = pipeline.encode(&image, &EncodeOptions::default()).unwrap();
+        let expected = &case.reference.seed_encodings;
+        assert_eq!(ours.len(), expected.len(), "{}: number of faces", case.name);
+        for (face, expected) in ours.iter().zip(expected) {
+            faces += 1;
+            if common::euclidean(&face.encoding, expected) <= 0.01 {
+                close += 1;
+            }
+        }
+    }
+    println!("{close} of {faces} faces within 0.01 of face_encodings");
+    assert!(close as f64 >= 0.99 * faces as f64, "{close} of {faces}");
+}
+
+/// face_recognition's `num_jitters=10` on pkg/orig/t1, made with the reference environment:
+/// `face_recognition.face_encodings(load_image_file("decoded.png"), num_jitters=10)`.
+const JITTERED_REFERENCE: &str = "tests/fixtures/pkg/orig/t1/face_encodings_num_jitters_10.json";
+
+#[test]
+fn jittered_encodings_land_near_dlibs_jittered_encodings() {
+    let pipeline = pipeline();
+    let case = common::crate_dir().join("tests/fixtures/pkg/orig/t1");
+    let image = image::open(case.join("decoded.png")).unwrap().to_rgb8();
+    let dlib_jittered: Vec<Vec<f32>> = serde_json::from_str(
+        &std::fs::read_to_string(common::crate_dir().join(JITTERED_REFERENCE)).unwrap(),
+    )
+    .unwrap();
+    let options = EncodeOptions {
+        jitters: 10,
+        ..EncodeOptions::default()
+    };
+    let jittered = pipeline.encode(&image, &options).unwrap();
+    let again = pipeline.encode(&image, &options).unwrap();
+    let plain = pipeline.encode(&image, &EncodeOptions::default()).unwrap();
+    assert_eq!(jittered.len(), dlib_jittered.len());
+    for (index, ((ours, expected), plain)) in
+        jittered.iter().zip(&dlib_jittered).zip(&plain).enumerate()
+    {
+        let distance = common::euclidean(&ours.encoding, expected);
+        let unjittered = common::euclidean(&plain.encoding, expected);
+        println!(
+            "face {index}: {distance:.4} from dlib's jittered mean (unjittered: {unjittered:.4})"
+        );
+        // Different random draws, same distribution: near dlib's mean, nearer than no jitter.
+        assert!(
+            distance < 0.1 && distance < unjittered,
+            "face {index}: {distance} vs {unjittered}"
+        );
+    }
+    assert_eq!(
+        jittered.iter().map(|f| &f.encoding).collect::<Vec<_>>(),
+        again.iter().map(|f| &f.encoding).collect::<Vec<_>>(),
+        "jitter is reproducible"
+    );
+}
