@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use candle_core::Device;
@@ -9,6 +10,9 @@ use clap::{Parser, Subcommand};
 use concrexit_facedetection::decode::{DecodeLimits, open_image};
 use concrexit_facedetection::geometry::Rect;
 use concrexit_facedetection::pipeline::{Detector, EncodeOptions, Face, FacePipeline};
+use concrexit_facedetection::service::batch::BatchInput;
+use concrexit_facedetection::service::logging::{self, LogFormat};
+use concrexit_facedetection::service::{self, Service, ServiceConfig};
 use concrexit_facedetection::weights::{WEIGHTS_ENV, WeightsLocation};
 use serde::Serialize;
 
@@ -27,6 +31,11 @@ struct Cli {
 enum Command {
     /// Find the faces in photos and print one JSON line per photo with their encodings.
     Encode(EncodeArgs),
+    /// Answer AWS Lambda Invoke API requests locally, as the Lambda function would
+    /// (POST /2015-03-31/functions/{name}/invocations).
+    Serve(ServeArgs),
+    /// Run one payload, or one payload per line (JSON lines), as the Lambda function would.
+    Batch(BatchArgs),
     /// Convert a dlib model file (.dat, .svm) into safetensors.
     ConvertDlib {
         /// The dlib model file.
@@ -60,6 +69,29 @@ struct EncodeArgs {
     /// The photos (JPEG, PNG, WebP, GIF, BMP).
     #[arg(required = true)]
     images: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The port to listen on.
+    #[arg(long, default_value_t = 9000)]
+    port: u16,
+    /// The address to listen on (0.0.0.0 to accept connections from other hosts).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    #[command(flatten)]
+    models: ModelArgs,
+}
+
+#[derive(clap::Args)]
+struct BatchArgs {
+    /// The payload file, or - for stdin.
+    input: String,
+    /// How many payloads run at once.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    #[command(flatten)]
+    models: ModelArgs,
 }
 
 #[derive(clap::Args)]
@@ -181,10 +213,46 @@ fn encode(args: &EncodeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The service around the models loaded from `models`, in a runtime of its own.
+fn service(
+    models: &ModelArgs,
+) -> anyhow::Result<(tokio::runtime::Runtime, Arc<Service<FacePipeline>>)> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let pipeline = models.load()?;
+    let service = Service::new(Arc::new(pipeline), ServiceConfig::default())?;
+    Ok((runtime, Arc::new(service)))
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    logging::init(LogFormat::Json, "info")?;
+    let (runtime, service) = service(&args.models)?;
+    let addr = std::net::SocketAddr::new(args.host, args.port);
+    runtime
+        .block_on(service::serve::run(addr, service))
+        .with_context(|| format!("serving on {addr}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn batch(args: &BatchArgs) -> anyhow::Result<ExitCode> {
+    // Failed sources and the summary are printed anyway: log only errors unless asked.
+    logging::init(LogFormat::Text, "error")?;
+    let (runtime, service) = service(&args.models)?;
+    let input = BatchInput::from_arg(&args.input);
+    let summary = runtime.block_on(service::batch::run(&service, &input, args.parallel))?;
+    println!("{summary}");
+    Ok(if summary.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Encode(args) => encode(&args),
+        Command::Serve(args) => serve(&args),
+        Command::Batch(args) => batch(&args),
         Command::ConvertDlib { input, output } => {
             let kind = concrexit_facedetection::convert::convert_file(&input, &output)
                 .with_context(|| format!("converting {}", input.display()))?;

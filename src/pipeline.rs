@@ -100,11 +100,16 @@ impl FacePipeline {
         })
     }
 
+    /// Finds the faces in `image`: each one's rectangle and detector score, in dlib's order.
+    pub fn detect(&self, image: &RgbImage, options: &EncodeOptions) -> Result<Vec<(Rect, f64)>> {
+        match options.detector {
+            Detector::Hog => self.hog.detect(image, options.upsample),
+        }
+    }
+
     /// Finds the faces in `image` and encodes each.
     pub fn encode(&self, image: &RgbImage, options: &EncodeOptions) -> Result<Vec<Face>> {
-        let detections = match options.detector {
-            Detector::Hog => self.hog.detect(image, options.upsample)?,
-        };
+        let detections = self.detect(image, options)?;
         let (rects, scores): (Vec<Rect>, Vec<f64>) = detections.into_iter().unzip();
         let mut faces = self.encode_jittered(image, &rects, options.jitters)?;
         for (face, score) in faces.iter_mut().zip(scores) {

@@ -42,7 +42,7 @@ impl Logs {
 async fn lambda_runtime_loop_direct_sqs_and_failure() {
     let logs = Logs::default();
     let writer = logs.clone();
-    init_with_writer(LogFormat::Json, move || writer.clone()).unwrap();
+    init_with_writer(LogFormat::Json, "info", move || writer.clone()).unwrap();
 
     let (photos, photo_base) = PhotoServer::start().await;
     photos.add("ok.png", png(32, 24, 3));

@@ -1,5 +1,5 @@
 //! Log output: JSON lines (one object per event, as CloudWatch expects from the Lambda function)
-//! or plain text, on stderr, filtered by `RUST_LOG` (default `info`).
+//! or plain text, on stderr, filtered by `RUST_LOG` (or a default level when it is unset).
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -13,19 +13,24 @@ pub enum LogFormat {
 }
 
 /// Installs the global log subscriber, writing to stderr.
-pub fn init(format: LogFormat) -> Result<(), TryInitError> {
-    init_with_writer(format, std::io::stderr)
+pub fn init(format: LogFormat, default_filter: &str) -> Result<(), TryInitError> {
+    init_with_writer(format, default_filter, std::io::stderr)
 }
 
 /// Installs the global log subscriber, writing to `writer`.
-pub fn init_with_writer<W>(format: LogFormat, writer: W) -> Result<(), TryInitError>
+pub fn init_with_writer<W>(
+    format: LogFormat,
+    default_filter: &str,
+    writer: W,
+) -> Result<(), TryInitError>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Json => registry

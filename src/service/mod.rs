@@ -24,6 +24,8 @@ use image::RgbImage;
 use tokio::sync::Semaphore;
 
 use crate::decode::{DecodeLimits, decode_image};
+use crate::geometry::Rect;
+use crate::pipeline::{EncodeOptions, FacePipeline};
 
 pub use http::{FetchError, HttpConfig, RetryPolicy};
 pub use outcome::{InvocationReport, Outcome, SourceReport, Stage, Timings};
@@ -42,6 +44,21 @@ pub trait FaceEncoder: Send + Sync + 'static {
 
     /// Computes one encoding per face found.
     fn encode(&self, image: &RgbImage, faces: Self::Faces) -> crate::Result<Vec<Vec<f32>>>;
+}
+
+/// The face pipeline with the original service's settings: HOG, upsample 1, no jitter.
+impl FaceEncoder for FacePipeline {
+    type Faces = Vec<Rect>;
+
+    fn detect(&self, image: &RgbImage) -> crate::Result<Vec<Rect>> {
+        let detections = FacePipeline::detect(self, image, &EncodeOptions::default())?;
+        Ok(detections.into_iter().map(|(rect, _score)| rect).collect())
+    }
+
+    fn encode(&self, image: &RgbImage, rects: Vec<Rect>) -> crate::Result<Vec<Vec<f32>>> {
+        let faces = self.encode_at(image, &rects)?;
+        Ok(faces.into_iter().map(|face| face.encoding).collect())
+    }
 }
 
 /// Settings of the service.
