@@ -37,7 +37,10 @@ fn seed_encodings(case: &str) -> Vec<Vec<f32>> {
 }
 
 fn assert_close(got: &[Vec<f64>], want: &[Vec<f32>]) -> f32 {
-    assert!(!want.is_empty(), "a photo without faces proves nothing here");
+    assert!(
+        !want.is_empty(),
+        "a photo without faces proves nothing here"
+    );
     assert_eq!(got.len(), want.len());
     let mut worst = 0f32;
     for (g, w) in got.iter().zip(want) {
