@@ -207,7 +207,10 @@ impl HogDetector {
 
         let mut kept: Vec<(Rect, f64)> = Vec::new();
         for candidate in all {
-            if !kept.iter().any(|(rect, _)| self.overlap.overlaps(rect, &candidate.rect)) {
+            if !kept
+                .iter()
+                .any(|(rect, _)| self.overlap.overlaps(rect, &candidate.rect))
+            {
                 kept.push((candidate.rect, candidate.confidence));
             }
         }
@@ -217,7 +220,12 @@ impl HogDetector {
     /// The number of pyramid levels dlib's `create_fhog_pyramid` builds: the image rectangle
     /// is shrunk (and rounded) until it is smaller than the minimum layer size.
     fn level_count(&self, image: &RgbImage) -> usize {
-        let mut rect = Rect::new(0, 0, i64::from(image.width()) - 1, i64::from(image.height()) - 1);
+        let mut rect = Rect::new(
+            0,
+            0,
+            i64::from(image.width()) - 1,
+            i64::from(image.height()) - 1,
+        );
         let mut levels = 0;
         loop {
             rect = self.pyramid.rect_down(rect.into(), 1).round();
@@ -369,5 +377,27 @@ impl BoxOverlap {
         inner / bounding.area() as f64 > self.iou
             || inner / a.area() as f64 > self.covered
             || inner / b.area() as f64 > self.covered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn box_overlap_uses_the_bounding_box_and_coverage() {
+        let overlap = BoxOverlap {
+            iou: 0.2,
+            covered: 0.78,
+        };
+        let a = Rect::new(0, 0, 9, 9);
+        assert!(!overlap.overlaps(&a, &Rect::new(10, 0, 19, 9)));
+        // Intersection 70 of a 130-pixel bounding box.
+        assert!(overlap.overlaps(&a, &Rect::new(3, 0, 12, 9)));
+        // Intersection 36: 36/164 = 0.22 of the union, but dlib divides by the bounding box,
+        // 36/196 = 0.18, and each box is only 36% covered.
+        assert!(!overlap.overlaps(&a, &Rect::new(4, 4, 13, 13)));
+        // A small box inside a big one is covered entirely.
+        assert!(overlap.overlaps(&Rect::new(0, 0, 99, 99), &Rect::new(10, 10, 19, 19)));
     }
 }

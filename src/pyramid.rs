@@ -149,7 +149,12 @@ pub fn pyramid_up(image: &RgbImage) -> RgbImage {
     if image.width() == 0 || image.height() == 0 {
         return RgbImage::new(0, 0);
     }
-    let whole = Rect::new(0, 0, i64::from(image.width()) - 1, i64::from(image.height()) - 1);
+    let whole = Rect::new(
+        0,
+        0,
+        i64::from(image.width()) - 1,
+        i64::from(image.height()) - 1,
+    );
     let up = PyramidDown::new(2).rect_up(whole.into(), 1).round();
     resize_bilinear(image, (up.right + 1) as u32, (up.bottom + 1) as u32)
 }
@@ -216,8 +221,14 @@ pub fn resize_bilinear(image: &RgbImage, width: u32, height: u32) -> RgbImage {
             let inv_lr = 1.0 - lr;
             let (tlf, trf) = (inv_tb * inv_lr, inv_tb * lr);
             let (blf, brf) = (tb * inv_lr, tb * lr);
-            let (tl, tr) = (&top_row[left * 3..left * 3 + 3], &top_row[left * 3 + 3..left * 3 + 6]);
-            let (bl, br) = (&bottom_row[left * 3..left * 3 + 3], &bottom_row[left * 3 + 3..left * 3 + 6]);
+            let (tl, tr) = (
+                &top_row[left * 3..left * 3 + 3],
+                &top_row[left * 3 + 3..left * 3 + 6],
+            );
+            let (bl, br) = (
+                &bottom_row[left * 3..left * 3 + 3],
+                &bottom_row[left * 3 + 3..left * 3 + 6],
+            );
             for ch in 0..3 {
                 let value = tlf * f32::from(tl[ch])
                     + trf * f32::from(tr[ch])
