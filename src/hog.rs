@@ -26,7 +26,7 @@ use crate::geometry::Rect;
 use crate::pyramid::{DRect, PyramidDown, pyramid_up};
 
 /// Most filter output positions scored at once; larger levels are scored in bands of rows.
-const BAND_POSITIONS: usize = 4 * 1024;
+const BAND_POSITIONS: usize = 16 * 1024;
 
 /// The detector: scanner settings, separable filters and non-max suppression thresholds.
 pub struct HogDetector {
