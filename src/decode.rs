@@ -49,12 +49,15 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
         )));
     }
     if pixels == 0 {
-        return Err(Error::Decode(format!("{width}x{height} image has no pixels")));
+        return Err(Error::Decode(format!(
+            "{width}x{height} image has no pixels"
+        )));
     }
     let orientation = decoder
         .orientation()
         .map_err(|e| Error::Decode(e.to_string()))?;
-    let mut image = DynamicImage::from_decoder(decoder).map_err(|e| Error::Decode(e.to_string()))?;
+    let mut image =
+        DynamicImage::from_decoder(decoder).map_err(|e| Error::Decode(e.to_string()))?;
     image.apply_orientation(orientation);
     Ok(image.into_rgb8())
 }

@@ -195,7 +195,9 @@ impl<'a> DlibReader<'a> {
             .iter()
             .try_fold(1usize, |acc, &dim| acc.checked_mul(dim))
             .filter(|&count| count.saturating_mul(4) <= self.bytes.len() - self.position)
-            .ok_or_else(|| self.error(format!("tensor of shape {shape:?} does not fit the file")))?;
+            .ok_or_else(|| {
+                self.error(format!("tensor of shape {shape:?} does not fit the file"))
+            })?;
         let data = self
             .take(count * 4, "tensor data")?
             .chunks_exact(4)

@@ -26,10 +26,7 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error("{path}: {source}")]
-    Format {
-        path: PathBuf,
-        source: FormatError,
-    },
+    Format { path: PathBuf, source: FormatError },
     #[error("model weights: {0}")]
     Weights(String),
     #[error("cannot decode image: {0}")]

@@ -1,10 +1,12 @@
 //! concrexit-facedetection: finds the faces in a photo and turns each into the same 128
 //! numbers as dlib's `face_recognition` pipeline, with candle for the neural parts.
 
+pub mod cnn;
 pub mod convert;
 pub mod decode;
 pub mod dlib_format;
 pub mod error;
 pub mod geometry;
+pub mod tiled_pyramid;
 
 pub use error::{Error, Result};

@@ -6,7 +6,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "facedetect", version, about = "Face detection and dlib-compatible face encodings")]
+#[command(
+    name = "facedetect",
+    version,
+    about = "Face detection and dlib-compatible face encodings"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,7 +33,11 @@ fn main() -> anyhow::Result<()> {
         Command::ConvertDlib { input, output } => {
             let kind = concrexit_facedetection::convert::convert_file(&input, &output)
                 .with_context(|| format!("converting {}", input.display()))?;
-            eprintln!("{}: {kind} model written to {}", input.display(), output.display());
+            eprintln!(
+                "{}: {kind} model written to {}",
+                input.display(),
+                output.display()
+            );
         }
     }
     Ok(())

@@ -23,7 +23,9 @@ struct ModelKind {
 const MODEL_KINDS: &[ModelKind] = &[];
 
 /// Reads a dlib model file and returns the name of its kind and its tensors.
-pub fn convert_bytes(bytes: &[u8]) -> std::result::Result<(&'static str, HashMap<String, Tensor>), FormatError> {
+pub fn convert_bytes(
+    bytes: &[u8],
+) -> std::result::Result<(&'static str, HashMap<String, Tensor>), FormatError> {
     let mut furthest: Option<FormatError> = None;
     for kind in MODEL_KINDS {
         let mut reader = DlibReader::new(bytes);
@@ -31,13 +33,19 @@ pub fn convert_bytes(bytes: &[u8]) -> std::result::Result<(&'static str, HashMap
             if reader.is_at_end() {
                 Ok(tensors)
             } else {
-                Err(reader.error(format!("unexpected trailing data after a {} model", kind.name)))
+                Err(reader.error(format!(
+                    "unexpected trailing data after a {} model",
+                    kind.name
+                )))
             }
         });
         match attempt {
             Ok(tensors) => return Ok((kind.name, tensors)),
             Err(error) => {
-                if furthest.as_ref().is_none_or(|best| error.offset() > best.offset()) {
+                if furthest
+                    .as_ref()
+                    .is_none_or(|best| error.offset() > best.offset())
+                {
                     furthest = Some(error);
                 }
             }
