@@ -120,6 +120,11 @@ impl<'a> DlibReader<'a> {
         Ok(self.read_f64()? as f32)
     }
 
+    /// A raw byte (dlib's serialization of `char` and `uint8_t`).
+    pub fn read_u8(&mut self) -> Result<u8> {
+        Ok(self.take(1, "byte")?[0])
+    }
+
     pub fn read_bool(&mut self) -> Result<bool> {
         match self.take(1, "bool")?[0] {
             b'1' => Ok(true),

@@ -5,6 +5,7 @@ pub mod cnn;
 pub mod convert;
 pub mod decode;
 pub mod dlib_format;
+pub mod embedder;
 pub mod error;
 pub mod geometry;
 pub mod tiled_pyramid;

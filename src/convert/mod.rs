@@ -6,6 +6,10 @@
 //! known model kind and, when none fits, reports the error of the reader that got furthest
 //! into the file, which is the most informative one.
 
+pub mod dnn;
+pub mod mmod;
+pub mod resnet;
+
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -20,7 +24,16 @@ struct ModelKind {
     read: fn(&mut DlibReader) -> std::result::Result<HashMap<String, Tensor>, FormatError>,
 }
 
-const MODEL_KINDS: &[ModelKind] = &[];
+const MODEL_KINDS: &[ModelKind] = &[
+    ModelKind {
+        name: "dlib face recognition resnet",
+        read: resnet::read,
+    },
+    ModelKind {
+        name: "dlib mmod face detector",
+        read: mmod::read,
+    },
+];
 
 /// Reads a dlib model file and returns the name of its kind and its tensors.
 pub fn convert_bytes(

@@ -1,0 +1,130 @@
+//! Converter of dlib's face recognition ResNet (`dlib_face_recognition_resnet_model_v1.dat`).
+//!
+//! The file holds dlib's `anet_type` (tools/python/src/face_recognition.cpp): a 7x7/2
+//! convolution stem with affine, relu and 3x3/2 max pooling, 14 residual blocks (three of 32
+//! channels; a downsampling block and three of 64; a downsampling block and two of 128; a
+//! downsampling block and two of 256; a final downsampling block of 256), average pooling over
+//! everything and a 128-output fully connected layer without bias, under `loss_metric`.
+//!
+//! Tensors: `input.mean` [3]; `stem.conv.weight|bias`, `stem.affine.gamma|beta`;
+//! `blocks.{i}.conv1|conv2.weight|bias` and `blocks.{i}.affine1|affine2.gamma|beta` for
+//! i = 0..13 in forward order; `fc.weight` [128, 256] (out, in). Convolution weights are
+//! [out, in, kh, kw].
+
+use std::collections::HashMap;
+
+use candle_core::Tensor;
+
+use super::dnn::{
+    self, ConSpec, InputSpec, Layer, LayerSpec, LossSpec, NetworkSpec, PoolSpec, insert_layer,
+    insert_vector,
+};
+use crate::dlib_format::DlibReader;
+use crate::error::FormatError;
+
+/// Channels and stride of each residual block's first convolution, in forward order.
+pub const BLOCKS: [(usize, usize); 14] = [
+    (32, 1),
+    (32, 1),
+    (32, 1),
+    (64, 2),
+    (64, 1),
+    (64, 1),
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (256, 1),
+    (256, 2),
+];
+
+/// The expected network: dlib's `anet_type`, layers listed from the output side.
+fn spec() -> NetworkSpec {
+    // Forward order first, reversed at the end.
+    let mut forward = vec![
+        LayerSpec::Con(ConSpec {
+            filters: 32,
+            channels: 3,
+            size: 7,
+            stride: 2,
+        }),
+        LayerSpec::Affine(32),
+        LayerSpec::Relu,
+        LayerSpec::MaxPool(PoolSpec { size: 3, stride: 2 }),
+    ];
+    let mut channels = 32;
+    for (filters, stride) in BLOCKS {
+        // block<N, affine, stride, tag1<x>>
+        forward.push(LayerSpec::Tag);
+        forward.extend([
+            LayerSpec::Con(ConSpec {
+                filters,
+                channels,
+                size: 3,
+                stride,
+            }),
+            LayerSpec::Affine(filters),
+            LayerSpec::Relu,
+            LayerSpec::Con(ConSpec {
+                filters,
+                channels: filters,
+                size: 3,
+                stride: 1,
+            }),
+            LayerSpec::Affine(filters),
+        ]);
+        if stride == 2 {
+            // add_prev2<avg_pool<2,2,2,2, skip1<tag2<block>>>>
+            forward.extend([
+                LayerSpec::Tag,
+                LayerSpec::Skip,
+                LayerSpec::AvgPool(PoolSpec { size: 2, stride: 2 }),
+            ]);
+        }
+        forward.extend([LayerSpec::AddPrev, LayerSpec::Relu]);
+        channels = filters;
+    }
+    forward.extend([
+        LayerSpec::AvgPool(PoolSpec { size: 0, stride: 1 }),
+        LayerSpec::FcNoBias {
+            outputs: 128,
+            inputs: channels,
+        },
+    ]);
+    forward.reverse();
+    NetworkSpec {
+        loss: LossSpec::Metric,
+        layers: forward,
+        input: InputSpec::RgbImageSized(150),
+    }
+}
+
+/// Reads the whole ResNet file and names its tensors.
+pub fn read(reader: &mut DlibReader) -> Result<HashMap<String, Tensor>, FormatError> {
+    let network = dnn::read_network(reader, &spec())?;
+    let mut tensors = HashMap::new();
+    insert_vector(&mut tensors, "input.mean", &network.input.mean)?;
+    let mut convs = Vec::new();
+    let mut affines = Vec::new();
+    for layer in &network.layers {
+        match layer {
+            Layer::Con { .. } => convs.push(layer),
+            Layer::Affine { .. } => affines.push(layer),
+            Layer::Fc { .. } => insert_layer(&mut tensors, "fc", layer)?,
+            Layer::Plain => {}
+        }
+    }
+    let names = std::iter::once("stem.conv".to_string())
+        .chain((0..BLOCKS.len()).flat_map(|i| [1, 2].map(|j| format!("blocks.{i}.conv{j}"))));
+    for (name, layer) in names.zip(convs) {
+        insert_layer(&mut tensors, &name, layer)?;
+    }
+    let names = std::iter::once("stem.affine".to_string())
+        .chain((0..BLOCKS.len()).flat_map(|i| [1, 2].map(|j| format!("blocks.{i}.affine{j}"))));
+    for (name, layer) in names.zip(affines) {
+        insert_layer(&mut tensors, &name, layer)?;
+    }
+    Ok(tensors)
+}
