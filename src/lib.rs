@@ -7,7 +7,10 @@ pub mod decode;
 pub mod dlib_format;
 pub mod embedder;
 pub mod error;
+pub mod fhog;
 pub mod geometry;
+pub mod hog;
+pub mod pyramid;
 pub mod tiled_pyramid;
 
 pub use error::{Error, Result};

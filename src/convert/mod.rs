@@ -7,6 +7,7 @@
 //! into the file, which is the most informative one.
 
 pub mod dnn;
+pub mod hog;
 pub mod mmod;
 pub mod resnet;
 
@@ -32,6 +33,10 @@ const MODEL_KINDS: &[ModelKind] = &[
     ModelKind {
         name: "dlib mmod face detector",
         read: mmod::read,
+    },
+    ModelKind {
+        name: "frontal_face_detector",
+        read: hog::read,
     },
 ];
 

@@ -1,0 +1,373 @@
+//! dlib's HOG frontal face detector (`get_frontal_face_detector()`, an
+//! `object_detector<scan_fhog_pyramid<pyramid_down<6>>>`), as `face_recognition.face_locations`
+//! runs it through dlib's Python binding.
+//!
+//! The image is first enlarged `upsample` times with `pyramid_up`. The scanner then builds a
+//! `pyramid_down<6>` image pyramid until a level would be smaller than the minimum layer size,
+//! extracts FHOG features per level ([`crate::fhog`], on a second thread, level by level, while
+//! the finished levels are scored) and slides each of the detector's filters over them. dlib
+//! scores with the separable factorisation of every filter plane (see
+//! [`crate::convert::hog`]): a row filter along each feature row, then a column filter down
+//! each column, summed over planes and factors. Here both steps are matrix products on the
+//! device: the row step multiplies every plane's row filters with the plane's horizontal
+//! windows, the column step multiplies the column filters with the row-filtered planes, one
+//! output per filter tap, and the taps are summed with their vertical offsets. Windows scoring
+//! at least the filter's threshold become detections (confidence = score - threshold), mapped
+//! back to image rectangles; all filters' detections are sorted by confidence and dlib's
+//! non-max suppression keeps those that do not overlap a better one.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use image::RgbImage;
+
+use crate::error::{Error, Result};
+use crate::fhog::{self, extract_fhog};
+use crate::geometry::Rect;
+use crate::pyramid::{DRect, PyramidDown, pyramid_up};
+
+/// Most filter output positions scored at once; larger levels are scored in bands of rows.
+const BAND_POSITIONS: usize = 4 * 1024;
+
+/// The detector: scanner settings, separable filters and non-max suppression thresholds.
+pub struct HogDetector {
+    cell_size: usize,
+    /// Filter size in FHOG cells.
+    filter_width: usize,
+    filter_height: usize,
+    /// Detection window size in FHOG cells (the filter without its padding).
+    window_cells_width: usize,
+    window_cells_height: usize,
+    max_pyramid_levels: usize,
+    min_layer_width: i64,
+    min_layer_height: i64,
+    pyramid: PyramidDown,
+    overlap: BoxOverlap,
+    /// Per filter: its threshold, row filters `[31, rank, filter_width]` and column filters
+    /// arranged for the column step, `[filter_height, 31 * rank]`.
+    filters: Vec<SeparableFilters>,
+    device: Device,
+}
+
+struct SeparableFilters {
+    threshold: f64,
+    rows: Tensor,
+    cols: Tensor,
+}
+
+/// One detection of one filter before non-max suppression.
+struct Candidate {
+    confidence: f64,
+    rect: Rect,
+}
+
+impl HogDetector {
+    /// Loads the tensors written by the converter (`weights/frontal_face_detector.safetensors`).
+    pub fn load(vb: VarBuilder) -> Result<Self> {
+        let device = vb.device().clone();
+        let int = |name: &str| -> Result<i64> {
+            Ok(vb
+                .get_unchecked_dtype(name, DType::I64)?
+                .to_scalar::<i64>()?)
+        };
+        let positive = |name: &str| -> Result<usize> {
+            let value = int(name)?;
+            usize::try_from(value)
+                .ok()
+                .filter(|&v| v > 0)
+                .ok_or_else(|| Error::Weights(format!("{name} must be positive, found {value}")))
+        };
+        let float = |name: &str| -> Result<f64> {
+            Ok(vb
+                .get_unchecked_dtype(name, DType::F64)?
+                .to_scalar::<f64>()?)
+        };
+
+        let cell_size = positive("cell_size")?;
+        let padding = usize::try_from(int("padding")?)
+            .map_err(|_| Error::Weights("negative padding".to_string()))?;
+        let pyramid_down = positive("pyramid_down")?;
+        if pyramid_down < 4 {
+            return Err(Error::Weights(format!(
+                "pyramid_down<{pyramid_down}> is not supported (only N > 3)"
+            )));
+        }
+
+        let row_filters = vb.get_unchecked_dtype("row_filters", DType::F32)?;
+        let col_filters = vb.get_unchecked_dtype("col_filters", DType::F32)?;
+        let thresholds = vb
+            .get_unchecked_dtype("thresholds", DType::F64)?
+            .to_vec1::<f64>()?;
+        let (count, planes, rank, filter_width) = row_filters.dims4()?;
+        let (col_count, col_planes, col_rank, filter_height) = col_filters.dims4()?;
+        if planes != fhog::PLANES
+            || (col_count, col_planes, col_rank) != (count, planes, rank)
+            || thresholds.len() != count
+            || filter_width <= 2 * padding
+            || filter_height <= 2 * padding
+        {
+            return Err(Error::Weights(format!(
+                "inconsistent filters: row_filters {:?}, col_filters {:?}, {} thresholds, padding {padding}",
+                row_filters.dims(),
+                col_filters.dims(),
+                thresholds.len()
+            )));
+        }
+        let filters = thresholds
+            .iter()
+            .enumerate()
+            .map(|(i, &threshold)| {
+                let rows = row_filters.get(i)?.contiguous()?;
+                let cols = col_filters
+                    .get(i)?
+                    .reshape((planes * rank, filter_height))?
+                    .t()?
+                    .contiguous()?;
+                Ok(SeparableFilters {
+                    threshold,
+                    rows,
+                    cols,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        Ok(Self {
+            cell_size,
+            filter_width,
+            filter_height,
+            window_cells_width: filter_width - 2 * padding,
+            window_cells_height: filter_height - 2 * padding,
+            max_pyramid_levels: positive("max_pyramid_levels")?,
+            min_layer_width: positive("min_pyramid_layer_width")? as i64,
+            min_layer_height: positive("min_pyramid_layer_height")? as i64,
+            pyramid: PyramidDown::new(pyramid_down as u32),
+            overlap: BoxOverlap {
+                iou: float("overlap_iou_threshold")?,
+                covered: float("overlap_percent_covered_threshold")?,
+            },
+            filters,
+            device,
+        })
+    }
+
+    /// The faces in `image` with their confidences, best first, after enlarging the image
+    /// `upsample` times: dlib's `fhog_object_detector.run(image, upsample, 0.0)`.
+    pub fn detect(&self, image: &RgbImage, upsample: u32) -> Result<Vec<(Rect, f64)>> {
+        if upsample == 0 {
+            return self.detect_unscaled(image);
+        }
+        let mut enlarged = pyramid_up(image);
+        for _ in 1..upsample {
+            enlarged = pyramid_up(&enlarged);
+        }
+        let up = PyramidDown::new(2);
+        Ok(self
+            .detect_unscaled(&enlarged)?
+            .into_iter()
+            .map(|(rect, score)| (up.rect_down(rect.into(), upsample).round(), score))
+            .collect())
+    }
+
+    /// `object_detector::operator()` on the image as given.
+    fn detect_unscaled(&self, image: &RgbImage) -> Result<Vec<(Rect, f64)>> {
+        let levels = self.level_count(image);
+        let mut per_filter: Vec<Vec<Candidate>> = self.filters.iter().map(|_| Vec::new()).collect();
+        // A second thread builds the image pyramid and its features while this one scores the
+        // levels already done.
+        std::thread::scope(|scope| -> Result<()> {
+            let (sender, receiver) = std::sync::mpsc::sync_channel(2);
+            scope.spawn(move || {
+                let extract = |level: &RgbImage| {
+                    extract_fhog(level, self.cell_size, self.filter_height, self.filter_width)
+                };
+                if sender.send(extract(image)).is_err() {
+                    return;
+                }
+                let mut current: Option<RgbImage> = None;
+                for _ in 1..levels {
+                    let next = self.pyramid.downsample(current.as_ref().unwrap_or(image));
+                    if sender.send(extract(&next)).is_err() {
+                        return;
+                    }
+                    current = Some(next);
+                }
+            });
+            for (level, features) in receiver.iter().enumerate() {
+                self.add_candidates(&features, level as u32, &mut per_filter)?;
+            }
+            Ok(())
+        })?;
+
+        // Each filter's detections best first, then all of them best first.
+        let mut all = Vec::new();
+        for mut candidates in per_filter {
+            candidates.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+            all.extend(candidates);
+        }
+        all.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+
+        let mut kept: Vec<(Rect, f64)> = Vec::new();
+        for candidate in all {
+            if !kept.iter().any(|(rect, _)| self.overlap.overlaps(rect, &candidate.rect)) {
+                kept.push((candidate.rect, candidate.confidence));
+            }
+        }
+        Ok(kept)
+    }
+
+    /// The number of pyramid levels dlib's `create_fhog_pyramid` builds: the image rectangle
+    /// is shrunk (and rounded) until it is smaller than the minimum layer size.
+    fn level_count(&self, image: &RgbImage) -> usize {
+        let mut rect = Rect::new(0, 0, i64::from(image.width()) - 1, i64::from(image.height()) - 1);
+        let mut levels = 0;
+        loop {
+            rect = self.pyramid.rect_down(rect.into(), 1).round();
+            levels += 1;
+            if !(rect.width() >= self.min_layer_width
+                && rect.height() >= self.min_layer_height
+                && levels < self.max_pyramid_levels)
+            {
+                return levels;
+            }
+        }
+    }
+
+    /// Scores one level and adds the windows at or above each filter's threshold.
+    fn add_candidates(
+        &self,
+        features: &fhog::Fhog,
+        level: u32,
+        per_filter: &mut [Vec<Candidate>],
+    ) -> Result<()> {
+        if features.rows < self.filter_height || features.cols < self.filter_width {
+            return Ok(());
+        }
+        let scores = self.score_level(features)?;
+        let out_rows = features.rows - self.filter_height + 1;
+        let out_cols = features.cols - self.filter_width + 1;
+        let per_level = scores.chunks_exact(out_rows * out_cols);
+        for ((filter, candidates), scores) in self.filters.iter().zip(per_filter).zip(per_level) {
+            for (index, &score) in scores.iter().enumerate() {
+                if f64::from(score) >= filter.threshold {
+                    // Saliency image coordinates of the window centre.
+                    let row = index / out_cols + self.filter_height / 2;
+                    let col = index % out_cols + self.filter_width / 2;
+                    candidates.push(Candidate {
+                        confidence: f64::from(score) - filter.threshold,
+                        rect: self.window_rect(row as i64, col as i64, level),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Scores of every filter at every window position of one level, `[filters, out_rows,
+    /// out_cols]` flattened, where `out = features - filter + 1`.
+    fn score_level(&self, features: &fhog::Fhog) -> Result<Vec<f32>> {
+        let (rows, cols) = (features.rows, features.cols);
+        let out_rows = rows - self.filter_height + 1;
+        let out_cols = cols - self.filter_width + 1;
+        let planes = Tensor::from_slice(&features.data, (fhog::PLANES, rows, cols), &self.device)?;
+        let band = (BAND_POSITIONS / out_cols).max(1);
+        let mut bands = Vec::new();
+        for start in (0..out_rows).step_by(band) {
+            let band_rows = band.min(out_rows - start);
+            let input = planes.narrow(1, start, band_rows + self.filter_height - 1)?;
+            bands.push(self.score_band(&input)?);
+        }
+        Ok(Tensor::cat(&bands, 1)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// The separable filtering of a band of feature rows `[31, rows, cols]`, giving
+    /// `[filters, rows - filter_height + 1, cols - filter_width + 1]`.
+    fn score_band(&self, planes: &Tensor) -> Result<Tensor> {
+        let (count, rows, cols) = planes.dims3()?;
+        let out_rows = rows - self.filter_height + 1;
+        let out_cols = cols - self.filter_width + 1;
+        // Horizontal windows of every plane: [31, filter_width, rows * out_cols].
+        let taps = (0..self.filter_width)
+            .map(|n| planes.narrow(2, n, out_cols))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let windows =
+            Tensor::stack(&taps, 1)?.reshape((count, self.filter_width, rows * out_cols))?;
+        let mut scores = Vec::with_capacity(self.filters.len());
+        for filter in &self.filters {
+            // Row step: [31, rank, width] x [31, width, positions] -> [31 * rank, positions].
+            let row_filtered = filter.rows.matmul(&windows)?;
+            let (planes_count, rank, positions) = row_filtered.dims3()?;
+            let row_filtered = row_filtered.reshape((planes_count * rank, positions))?;
+            // Column step, one output row per column-filter tap, then the taps summed with
+            // their vertical offsets.
+            let per_tap =
+                filter
+                    .cols
+                    .matmul(&row_filtered)?
+                    .reshape((self.filter_height, rows, out_cols))?;
+            let mut score = per_tap.get(0)?.narrow(0, 0, out_rows)?;
+            for m in 1..self.filter_height {
+                score = (score + per_tap.get(m)?.narrow(0, m, out_rows)?)?;
+            }
+            scores.push(score);
+        }
+        Ok(Tensor::stack(&scores, 0)?)
+    }
+
+    /// The image rectangle of the detection window centred on saliency position (`row`,
+    /// `col`) of pyramid `level`: dlib's `fhog_to_image` of the window, mapped up the pyramid.
+    fn window_rect(&self, row: i64, col: i64, level: u32) -> Rect {
+        let (width, height) = (
+            self.window_cells_width as i64,
+            self.window_cells_height as i64,
+        );
+        let left = col - width / 2;
+        let top = row - height / 2;
+        let cell = self.cell_size as i64;
+        let to_image = |p: i64, padding: usize| {
+            let p = (p + 1 - (padding as i64 - 1) / 2) * cell + 1;
+            if p >= 0 { p + cell / 2 } else { p - cell / 2 }
+        };
+        let in_level = Rect::new(
+            to_image(left, self.filter_width),
+            to_image(top, self.filter_height),
+            to_image(left + width - 1, self.filter_width),
+            to_image(top + height - 1, self.filter_height),
+        );
+        self.pyramid.rect_up(DRect::from(in_level), level).round()
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+}
+
+/// dlib's `test_box_overlap`: two boxes overlap when their intersection covers more than `iou`
+/// of the box bounding both, or more than `covered` of either box.
+#[derive(Debug, Clone, Copy)]
+struct BoxOverlap {
+    iou: f64,
+    covered: f64,
+}
+
+impl BoxOverlap {
+    fn overlaps(&self, a: &Rect, b: &Rect) -> bool {
+        let inner = Rect::new(
+            a.left.max(b.left),
+            a.top.max(b.top),
+            a.right.min(b.right),
+            a.bottom.min(b.bottom),
+        )
+        .area() as f64;
+        if inner == 0.0 {
+            return false;
+        }
+        let bounding = Rect::new(
+            a.left.min(b.left),
+            a.top.min(b.top),
+            a.right.max(b.right),
+            a.bottom.max(b.bottom),
+        );
+        inner / bounding.area() as f64 > self.iou
+            || inner / a.area() as f64 > self.covered
+            || inner / b.area() as f64 > self.covered
+    }
+}

@@ -1,0 +1,274 @@
+//! Image pyramids as dlib builds them (dlib/image_transforms/image_pyramid.h, interpolation.h).
+//!
+//! dlib's `pyramid_down<N>` shrinks an image by the ratio (N-1)/N per level and maps points
+//! between levels with fixed affine formulas; `pyramid_up` enlarges an image to the size that
+//! `pyramid_down<2>` maps the image rectangle up to. Both resize with dlib's bilinear
+//! `resize_image` for RGB images, which steps through output columns in single-precision
+//! SIMD lanes of four and truncates the results; this module reproduces that arithmetic so
+//! the pixels are identical to dlib's.
+
+use image::RgbImage;
+
+use crate::geometry::Rect;
+
+/// A rectangle with real-valued corners, as dlib's `drectangle`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DRect {
+    pub left: f64,
+    pub top: f64,
+    pub right: f64,
+    pub bottom: f64,
+}
+
+impl DRect {
+    pub fn new(left: f64, top: f64, right: f64, bottom: f64) -> Self {
+        Self {
+            left,
+            top,
+            right,
+            bottom,
+        }
+    }
+
+    /// Rounds every corner to the nearest integer, halves away from zero (dlib's conversion).
+    pub fn round(&self) -> Rect {
+        Rect::new(
+            self.left.round() as i64,
+            self.top.round() as i64,
+            self.right.round() as i64,
+            self.bottom.round() as i64,
+        )
+    }
+}
+
+impl From<Rect> for DRect {
+    fn from(rect: Rect) -> Self {
+        Self::new(
+            rect.left as f64,
+            rect.top as f64,
+            rect.right as f64,
+            rect.bottom as f64,
+        )
+    }
+}
+
+/// dlib's `pyramid_down<N>`: the downsampling ratio and the point mapping between levels.
+///
+/// `N = 2` is dlib's specialised `pyramid_down_2_1`, whose mapping differs from the generic
+/// one; only the generic pyramids (`N > 3`) can downsample images here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PyramidDown {
+    n: u32,
+}
+
+impl PyramidDown {
+    /// `pyramid_down<N>`; `n` must be 2 or larger than 3.
+    pub const fn new(n: u32) -> Self {
+        assert!(
+            n == 2 || n > 3,
+            "only pyramid_down<2> and pyramid_down<N>, N > 3, are supported"
+        );
+        Self { n }
+    }
+
+    pub fn n(&self) -> u32 {
+        self.n
+    }
+
+    /// Maps a point of a level to the next smaller level.
+    pub fn point_down(&self, (x, y): (f64, f64)) -> (f64, f64) {
+        if self.n == 2 {
+            (x / 2.0 - 1.25, y / 2.0 - 0.75)
+        } else {
+            let ratio = (self.n as f64 - 1.0) / self.n as f64;
+            ((x - 0.3) * ratio, (y - 0.3) * ratio)
+        }
+    }
+
+    /// Maps a point of a level to the next larger level.
+    pub fn point_up(&self, (x, y): (f64, f64)) -> (f64, f64) {
+        if self.n == 2 {
+            ((x + 1.25) * 2.0, (y + 0.75) * 2.0)
+        } else {
+            let ratio = self.n as f64 / (self.n as f64 - 1.0);
+            (x * ratio + 0.3, y * ratio + 0.3)
+        }
+    }
+
+    /// [`Self::point_down`] applied `levels` times.
+    pub fn point_down_levels(&self, point: (f64, f64), levels: u32) -> (f64, f64) {
+        (0..levels).fold(point, |p, _| self.point_down(p))
+    }
+
+    /// [`Self::point_up`] applied `levels` times.
+    pub fn point_up_levels(&self, point: (f64, f64), levels: u32) -> (f64, f64) {
+        (0..levels).fold(point, |p, _| self.point_up(p))
+    }
+
+    /// Maps a rectangle `levels` levels down (its two corners; no rounding).
+    pub fn rect_down(&self, rect: DRect, levels: u32) -> DRect {
+        corners(rect, |p| self.point_down_levels(p, levels))
+    }
+
+    /// Maps a rectangle `levels` levels up (its two corners; no rounding).
+    pub fn rect_up(&self, rect: DRect, levels: u32) -> DRect {
+        corners(rect, |p| self.point_up_levels(p, levels))
+    }
+
+    /// The size (width, height) of the next smaller level of a `width` x `height` image:
+    /// `(N-1)*size/N` in integer arithmetic, as dlib's `pyramid_down<N>` sizes its output.
+    pub fn down_size(&self, width: u32, height: u32) -> (u32, u32) {
+        let n = u64::from(self.n);
+        let shrink = |size: u32| ((n - 1) * u64::from(size) / n) as u32;
+        (shrink(width), shrink(height))
+    }
+
+    /// The next smaller level of an image (dlib's `pyramid_down<N>::operator()` for RGB
+    /// images): bilinear resize to [`Self::down_size`].
+    pub fn downsample(&self, image: &RgbImage) -> RgbImage {
+        assert!(
+            self.n > 3,
+            "pyramid_down<2> image downsampling is not implemented"
+        );
+        let (width, height) = self.down_size(image.width(), image.height());
+        resize_bilinear(image, width, height)
+    }
+}
+
+/// dlib's `drectangle(p1, p2)`: the smallest rectangle holding both mapped corners.
+fn corners(rect: DRect, map: impl Fn((f64, f64)) -> (f64, f64)) -> DRect {
+    let (x1, y1) = map((rect.left, rect.top));
+    let (x2, y2) = map((rect.right, rect.bottom));
+    DRect::new(x1.min(x2), y1.min(y2), x1.max(x2), y1.max(y2))
+}
+
+/// dlib's `pyramid_up(img)`: enlarges the image to the rectangle that `pyramid_down<2>` maps
+/// the image's rectangle up to, rounded to integers ((2*height + 1) x (2*width + 2) pixels),
+/// with bilinear interpolation.
+pub fn pyramid_up(image: &RgbImage) -> RgbImage {
+    if image.width() == 0 || image.height() == 0 {
+        return RgbImage::new(0, 0);
+    }
+    let whole = Rect::new(0, 0, i64::from(image.width()) - 1, i64::from(image.height()) - 1);
+    let up = PyramidDown::new(2).rect_up(whole.into(), 1).round();
+    resize_bilinear(image, (up.right + 1) as u32, (up.bottom + 1) as u32)
+}
+
+/// dlib's `resize_image(in, out, interpolate_bilinear())` for RGB images, pixel for pixel.
+///
+/// Rows are stepped in double precision. Columns are processed in groups of four with
+/// single-precision positions that are advanced by `4 * x_scale` each group; every channel is
+/// blended in single precision and truncated. The last columns, where the right neighbour of
+/// the fourth lane would leave the image, are blended in double precision and truncated.
+pub fn resize_bilinear(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let mut out = RgbImage::new(width, height);
+    if width == 0 || height == 0 || image.width() == 0 || image.height() == 0 {
+        return out;
+    }
+    let (in_w, in_h) = (image.width() as usize, image.height() as usize);
+    let (out_w, out_h) = (width as usize, height as usize);
+    let x_scale = (in_w - 1) as f64 / (out_w.max(2) - 1) as f64;
+    let y_scale = (in_h - 1) as f64 / (out_h.max(2) - 1) as f64;
+
+    // The column positions do not depend on the row: work them out once. The four-lane part
+    // advances single-precision lanes by 4 * x_scale until the fourth lane's right neighbour
+    // would leave the image.
+    let step = (4.0 * x_scale) as f32;
+    let start = -4.0 * x_scale;
+    let mut lanes: [f32; 4] = std::array::from_fn(|k| (start + k as f64 * x_scale) as f32);
+    let mut lane_columns: Vec<(usize, f32)> = Vec::with_capacity(out_w);
+    loop {
+        for lane in &mut lanes {
+            *lane += step;
+        }
+        let left = lanes.map(|x| x as i32);
+        if left[3] as usize + 1 >= in_w || lane_columns.len() + 4 > out_w {
+            break;
+        }
+        for k in 0..4 {
+            lane_columns.push((left[k] as usize, lanes[k] - left[k] as f32));
+        }
+    }
+    // The remaining columns in double precision: (left, right, fraction).
+    let mut x = -x_scale + lane_columns.len() as f64 * x_scale;
+    let tail_columns: Vec<(usize, usize, f64)> = (lane_columns.len()..out_w)
+        .map(|_| {
+            x += x_scale;
+            let left = x.floor() as usize;
+            (left, (left + 1).min(in_w - 1), x - left as f64)
+        })
+        .collect();
+
+    let src = image.as_raw();
+    let dst: &mut [u8] = &mut out;
+    let mut y = -y_scale;
+    for row_out in dst.chunks_exact_mut(out_w * 3) {
+        y += y_scale;
+        let top = y.floor() as usize;
+        let bottom = (top + 1).min(in_h - 1);
+        let tb_frac = y - top as f64;
+        let top_row = &src[top * in_w * 3..(top + 1) * in_w * 3];
+        let bottom_row = &src[bottom * in_w * 3..(bottom + 1) * in_w * 3];
+
+        let (tb, inv_tb) = (tb_frac as f32, (1.0 - tb_frac) as f32);
+        let (lane_out, tail_out) = row_out.split_at_mut(lane_columns.len() * 3);
+        for (pixel, &(left, lr)) in lane_out.chunks_exact_mut(3).zip(&lane_columns) {
+            let inv_lr = 1.0 - lr;
+            let (tlf, trf) = (inv_tb * inv_lr, inv_tb * lr);
+            let (blf, brf) = (tb * inv_lr, tb * lr);
+            let (tl, tr) = (&top_row[left * 3..left * 3 + 3], &top_row[left * 3 + 3..left * 3 + 6]);
+            let (bl, br) = (&bottom_row[left * 3..left * 3 + 3], &bottom_row[left * 3 + 3..left * 3 + 6]);
+            for ch in 0..3 {
+                let value = tlf * f32::from(tl[ch])
+                    + trf * f32::from(tr[ch])
+                    + blf * f32::from(bl[ch])
+                    + brf * f32::from(br[ch]);
+                pixel[ch] = value as i32 as u8;
+            }
+        }
+        for (pixel, &(left, right, lr)) in tail_out.chunks_exact_mut(3).zip(&tail_columns) {
+            for ch in 0..3 {
+                let value = (1.0 - tb_frac)
+                    * ((1.0 - lr) * f64::from(top_row[left * 3 + ch])
+                        + lr * f64::from(top_row[right * 3 + ch]))
+                    + tb_frac
+                        * ((1.0 - lr) * f64::from(bottom_row[left * 3 + ch])
+                            + lr * f64::from(bottom_row[right * 3 + ch]));
+                pixel[ch] = value as u8;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pyramid_down_2_maps_points_like_dlib() {
+        let pyr = PyramidDown::new(2);
+        assert_eq!(pyr.point_down((10.0, 10.0)), (3.75, 4.25));
+        assert_eq!(pyr.point_up(pyr.point_down((7.0, 3.0))), (7.0, 3.0));
+        // dlib: rect_down(rectangle(10,10,100,100)) == [(4, 4) (49, 49)] after rounding.
+        let down = pyr.rect_down(Rect::new(10, 10, 100, 100).into(), 1).round();
+        assert_eq!(down, Rect::new(4, 4, 49, 49));
+    }
+
+    #[test]
+    fn pyramid_down_6_maps_rects_like_dlib() {
+        let pyr = PyramidDown::new(6);
+        // dlib: pyramid_down(6).rect_up(rectangle(10,10,100,100), 3) == [(18, 18) (174, 174)].
+        let up = pyr.rect_up(Rect::new(10, 10, 100, 100).into(), 3).round();
+        assert_eq!(up, Rect::new(18, 18, 174, 174));
+        assert_eq!(pyr.down_size(37, 61), (30, 50));
+    }
+
+    #[test]
+    fn pyramid_up_size_is_like_dlib() {
+        // dlib: pyramid_down(2).rect_up(rectangle(0, 0, 6, 4)) == [(3, 2) (15, 10)].
+        let up = pyramid_up(&RgbImage::new(7, 5));
+        assert_eq!(up.dimensions(), (16, 11));
+        assert_eq!(pyramid_up(&RgbImage::new(0, 0)).dimensions(), (0, 0));
+    }
+}
