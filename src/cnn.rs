@@ -9,38 +9,49 @@
 //! it maps to; the windows are mapped back through the pyramid, sorted by score, pruned by
 //! non-maximum suppression and mapped down by the upsampling.
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use image::RgbImage;
 
 use crate::error::{Error, Result};
 use crate::geometry::Rect;
-use crate::tiled_pyramid::{DRect, TiledPyramid};
+use crate::pyramid::{DRect, PyramidDown, pyramid_up};
+use crate::tiled_pyramid::TiledPyramid;
 
-/// A convolution followed by dlib's per-channel `affine` layer and optionally a `relu`.
-/// The affine transform is folded into the convolution's weights and bias.
+/// Upper bound on the gathered windows of one band of a convolution, in floats (64 MiB),
+/// so that memory stays bounded however large the photo is.
+const BAND_FLOATS: usize = 16 << 20;
+
+/// A square convolution on channels-last tensors followed by dlib's per-channel `affine`
+/// layer and `relu` (or neither, for the head). The affine transform is folded into the
+/// filters and bias: `(conv(x) + b) * gamma + beta = conv_{w * gamma}(x) + b * gamma + beta`.
 struct ConvLayer {
+    /// Layers with many filters: [size * size * in_channels, filters], rows ordered
+    /// (dy, dx, channel). Layers with few filters: [in_channels, size * size * filters],
+    /// columns ordered (dy, dx, filter).
     weight: Tensor,
+    /// [filters].
     bias: Tensor,
-    kernel: usize,
+    filters: usize,
+    size: usize,
     stride: usize,
     padding: usize,
     relu: bool,
 }
 
 impl ConvLayer {
-    /// dlib's `con_<filters, k, k, stride, stride>` pads by `k / 2` when the stride is 1
-    /// and not at all otherwise.
+    /// dlib's `con_<filters, size, size, stride, stride>` pads by `size / 2` when the stride
+    /// is 1 and not at all otherwise.
     fn load(
         vb: VarBuilder,
         in_channels: usize,
         filters: usize,
-        kernel: usize,
+        size: usize,
         stride: usize,
         affine: bool,
     ) -> Result<Self> {
         let conv = vb.pp("conv");
-        let mut weight = conv.get((filters, in_channels, kernel, kernel), "weight")?;
+        let mut weight = conv.get((filters, in_channels, size, size), "weight")?;
         let mut bias = conv.get(filters, "bias")?;
         if affine {
             let affine = vb.pp("affine");
@@ -49,28 +60,142 @@ impl ConvLayer {
             weight = weight.broadcast_mul(&gamma.reshape((filters, 1, 1, 1))?)?;
             bias = ((bias * &gamma)? + beta)?;
         }
+        let padding = if stride == 1 { size / 2 } else { 0 };
+        let weight = if Self::shifts_outputs(filters, stride) {
+            weight
+                .permute((1, 2, 3, 0))?
+                .reshape((in_channels, size * size * filters))?
+        } else {
+            weight
+                .permute((2, 3, 1, 0))?
+                .reshape((size * size * in_channels, filters))?
+        };
         Ok(Self {
-            weight,
-            bias: bias.reshape((1, filters, 1, 1))?,
-            kernel,
+            weight: weight.contiguous()?,
+            bias,
+            filters,
+            size,
             stride,
-            padding: if stride == 1 { kernel / 2 } else { 0 },
+            padding,
             relu: affine,
         })
     }
 
+    /// With few filters, gathering every window would copy far more data than the product
+    /// computes, so such stride-1 layers apply every tap's filters to every input position
+    /// in one product and add up the shifted results instead.
+    fn shifts_outputs(filters: usize, stride: usize) -> bool {
+        stride == 1 && filters < 8
+    }
+
     /// dlib's `map_output_to_input` of a convolution.
     fn output_to_input(&self, p: f64) -> f64 {
-        p * self.stride as f64 - self.padding as f64 + (self.kernel / 2) as f64
+        p * self.stride as f64 - self.padding as f64 + (self.size / 2) as f64
     }
-}
 
-impl Module for ConvLayer {
+    fn out_size(&self, input: usize) -> candle_core::Result<usize> {
+        match (input + 2 * self.padding).checked_sub(self.size) {
+            Some(extra) => Ok(extra / self.stride + 1),
+            None => candle_core::bail!("a {0}x{0} filter does not fit the input", self.size),
+        }
+    }
+
+    /// NHWC in, NHWC out.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = x
-            .conv2d(&self.weight, self.padding, self.stride, 1, 1)?
-            .broadcast_add(&self.bias)?;
+        let y = if Self::shifts_outputs(self.filters, self.stride) {
+            self.forward_shifted(x)?
+        } else {
+            self.forward_windows(x)?
+        };
         if self.relu { y.relu() } else { Ok(y) }
+    }
+
+    /// Gathers the windows of a band of output rows at a time (`index_select` with dlib's
+    /// zero padding as out-of-range indices) and multiplies them by the filters.
+    fn forward_windows(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (n, h, w, c) = x.dims4()?;
+        let (out_h, out_w) = (self.out_size(h)?, self.out_size(w)?);
+        let taps = self.size * self.size;
+        let band_rows = (BAND_FLOATS / (n * out_w * taps * c).max(1)).clamp(1, out_h);
+        let flat = x.reshape((n, h * w, c))?;
+        let mut bands = Vec::with_capacity(out_h.div_ceil(band_rows));
+        for first_row in (0..out_h).step_by(band_rows) {
+            let rows = band_rows.min(out_h - first_row);
+            let ids = self.window_indices(h, w, first_row..first_row + rows, out_w)?;
+            let ids = Tensor::from_vec(ids, rows * out_w * taps, x.device())?;
+            let band = flat
+                .index_select(&ids, 1)?
+                .reshape((n * rows * out_w, taps * c))?
+                .matmul(&self.weight)?
+                .broadcast_add(&self.bias)?
+                .reshape((n, rows * out_w, self.filters))?;
+            bands.push(band);
+        }
+        Tensor::cat(&bands, 1)?.reshape((n, out_h, out_w, self.filters))
+    }
+
+    /// For every output position of `rows`, the input positions of its window (row-major),
+    /// `u32::MAX` where the window lies in the zero padding.
+    fn window_indices(
+        &self,
+        h: usize,
+        w: usize,
+        rows: std::ops::Range<usize>,
+        out_w: usize,
+    ) -> candle_core::Result<Vec<u32>> {
+        let to_u32 = |i: usize| {
+            u32::try_from(i).map_err(|_| candle_core::Error::Msg("input too large".into()))
+        };
+        let position = |out: usize, tap: usize, limit: usize| {
+            (out * self.stride + tap)
+                .checked_sub(self.padding)
+                .filter(|&i| i < limit)
+        };
+        let mut ids = Vec::with_capacity(rows.len() * out_w * self.size * self.size);
+        for oy in rows {
+            for ox in 0..out_w {
+                for dy in 0..self.size {
+                    for dx in 0..self.size {
+                        ids.push(match (position(oy, dy, h), position(ox, dx, w)) {
+                            (Some(y), Some(x)) => to_u32(y * w + x)?,
+                            _ => u32::MAX,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Multiplies every input position by the filters of every tap, then adds up, for each
+    /// output position, the products of the tap that reads each input around it.
+    fn forward_shifted(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (n, h, w, c) = x.dims4()?;
+        let (size, p) = (self.size, self.padding);
+        let products = x
+            .reshape((n * h * w, c))?
+            .matmul(&self.weight)?
+            .reshape((n, h, w, size * size * self.filters))?
+            .permute((0, 3, 1, 2))?
+            .contiguous()?
+            .pad_with_zeros(2, p, p)?
+            .pad_with_zeros(3, p, p)?;
+        let (out_h, out_w) = (self.out_size(h)?, self.out_size(w)?);
+        let mut sum: Option<Tensor> = None;
+        for dy in 0..size {
+            for dx in 0..size {
+                let tap = products
+                    .narrow(1, (dy * size + dx) * self.filters, self.filters)?
+                    .narrow(2, dy, out_h)?
+                    .narrow(3, dx, out_w)?;
+                sum = Some(match sum {
+                    None => tap.contiguous()?,
+                    Some(sum) => (sum + tap)?,
+                });
+            }
+        }
+        let sum = sum.ok_or_else(|| candle_core::Error::Msg("empty filter".into()))?;
+        sum.permute((0, 2, 3, 1))?.broadcast_add(&self.bias)
     }
 }
 
@@ -198,11 +323,11 @@ impl CnnFaceDetector {
     /// Runs the network on a batch of tiled pyramids `[n, 3, rows, cols]` and returns the
     /// detector's score map `[n, windows, rows', cols']`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut x = x.clone();
+        let mut x = x.permute((0, 2, 3, 1))?.contiguous()?;
         for layer in &self.layers {
             x = layer.forward(&x)?;
         }
-        Ok(x)
+        Ok(x.permute((0, 3, 1, 2))?.contiguous()?)
     }
 
     /// Detects faces in one photo, best first.
@@ -290,7 +415,7 @@ impl CnnFaceDetector {
                         continue;
                     }
                     let (x, y) = self.output_to_input(c as f64, r as f64);
-                    let window = DRect::centered(x, y, width, height);
+                    let window = centered_window(x, y, width, height);
                     candidates.push((pyramid.to_image_space(window).round(), score));
                 }
             }
@@ -327,85 +452,16 @@ fn upsample_image(image: &RgbImage, times: u32) -> RgbImage {
     image
 }
 
-/// dlib's `pyramid_up(img, pyramid_down<2>)` on an RGB image: a bilinear resize to
-/// `2w + 2` x `2h + 1` with the arithmetic of dlib's SSE `resize_image` for RGB images.
-fn pyramid_up(image: &RgbImage) -> RgbImage {
-    let (in_nc, in_nr) = (image.width() as i64, image.height() as i64);
-    if in_nc == 0 || in_nr == 0 {
-        return RgbImage::new(0, 0);
-    }
-    let (out_nc, out_nr) = (2 * in_nc + 2, 2 * in_nr + 1);
-    let mut out = RgbImage::new(out_nc as u32, out_nr as u32);
-    let x_scale = (in_nc - 1) as f64 / (out_nc - 1) as f64;
-    let y_scale = (in_nr - 1) as f64 / (out_nr - 1) as f64;
-    let at = |x: i64, y: i64| image.get_pixel(x as u32, y as u32).0.map(f32::from);
-    let mut y = -y_scale;
-    for r in 0..out_nr {
-        y += y_scale;
-        let top = y.floor() as i64;
-        let bottom = (top + 1).min(in_nr - 1);
-        let tb_frac = y - top as f64;
-        let (tb, inv_tb) = (tb_frac as f32, (1.0 - tb_frac) as f32);
-        let x0 = -4.0 * x_scale;
-        let step = (4.0 * x_scale) as f32;
-        let mut xs = [0, 1, 2, 3].map(|i| (x0 + i as f64 * x_scale) as f32);
-        let mut c = 0;
-        loop {
-            for x in &mut xs {
-                *x += step;
-            }
-            let left = xs.map(|x| x as i32 as i64);
-            if left[3] + 1 >= in_nc || c + 4 > out_nc {
-                break;
-            }
-            for i in 0..4 {
-                let lr = xs[i] - left[i] as f32;
-                let inv_lr = 1.0 - lr;
-                let (tl, tr) = (at(left[i], top), at(left[i] + 1, top));
-                let (bl, br) = (at(left[i], bottom), at(left[i] + 1, bottom));
-                let pixel = std::array::from_fn(|ch| {
-                    (inv_tb * inv_lr * tl[ch]
-                        + inv_tb * lr * tr[ch]
-                        + tb * inv_lr * bl[ch]
-                        + tb * lr * br[ch]) as i32 as u8
-                });
-                out.put_pixel((c + i as i64) as u32, r as u32, image::Rgb(pixel));
-            }
-            c += 4;
-        }
-        let mut x = -x_scale + c as f64 * x_scale;
-        for c in c..out_nc {
-            x += x_scale;
-            let left = x.floor() as i64;
-            let right = (left + 1).min(in_nc - 1);
-            let lr = x - left as f64;
-            let (tl, tr) = (at(left, top), at(right, top));
-            let (bl, br) = (at(left, bottom), at(right, bottom));
-            let pixel = std::array::from_fn(|ch| {
-                let upper = (1.0 - lr) * tl[ch] as f64 + lr * tr[ch] as f64;
-                let lower = (1.0 - lr) * bl[ch] as f64 + lr * br[ch] as f64;
-                ((1.0 - tb_frac) * upper + tb_frac * lower) as u8
-            });
-            out.put_pixel(c as u32, r as u32, image::Rgb(pixel));
-        }
-    }
-    out
+/// Maps a rectangle of an image upsampled `levels` times back to the original image
+/// (`pyramid_down<2>::rect_down`, then rounded).
+fn rect_down(rect: Rect, levels: u32) -> Rect {
+    PyramidDown::new(2)
+        .rect_down(DRect::from(rect), levels)
+        .round()
 }
 
-/// Maps a rectangle of an image upsampled `levels` times back to the original image, as
-/// `pyramid_down<2>::rect_down` followed by rounding.
-fn rect_down(rect: Rect, levels: u32) -> Rect {
-    if levels == 0 {
-        return rect;
-    }
-    let mut r = DRect::from(rect);
-    for _ in 0..levels {
-        r = DRect {
-            left: r.left / 2.0 - 1.25,
-            top: r.top / 2.0 - 0.75,
-            right: r.right / 2.0 - 1.25,
-            bottom: r.bottom / 2.0 - 0.75,
-        };
-    }
-    r.round()
+/// dlib's `centered_drect`: a `width` x `height` box centred on a point.
+fn centered_window(x: f64, y: f64, width: f64, height: f64) -> DRect {
+    let (half_w, half_h) = ((width - 1.0) / 2.0, (height - 1.0) / 2.0);
+    DRect::new(x - half_w, y - half_h, x + half_w, y + half_h)
 }

@@ -11,65 +11,12 @@
 use image::RgbImage;
 
 use crate::geometry::Rect;
+use crate::pyramid::{DRect, PyramidDown};
 
-/// The rate of `pyramid_down<6>`: each level is 5/6 the size of the previous one.
-const PYRAMID_N: f64 = 6.0;
+/// `pyramid_down<6>`: each level is 5/6 the size of the previous one.
+const PYRAMID: PyramidDown = PyramidDown::new(6);
 /// dlib stops the pyramid before a level gets lower than this.
 const MIN_LEVEL_HEIGHT: i64 = 5;
-
-/// A rectangle with real corners, as dlib's `drectangle`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DRect {
-    pub left: f64,
-    pub top: f64,
-    pub right: f64,
-    pub bottom: f64,
-}
-
-impl DRect {
-    /// dlib's `centered_drect(p, width, height)`.
-    pub fn centered(x: f64, y: f64, width: f64, height: f64) -> Self {
-        let (half_w, half_h) = ((width - 1.0) / 2.0, (height - 1.0) / 2.0);
-        Self {
-            left: x - half_w,
-            top: y - half_h,
-            right: x + half_w,
-            bottom: y + half_h,
-        }
-    }
-
-    /// The conversion of a `drectangle` to a `rectangle`: every corner rounded with `lround`.
-    pub fn round(&self) -> Rect {
-        Rect::new(
-            self.left.round() as i64,
-            self.top.round() as i64,
-            self.right.round() as i64,
-            self.bottom.round() as i64,
-        )
-    }
-
-    fn map_corners(&self, f: impl Fn(f64, f64) -> (f64, f64)) -> Self {
-        let (left, top) = f(self.left, self.top);
-        let (right, bottom) = f(self.right, self.bottom);
-        Self {
-            left,
-            top,
-            right,
-            bottom,
-        }
-    }
-}
-
-impl From<Rect> for DRect {
-    fn from(rect: Rect) -> Self {
-        Self {
-            left: rect.left as f64,
-            top: rect.top as f64,
-            right: rect.right as f64,
-            bottom: rect.bottom as f64,
-        }
-    }
-}
 
 /// Where each pyramid level lies in the tiled image, and the tiled image's size.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,7 +41,8 @@ impl TiledPyramid {
             };
         }
         let mut levels = vec![Rect::new(0, 0, nc - 1, nr - 1)];
-        let rate = (PYRAMID_N - 1.0) / PYRAMID_N;
+        let n = PYRAMID.n() as f64;
+        let rate = (n - 1.0) / n;
         loop {
             nr = (rate * nr as f64).floor() as i64;
             nc = (rate * nc as f64).floor() as i64;
@@ -190,16 +138,14 @@ impl TiledPyramid {
         );
         let level = self.nearest_level(center);
         let origin = self.levels[level];
-        let ratio = PYRAMID_N / (PYRAMID_N - 1.0);
-        rect.map_corners(|mut x, mut y| {
-            x -= origin.left as f64;
-            y -= origin.top as f64;
-            for _ in 0..level {
-                x = x * ratio + 0.3;
-                y = y * ratio + 0.3;
-            }
-            (x, y)
-        })
+        let (dx, dy) = (origin.left as f64, origin.top as f64);
+        let local = DRect::new(
+            rect.left - dx,
+            rect.top - dy,
+            rect.right - dx,
+            rect.bottom - dy,
+        );
+        PYRAMID.rect_up(local, level as u32)
     }
 
     /// dlib's `nearest_rect`: the first level containing the point, otherwise the first
