@@ -18,19 +18,14 @@ use crate::geometry::Rect;
 use crate::pyramid::{DRect, PyramidDown, pyramid_up};
 use crate::tiled_pyramid::TiledPyramid;
 
-/// Upper bound on the gathered windows of one band of a convolution, in floats (64 MiB),
-/// so that memory stays bounded however large the photo is.
-const BAND_FLOATS: usize = 16 << 20;
-
-/// A square convolution on channels-last tensors followed by dlib's per-channel `affine`
-/// layer and `relu` (or neither, for the head). The affine transform is folded into the
-/// filters and bias: `(conv(x) + b) * gamma + beta = conv_{w * gamma}(x) + b * gamma + beta`.
+/// A square convolution followed by dlib's per-channel `affine` layer and `relu` (or
+/// neither, for the head), on NCHW tensors. The affine transform is folded into the filters
+/// and bias: `(conv(x) + b) * gamma + beta = conv_{w * gamma}(x) + b * gamma + beta`.
 struct ConvLayer {
-    /// Layers with many filters: [size * size * in_channels, filters], rows ordered
-    /// (dy, dx, channel). Layers with few filters: [in_channels, size * size * filters],
-    /// columns ordered (dy, dx, filter).
+    /// Layers with many filters: [filters, in_channels, size, size]. Layers with few
+    /// filters: [size * size * filters, in_channels], rows ordered (dy, dx, filter).
     weight: Tensor,
-    /// [filters].
+    /// [filters, 1].
     bias: Tensor,
     filters: usize,
     size: usize,
@@ -63,16 +58,14 @@ impl ConvLayer {
         let padding = if stride == 1 { size / 2 } else { 0 };
         let weight = if Self::shifts_outputs(filters, stride) {
             weight
-                .permute((1, 2, 3, 0))?
-                .reshape((in_channels, size * size * filters))?
+                .permute((2, 3, 0, 1))?
+                .reshape((size * size * filters, in_channels))?
         } else {
             weight
-                .permute((2, 3, 1, 0))?
-                .reshape((size * size * in_channels, filters))?
         };
         Ok(Self {
             weight: weight.contiguous()?,
-            bias,
+            bias: bias.reshape((filters, 1))?,
             filters,
             size,
             stride,
@@ -81,9 +74,10 @@ impl ConvLayer {
         })
     }
 
-    /// With few filters, gathering every window would copy far more data than the product
-    /// computes, so such stride-1 layers apply every tap's filters to every input position
-    /// in one product and add up the shifted results instead.
+    /// Layers with many filters are candle convolutions. With few filters, gathering every
+    /// window (im2col) would copy far more data than the product computes, so such stride-1
+    /// layers (the 9x9 head) apply every tap's filters to every input position in one product
+    /// and add up the shifted results instead.
     fn shifts_outputs(filters: usize, stride: usize) -> bool {
         stride == 1 && filters < 8
     }
@@ -93,109 +87,66 @@ impl ConvLayer {
         p * self.stride as f64 - self.padding as f64 + (self.size / 2) as f64
     }
 
-    fn out_size(&self, input: usize) -> candle_core::Result<usize> {
-        match (input + 2 * self.padding).checked_sub(self.size) {
-            Some(extra) => Ok(extra / self.stride + 1),
-            None => candle_core::bail!("a {0}x{0} filter does not fit the input", self.size),
-        }
+    /// The output length along one axis, or `None` when the filter does not fit the input.
+    fn output_len(&self, input: usize) -> Option<usize> {
+        (input + 2 * self.padding)
+            .checked_sub(self.size)
+            .map(|extra| extra / self.stride + 1)
     }
 
-    /// NHWC in, NHWC out.
+    fn out_size(&self, input: usize) -> candle_core::Result<usize> {
+        self.output_len(input).ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "a {0}x{0} filter does not fit the input",
+                self.size
+            ))
+        })
+    }
+
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let y = if Self::shifts_outputs(self.filters, self.stride) {
             self.forward_shifted(x)?
         } else {
-            self.forward_windows(x)?
+            x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
+                .broadcast_add(&self.bias.unsqueeze(2)?)?
         };
         if self.relu { y.relu() } else { Ok(y) }
-    }
-
-    /// Gathers the windows of a band of output rows at a time (`index_select` with dlib's
-    /// zero padding as out-of-range indices) and multiplies them by the filters.
-    fn forward_windows(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (n, h, w, c) = x.dims4()?;
-        let (out_h, out_w) = (self.out_size(h)?, self.out_size(w)?);
-        let taps = self.size * self.size;
-        let band_rows = (BAND_FLOATS / (n * out_w * taps * c).max(1)).clamp(1, out_h);
-        let flat = x.reshape((n, h * w, c))?;
-        let mut bands = Vec::with_capacity(out_h.div_ceil(band_rows));
-        for first_row in (0..out_h).step_by(band_rows) {
-            let rows = band_rows.min(out_h - first_row);
-            let ids = self.window_indices(h, w, first_row..first_row + rows, out_w)?;
-            let ids = Tensor::from_vec(ids, rows * out_w * taps, x.device())?;
-            let band = flat
-                .index_select(&ids, 1)?
-                .reshape((n * rows * out_w, taps * c))?
-                .matmul(&self.weight)?
-                .broadcast_add(&self.bias)?
-                .reshape((n, rows * out_w, self.filters))?;
-            bands.push(band);
-        }
-        Tensor::cat(&bands, 1)?.reshape((n, out_h, out_w, self.filters))
-    }
-
-    /// For every output position of `rows`, the input positions of its window (row-major),
-    /// `u32::MAX` where the window lies in the zero padding.
-    fn window_indices(
-        &self,
-        h: usize,
-        w: usize,
-        rows: std::ops::Range<usize>,
-        out_w: usize,
-    ) -> candle_core::Result<Vec<u32>> {
-        let to_u32 = |i: usize| {
-            u32::try_from(i).map_err(|_| candle_core::Error::Msg("input too large".into()))
-        };
-        let position = |out: usize, tap: usize, limit: usize| {
-            (out * self.stride + tap)
-                .checked_sub(self.padding)
-                .filter(|&i| i < limit)
-        };
-        let mut ids = Vec::with_capacity(rows.len() * out_w * self.size * self.size);
-        for oy in rows {
-            for ox in 0..out_w {
-                for dy in 0..self.size {
-                    for dx in 0..self.size {
-                        ids.push(match (position(oy, dy, h), position(ox, dx, w)) {
-                            (Some(y), Some(x)) => to_u32(y * w + x)?,
-                            _ => u32::MAX,
-                        });
-                    }
-                }
-            }
-        }
-        Ok(ids)
     }
 
     /// Multiplies every input position by the filters of every tap, then adds up, for each
     /// output position, the products of the tap that reads each input around it.
     fn forward_shifted(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (n, h, w, c) = x.dims4()?;
+        let (n, c, h, w) = x.dims4()?;
         let (size, p) = (self.size, self.padding);
-        let products = x
-            .reshape((n * h * w, c))?
-            .matmul(&self.weight)?
-            .reshape((n, h, w, size * size * self.filters))?
-            .permute((0, 3, 1, 2))?
-            .contiguous()?
-            .pad_with_zeros(2, p, p)?
-            .pad_with_zeros(3, p, p)?;
         let (out_h, out_w) = (self.out_size(h)?, self.out_size(w)?);
+        let (hp, wp) = (h + 2 * p, w + 2 * p);
+        let x = x
+            .pad_with_zeros(2, p, p)?
+            .pad_with_zeros(3, p, p)?
+            .reshape((n, c, hp * wp))?;
+        // [n, taps * filters, hp, wp]: zero where the input is padding.
+        let products = self.weight.broadcast_left(n)?.matmul(&x)?.reshape((
+            n,
+            size * size * self.filters,
+            hp,
+            wp,
+        ))?;
         let mut sum: Option<Tensor> = None;
         for dy in 0..size {
             for dx in 0..size {
                 let tap = products
                     .narrow(1, (dy * size + dx) * self.filters, self.filters)?
                     .narrow(2, dy, out_h)?
-                    .narrow(3, dx, out_w)?;
+                    .narrow(3, dx, out_w)?
+                    .contiguous()?;
                 sum = Some(match sum {
-                    None => tap.contiguous()?,
+                    None => tap,
                     Some(sum) => (sum + tap)?,
                 });
             }
         }
         let sum = sum.ok_or_else(|| candle_core::Error::Msg("empty filter".into()))?;
-        sum.permute((0, 2, 3, 1))?.broadcast_add(&self.bias)
+        sum.broadcast_add(&self.bias.unsqueeze(2)?)
     }
 }
 
@@ -323,11 +274,11 @@ impl CnnFaceDetector {
     /// Runs the network on a batch of tiled pyramids `[n, 3, rows, cols]` and returns the
     /// detector's score map `[n, windows, rows', cols']`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut x = x.permute((0, 2, 3, 1))?.contiguous()?;
+        let mut x = x.clone();
         for layer in &self.layers {
             x = layer.forward(&x)?;
         }
-        Ok(x.permute((0, 3, 1, 2))?.contiguous()?)
+        Ok(x)
     }
 
     /// Detects faces in one photo, best first.
@@ -376,7 +327,14 @@ impl CnnFaceDetector {
             self.padding,
             self.outer_padding,
         );
-        if pyramid.levels.is_empty() {
+        // dlib refuses inputs too small for the network's filters; they hold no face.
+        let fits = self
+            .layers
+            .iter()
+            .try_fold((pyramid.rows, pyramid.cols), |(h, w), layer| {
+                Some((layer.output_len(h)?, layer.output_len(w)?))
+            });
+        if pyramid.levels.is_empty() || fits.is_none() {
             return Ok(vec![Vec::new(); images.len()]);
         }
         let plane = 3 * pyramid.rows * pyramid.cols;
