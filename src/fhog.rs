@@ -129,17 +129,8 @@ fn histograms(image: &RgbImage, cell_size: usize, cells_nr: usize, cells_nc: usi
         let vy0 = yp - iyp as f32;
         let vy1 = 1.0 - vy0;
         let row = |r: usize| &pixels[r * width * 3..(r + 1) * width * 3];
-        let (above, here, below) = (row(y - 1), row(y), row(y + 1));
-        strongest_gradients(
-            above,
-            here,
-            below,
-            1,
-            &mut gx,
-            &mut gy,
-            &mut magnitude,
-            simd_count,
-        );
+        let rows = [row(y - 1), row(y), row(y + 1)];
+        strongest_gradients(rows, &mut gx, &mut gy, &mut magnitude, simd_count);
         for v in magnitude.iter_mut() {
             *v = v.sqrt();
         }
@@ -166,25 +157,21 @@ fn histograms(image: &RgbImage, cell_size: usize, cells_nr: usize, cells_nc: usi
     hist
 }
 
-/// The gradient (x, y, squared length) at columns `first..` of a row, of the colour channel
-/// with the largest gradient. dlib's SIMD code (the first `simd_count` columns) prefers the
-/// later channel on ties, its scalar code the earlier.
-#[allow(clippy::too_many_arguments)]
+/// The gradient (x, y, squared length) at columns `1..` of a row (given with the rows above and
+/// below), of the colour channel with the largest gradient. dlib's SIMD code (the first
+/// `simd_count` columns) prefers the later channel on ties, its scalar code the earlier.
 fn strongest_gradients(
-    above: &[u8],
-    here: &[u8],
-    below: &[u8],
-    first: usize,
+    [above, here, below]: [&[u8]; 3],
     gx: &mut [f32],
     gy: &mut [f32],
     magnitude: &mut [f32],
     simd_count: usize,
 ) {
     let count = gx.len();
-    let left = &here[(first - 1) * 3..(first - 1 + count) * 3];
-    let right = &here[(first + 1) * 3..(first + 1 + count) * 3];
-    let up = &above[first * 3..(first + count) * 3];
-    let down = &below[first * 3..(first + count) * 3];
+    let left = &here[..count * 3];
+    let right = &here[2 * 3..(2 + count) * 3];
+    let up = &above[3..(1 + count) * 3];
+    let down = &below[3..(1 + count) * 3];
     for i in 0..count {
         let channel = |ch: usize| {
             let dx = i32::from(right[i * 3 + ch]) - i32::from(left[i * 3 + ch]);
@@ -324,4 +311,42 @@ fn features(
         }
     }
     Fhog { rows, cols, data }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    #[test]
+    fn feature_planes_have_dlibs_size_and_zero_border() {
+        // 80x80 pixels: 10x10 cells, 8x8 features, padded for a 10x10 filter to 17x17.
+        let image = RgbImage::from_fn(80, 80, |x, y| Rgb([(x * 3) as u8, (y * 5) as u8, 7]));
+        let features = extract_fhog(&image, 8, 10, 10);
+        assert_eq!((features.rows, features.cols), (17, 17));
+        assert_eq!(features.data.len(), PLANES * 17 * 17);
+        // Features sit at offset (4, 4); everything outside is zero.
+        for plane in 0..PLANES {
+            for r in 0..17 {
+                for c in 0..17 {
+                    if !(4..12).contains(&r) || !(4..12).contains(&c) {
+                        assert_eq!(features.get(plane, r, c), 0.0);
+                    }
+                }
+            }
+        }
+        assert!(features.data.iter().any(|&v| v > 0.0));
+        assert!(features.data.iter().all(|&v| (0.0..=2.0).contains(&v)));
+    }
+
+    #[test]
+    fn flat_and_tiny_images() {
+        let flat = extract_fhog(&RgbImage::from_pixel(64, 48, Rgb([50, 60, 70])), 8, 10, 10);
+        assert_eq!((flat.rows, flat.cols), (4 + 9, 6 + 9));
+        assert!(flat.data.iter().all(|&v| v == 0.0));
+        // Fewer than 3 cells (rounded) in a direction: no features.
+        assert_eq!(extract_fhog(&RgbImage::new(19, 100), 8, 10, 10).rows, 0);
+        assert_eq!(extract_fhog(&RgbImage::new(1, 1), 8, 10, 10).data.len(), 0);
+        assert_eq!(extract_fhog(&RgbImage::new(20, 20), 8, 1, 1).rows, 1);
+    }
 }

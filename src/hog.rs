@@ -26,7 +26,7 @@ use crate::geometry::Rect;
 use crate::pyramid::{DRect, PyramidDown, pyramid_up};
 
 /// Most filter output positions scored at once; larger levels are scored in bands of rows.
-const BAND_POSITIONS: usize = 4 * 1024;
+const BAND_POSITIONS: usize = 16 * 1024;
 
 /// The detector: scanner settings, separable filters and non-max suppression thresholds.
 pub struct HogDetector {
@@ -377,5 +377,27 @@ impl BoxOverlap {
         inner / bounding.area() as f64 > self.iou
             || inner / a.area() as f64 > self.covered
             || inner / b.area() as f64 > self.covered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn box_overlap_uses_the_bounding_box_and_coverage() {
+        let overlap = BoxOverlap {
+            iou: 0.2,
+            covered: 0.78,
+        };
+        let a = Rect::new(0, 0, 9, 9);
+        assert!(!overlap.overlaps(&a, &Rect::new(10, 0, 19, 9)));
+        // Intersection 70 of a 130-pixel bounding box.
+        assert!(overlap.overlaps(&a, &Rect::new(3, 0, 12, 9)));
+        // Intersection 36: 36/164 = 0.22 of the union, but dlib divides by the bounding box,
+        // 36/196 = 0.18, and each box is only 36% covered.
+        assert!(!overlap.overlaps(&a, &Rect::new(4, 4, 13, 13)));
+        // A small box inside a big one is covered entirely.
+        assert!(overlap.overlaps(&Rect::new(0, 0, 99, 99), &Rect::new(10, 10, 19, 19)));
     }
 }

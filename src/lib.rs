@@ -2,6 +2,7 @@
 //! numbers as dlib's `face_recognition` pipeline, with candle for the neural parts.
 
 pub mod alignment;
+pub mod cnn;
 pub mod convert;
 pub mod decode;
 pub mod dlib_format;
@@ -15,6 +16,7 @@ pub mod landmarks;
 pub mod pipeline;
 pub mod pyramid;
 pub mod service;
+pub mod tiled_pyramid;
 pub mod weights;
 
 pub use error::{Error, Result};

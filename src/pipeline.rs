@@ -12,6 +12,7 @@ use rand::rngs::StdRng;
 use serde::Serialize;
 
 use crate::alignment::face_chips;
+use crate::cnn::CnnFaceDetector;
 use crate::embedder::{DESCRIPTOR_LEN, FaceEmbedder};
 use crate::error::Result;
 use crate::geometry::Rect;
@@ -33,6 +34,8 @@ pub enum Detector {
     /// dlib's HOG frontal face detector (the original service's).
     #[default]
     Hog,
+    /// dlib's CNN (MMOD) face detector: better recall, much more computation.
+    Cnn,
 }
 
 /// How to find and encode faces.
@@ -71,6 +74,7 @@ pub struct Face {
 /// The loaded models; load once, then encode many photos (from many threads).
 pub struct FacePipeline {
     hog: HogDetector,
+    cnn: CnnFaceDetector,
     shape_predictor: ShapePredictor,
     embedder: FaceEmbedder,
 }
@@ -91,6 +95,7 @@ impl FacePipeline {
     pub fn load(weights: &WeightsLocation, device: &Device) -> Result<Self> {
         Ok(Self {
             hog: HogDetector::load(var_builder(weights, files::HOG_DETECTOR, device)?)?,
+            cnn: CnnFaceDetector::load(var_builder(weights, files::CNN_DETECTOR, device)?)?,
             shape_predictor: ShapePredictor::load(var_builder(
                 weights,
                 files::SHAPE_PREDICTOR,
@@ -102,9 +107,15 @@ impl FacePipeline {
 
     /// Finds the faces in `image`: each one's rectangle and detector score, in dlib's order.
     pub fn detect(&self, image: &RgbImage, options: &EncodeOptions) -> Result<Vec<(Rect, f64)>> {
-        match options.detector {
-            Detector::Hog => self.hog.detect(image, options.upsample),
-        }
+        Ok(match options.detector {
+            Detector::Hog => self.hog.detect(image, options.upsample)?,
+            Detector::Cnn => self
+                .cnn
+                .detect(image, options.upsample)?
+                .into_iter()
+                .map(|(rect, confidence)| (rect, f64::from(confidence)))
+                .collect(),
+        })
     }
 
     /// Finds the faces in `image` and encodes each.

@@ -5,7 +5,7 @@ mod common;
 use candle_core::Device;
 use concrexit_facedetection::decode::{DecodeLimits, open_image};
 use concrexit_facedetection::geometry::Rect;
-use concrexit_facedetection::pipeline::{EncodeOptions, FacePipeline};
+use concrexit_facedetection::pipeline::{Detector, EncodeOptions, FacePipeline};
 use concrexit_facedetection::weights::WeightsLocation;
 
 fn pipeline() -> FacePipeline {
@@ -131,4 +131,32 @@ fn jittered_encodings_land_near_dlibs_jittered_encodings() {
         again.iter().map(|f| &f.encoding).collect::<Vec<_>>(),
         "jitter is reproducible"
     );
+}
+
+#[test]
+fn cnn_detector_encodes_the_faces_dlib_finds() {
+    let pipeline = pipeline();
+    let options = EncodeOptions {
+        detector: Detector::Cnn,
+        ..EncodeOptions::default()
+    };
+    let mut checked = 0;
+    // The smaller photos keep this quick; tests/cnn.rs checks the detections on all of them.
+    for case in common::reference_cases() {
+        let Some(cnn) = &case.reference.cnn else {
+            continue;
+        };
+        if case.reference.width * case.reference.height > 800_000 {
+            continue;
+        }
+        let faces = pipeline.encode(&case.decoded(), &options).unwrap();
+        assert_eq!(faces.len(), cnn.faces.len(), "{}", case.name);
+        for (face, expected) in faces.iter().zip(&cnn.faces) {
+            assert_eq!(<[i64; 4]>::from(face.rect), expected.rect, "{}", case.name);
+            let distance = common::euclidean(&face.encoding, &expected.descriptor);
+            assert!(distance <= 1e-3, "{}: {distance}", case.name);
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
 }

@@ -1,0 +1,425 @@
+//! dlib's CNN face detector (`cnn_face_detection_model_v1`, the MMOD network of
+//! `mmod_human_face_detector.dat`).
+//!
+//! The photo is upsampled `upsample` times with `pyramid_up`, packed into a tiled 5/6-rate
+//! image pyramid ([`crate::tiled_pyramid`]), and scanned by a fully convolutional network:
+//! three stride-2 5x5 convolutions, three 5x5 convolutions with 45 filters (each followed
+//! by dlib's `affine` and `relu`) and a 9x9 single-filter head. As dlib's `loss_mmod_`,
+//! every positive output is a detection of the sliding window centred on the input position
+//! it maps to; the windows are mapped back through the pyramid, sorted by score, pruned by
+//! non-maximum suppression and mapped down by the upsampling.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use image::RgbImage;
+
+use crate::error::{Error, Result};
+use crate::geometry::Rect;
+use crate::pyramid::{DRect, PyramidDown, pyramid_up};
+use crate::tiled_pyramid::TiledPyramid;
+
+/// A square convolution followed by dlib's per-channel `affine` layer and `relu` (or
+/// neither, for the head), on NCHW tensors. The affine transform is folded into the filters
+/// and bias: `(conv(x) + b) * gamma + beta = conv_{w * gamma}(x) + b * gamma + beta`.
+struct ConvLayer {
+    /// Layers with many filters: [filters, in_channels, size, size]. Layers with few
+    /// filters: [size * size * filters, in_channels], rows ordered (dy, dx, filter).
+    weight: Tensor,
+    /// [filters, 1].
+    bias: Tensor,
+    filters: usize,
+    size: usize,
+    stride: usize,
+    padding: usize,
+    relu: bool,
+}
+
+impl ConvLayer {
+    /// dlib's `con_<filters, size, size, stride, stride>` pads by `size / 2` when the stride
+    /// is 1 and not at all otherwise.
+    fn load(
+        vb: VarBuilder,
+        in_channels: usize,
+        filters: usize,
+        size: usize,
+        stride: usize,
+        affine: bool,
+    ) -> Result<Self> {
+        let conv = vb.pp("conv");
+        let mut weight = conv.get((filters, in_channels, size, size), "weight")?;
+        let mut bias = conv.get(filters, "bias")?;
+        if affine {
+            let affine = vb.pp("affine");
+            let gamma = affine.get(filters, "gamma")?;
+            let beta = affine.get(filters, "beta")?;
+            weight = weight.broadcast_mul(&gamma.reshape((filters, 1, 1, 1))?)?;
+            bias = ((bias * &gamma)? + beta)?;
+        }
+        let padding = if stride == 1 { size / 2 } else { 0 };
+        let weight = if Self::shifts_outputs(filters, stride) {
+            weight
+                .permute((2, 3, 0, 1))?
+                .reshape((size * size * filters, in_channels))?
+        } else {
+            weight
+        };
+        Ok(Self {
+            weight: weight.contiguous()?,
+            bias: bias.reshape((filters, 1))?,
+            filters,
+            size,
+            stride,
+            padding,
+            relu: affine,
+        })
+    }
+
+    /// Layers with many filters are candle convolutions. With few filters, gathering every
+    /// window (im2col) would copy far more data than the product computes, so such stride-1
+    /// layers (the 9x9 head) apply every tap's filters to every input position in one product
+    /// and add up the shifted results instead.
+    fn shifts_outputs(filters: usize, stride: usize) -> bool {
+        stride == 1 && filters < 8
+    }
+
+    /// dlib's `map_output_to_input` of a convolution.
+    fn output_to_input(&self, p: f64) -> f64 {
+        p * self.stride as f64 - self.padding as f64 + (self.size / 2) as f64
+    }
+
+    /// The output length along one axis, or `None` when the filter does not fit the input.
+    fn output_len(&self, input: usize) -> Option<usize> {
+        (input + 2 * self.padding)
+            .checked_sub(self.size)
+            .map(|extra| extra / self.stride + 1)
+    }
+
+    fn out_size(&self, input: usize) -> candle_core::Result<usize> {
+        self.output_len(input).ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "a {0}x{0} filter does not fit the input",
+                self.size
+            ))
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = if Self::shifts_outputs(self.filters, self.stride) {
+            self.forward_shifted(x)?
+        } else {
+            x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
+                .broadcast_add(&self.bias.unsqueeze(2)?)?
+        };
+        if self.relu { y.relu() } else { Ok(y) }
+    }
+
+    /// Multiplies every input position by the filters of every tap, then adds up, for each
+    /// output position, the products of the tap that reads each input around it.
+    fn forward_shifted(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        let (size, p) = (self.size, self.padding);
+        let (out_h, out_w) = (self.out_size(h)?, self.out_size(w)?);
+        let (hp, wp) = (h + 2 * p, w + 2 * p);
+        let x = x
+            .pad_with_zeros(2, p, p)?
+            .pad_with_zeros(3, p, p)?
+            .reshape((n, c, hp * wp))?;
+        // [n, taps * filters, hp, wp]: zero where the input is padding.
+        let products = self.weight.broadcast_left(n)?.matmul(&x)?.reshape((
+            n,
+            size * size * self.filters,
+            hp,
+            wp,
+        ))?;
+        let mut sum: Option<Tensor> = None;
+        for dy in 0..size {
+            for dx in 0..size {
+                let tap = products
+                    .narrow(1, (dy * size + dx) * self.filters, self.filters)?
+                    .narrow(2, dy, out_h)?
+                    .narrow(3, dx, out_w)?
+                    .contiguous()?;
+                sum = Some(match sum {
+                    None => tap,
+                    Some(sum) => (sum + tap)?,
+                });
+            }
+        }
+        let sum = sum.ok_or_else(|| candle_core::Error::Msg("empty filter".into()))?;
+        sum.broadcast_add(&self.bias.unsqueeze(2)?)
+    }
+}
+
+/// dlib's `test_box_overlap`: two boxes overlap when the intersection covers more than
+/// `iou` of their bounding box, or more than `covered` of either box.
+#[derive(Debug, Clone, Copy)]
+struct BoxOverlap {
+    iou: f64,
+    covered: f64,
+}
+
+impl BoxOverlap {
+    fn overlaps(&self, a: &Rect, b: &Rect) -> bool {
+        let inner = Rect::new(
+            a.left.max(b.left),
+            a.top.max(b.top),
+            a.right.min(b.right),
+            a.bottom.min(b.bottom),
+        )
+        .area() as f64;
+        if inner == 0.0 {
+            return false;
+        }
+        let outer = Rect::new(
+            a.left.min(b.left),
+            a.top.min(b.top),
+            a.right.max(b.right),
+            a.bottom.max(b.bottom),
+        )
+        .area() as f64;
+        inner / outer > self.iou
+            || inner / a.area() as f64 > self.covered
+            || inner / b.area() as f64 > self.covered
+    }
+}
+
+/// The MMOD CNN face detector.
+pub struct CnnFaceDetector {
+    mean: [f32; 3],
+    padding: usize,
+    outer_padding: usize,
+    layers: Vec<ConvLayer>,
+    /// Width and height of each sliding window, one per output channel.
+    windows: Vec<(f64, f64)>,
+    nms: BoxOverlap,
+    device: Device,
+}
+
+/// A face found by [`CnnFaceDetector`]: dlib's `mmod_rectangle`.
+pub type Detection = (Rect, f32);
+
+impl CnnFaceDetector {
+    pub fn load(vb: VarBuilder) -> Result<Self> {
+        let device = vb.device().clone();
+        let scalars = |name: &str, len: usize| -> Result<Vec<f32>> {
+            Ok(vb.get(len, name)?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+        };
+        let mean = scalars("input.mean", 3)?;
+        let padding = scalars("input.pyramid_padding", 1)?[0] as usize;
+        let outer_padding = scalars("input.pyramid_outer_padding", 1)?[0] as usize;
+        let nms = scalars("mmod.nms", 2)?;
+
+        let windows_tensor = vb.get_unchecked("mmod.detector_windows")?;
+        let windows: Vec<(f64, f64)> = match windows_tensor.dims() {
+            [n, 2] if *n > 0 => windows_tensor
+                .to_dtype(DType::F64)?
+                .to_vec2::<f64>()?
+                .into_iter()
+                .map(|w| (w[0], w[1]))
+                .collect(),
+            dims => {
+                return Err(Error::Weights(format!(
+                    "mmod.detector_windows must be [n, 2] with n > 0, found {dims:?}"
+                )));
+            }
+        };
+
+        let mut layers = Vec::new();
+        let mut channels = 3;
+        for (i, filters) in [16, 32, 32].into_iter().enumerate() {
+            layers.push(ConvLayer::load(
+                vb.pp(format!("downsampler.{i}")),
+                channels,
+                filters,
+                5,
+                2,
+                true,
+            )?);
+            channels = filters;
+        }
+        for i in 0..3 {
+            layers.push(ConvLayer::load(
+                vb.pp(format!("rcon.{i}")),
+                channels,
+                45,
+                5,
+                1,
+                true,
+            )?);
+            channels = 45;
+        }
+        layers.push(ConvLayer::load(
+            vb.pp("head"),
+            channels,
+            windows.len(),
+            9,
+            1,
+            false,
+        )?);
+
+        Ok(Self {
+            mean: [mean[0], mean[1], mean[2]],
+            padding,
+            outer_padding,
+            layers,
+            windows,
+            nms: BoxOverlap {
+                iou: nms[0] as f64,
+                covered: nms[1] as f64,
+            },
+            device,
+        })
+    }
+
+    /// Runs the network on a batch of tiled pyramids `[n, 3, rows, cols]` and returns the
+    /// detector's score map `[n, windows, rows', cols']`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        for layer in &self.layers {
+            x = layer.forward(&x)?;
+        }
+        Ok(x)
+    }
+
+    /// Detects faces in one photo, best first.
+    pub fn detect(&self, image: &RgbImage, upsample: u32) -> Result<Vec<Detection>> {
+        Ok(self
+            .detect_batch(std::slice::from_ref(image), upsample)?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    /// Detects faces in several photos. Photos of the same size go through the network
+    /// together as one batch.
+    pub fn detect_batch(&self, images: &[RgbImage], upsample: u32) -> Result<Vec<Vec<Detection>>> {
+        let mut results = vec![Vec::new(); images.len()];
+        let mut sizes: Vec<(u32, u32)> = images.iter().map(|i| i.dimensions()).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        for size in sizes {
+            let indices: Vec<usize> = (0..images.len())
+                .filter(|&i| images[i].dimensions() == size)
+                .collect();
+            let upsampled: Vec<RgbImage> = indices
+                .iter()
+                .map(|&i| upsample_image(&images[i], upsample))
+                .collect();
+            let found = self.detect_same_size(&upsampled)?;
+            for (index, detections) in indices.into_iter().zip(found) {
+                results[index] = detections
+                    .into_iter()
+                    .map(|(rect, score)| (rect_down(rect, upsample), score))
+                    .collect();
+            }
+        }
+        Ok(results)
+    }
+
+    /// Runs the detector on photos that all have the same size, without upsampling.
+    fn detect_same_size(&self, images: &[RgbImage]) -> Result<Vec<Vec<Detection>>> {
+        let Some(first) = images.first() else {
+            return Ok(Vec::new());
+        };
+        let (width, height) = first.dimensions();
+        let pyramid = TiledPyramid::new(
+            height as usize,
+            width as usize,
+            self.padding,
+            self.outer_padding,
+        );
+        // dlib refuses inputs too small for the network's filters; they hold no face.
+        let fits = self
+            .layers
+            .iter()
+            .try_fold((pyramid.rows, pyramid.cols), |(h, w), layer| {
+                Some((layer.output_len(h)?, layer.output_len(w)?))
+            });
+        if pyramid.levels.is_empty() || fits.is_none() {
+            return Ok(vec![Vec::new(); images.len()]);
+        }
+        let plane = 3 * pyramid.rows * pyramid.cols;
+        let mut data = vec![0f32; images.len() * plane];
+        for (image, out) in images.iter().zip(data.chunks_exact_mut(plane)) {
+            pyramid.fill(image, self.mean, out);
+        }
+        let input = Tensor::from_vec(
+            data,
+            (images.len(), 3, pyramid.rows, pyramid.cols),
+            &self.device,
+        )?;
+        let scores = self.forward(&input)?.to_device(&Device::Cpu)?;
+        let (_, channels, rows, cols) = scores.dims4()?;
+        let scores = scores.flatten_all()?.to_vec1::<f32>()?;
+        Ok(scores
+            .chunks_exact(channels * rows * cols)
+            .map(|sample| self.to_detections(&pyramid, sample, rows, cols))
+            .collect())
+    }
+
+    /// dlib's `loss_mmod_::to_label` with `adjust_threshold` 0 for one sample's score map.
+    fn to_detections(
+        &self,
+        pyramid: &TiledPyramid,
+        scores: &[f32],
+        rows: usize,
+        cols: usize,
+    ) -> Vec<Detection> {
+        let mut candidates = Vec::new();
+        for (k, &(width, height)) in self.windows.iter().enumerate() {
+            for r in 0..rows {
+                for c in 0..cols {
+                    let score = scores[(k * rows + r) * cols + c];
+                    if score <= 0.0 {
+                        continue;
+                    }
+                    let (x, y) = self.output_to_input(c as f64, r as f64);
+                    let window = centered_window(x, y, width, height);
+                    candidates.push((pyramid.to_image_space(window).round(), score));
+                }
+            }
+        }
+        candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
+
+        let mut kept: Vec<Detection> = Vec::new();
+        for (rect, score) in candidates {
+            if !kept
+                .iter()
+                .any(|(other, _)| self.nms.overlaps(other, &rect))
+            {
+                kept.push((rect, score));
+            }
+        }
+        kept
+    }
+
+    /// The position in the input tensor that an output position is computed around.
+    fn output_to_input(&self, mut x: f64, mut y: f64) -> (f64, f64) {
+        for layer in self.layers.iter().rev() {
+            x = layer.output_to_input(x);
+            y = layer.output_to_input(y);
+        }
+        (x, y)
+    }
+}
+
+fn upsample_image(image: &RgbImage, times: u32) -> RgbImage {
+    let mut image = image.clone();
+    for _ in 0..times {
+        image = pyramid_up(&image);
+    }
+    image
+}
+
+/// Maps a rectangle of an image upsampled `levels` times back to the original image
+/// (`pyramid_down<2>::rect_down`, then rounded).
+fn rect_down(rect: Rect, levels: u32) -> Rect {
+    PyramidDown::new(2)
+        .rect_down(DRect::from(rect), levels)
+        .round()
+}
+
+/// dlib's `centered_drect`: a `width` x `height` box centred on a point.
+fn centered_window(x: f64, y: f64, width: f64, height: f64) -> DRect {
+    let (half_w, half_h) = ((width - 1.0) / 2.0, (height - 1.0) / 2.0);
+    DRect::new(x - half_w, y - half_h, x + half_w, y + half_h)
+}
