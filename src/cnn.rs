@@ -25,7 +25,7 @@ struct ConvLayer {
     /// Layers with many filters: [filters, in_channels, size, size]. Layers with few
     /// filters: [size * size * filters, in_channels], rows ordered (dy, dx, filter).
     weight: Tensor,
-    /// [filters, 1].
+    /// [filters, 1, 1].
     bias: Tensor,
     filters: usize,
     size: usize,
@@ -65,7 +65,7 @@ impl ConvLayer {
         };
         Ok(Self {
             weight: weight.contiguous()?,
-            bias: bias.reshape((filters, 1))?,
+            bias: bias.reshape((filters, 1, 1))?,
             filters,
             size,
             stride,
@@ -108,7 +108,7 @@ impl ConvLayer {
             self.forward_shifted(x)?
         } else {
             x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
-                .broadcast_add(&self.bias.unsqueeze(2)?)?
+                .broadcast_add(&self.bias)?
         };
         if self.relu { y.relu() } else { Ok(y) }
     }
@@ -146,7 +146,7 @@ impl ConvLayer {
             }
         }
         let sum = sum.ok_or_else(|| candle_core::Error::Msg("empty filter".into()))?;
-        sum.broadcast_add(&self.bias.unsqueeze(2)?)
+        sum.broadcast_add(&self.bias)
     }
 }
 
