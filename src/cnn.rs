@@ -271,6 +271,13 @@ impl CnnFaceDetector {
         })
     }
 
+    /// Loads the detector from a safetensors file made by `convert-dlib`.
+    pub fn from_file(path: &std::path::Path, device: &Device) -> Result<Self> {
+        // SAFETY: the weights file is not modified while it is mapped.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device)? };
+        Self::load(vb)
+    }
+
     /// Runs the network on a batch of tiled pyramids `[n, 3, rows, cols]` and returns the
     /// detector's score map `[n, windows, rows', cols']`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -290,7 +297,8 @@ impl CnnFaceDetector {
     }
 
     /// Detects faces in several photos. Photos of the same size go through the network
-    /// together as one batch.
+    /// together as one batch, so memory grows with the number of photos given at once
+    /// (about 0.25 GB per 1200x900 photo at upsample 0 and 1 GB at upsample 1).
     pub fn detect_batch(&self, images: &[RgbImage], upsample: u32) -> Result<Vec<Vec<Detection>>> {
         let mut results = vec![Vec::new(); images.len()];
         let mut sizes: Vec<(u32, u32)> = images.iter().map(|i| i.dimensions()).collect();

@@ -2,8 +2,7 @@
 
 mod common;
 
-use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
+use candle_core::Device;
 use concrexit_facedetection::cnn::{CnnFaceDetector, Detection};
 use concrexit_facedetection::geometry::Rect;
 use image::RgbImage;
@@ -13,9 +12,7 @@ const CONFIDENCE_TOLERANCE: f64 = 1e-3;
 
 fn detector() -> CnnFaceDetector {
     let path = common::weights_dir().join("mmod_human_face_detector.safetensors");
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &Device::Cpu) }
-        .expect("CNN detector weights");
-    CnnFaceDetector::load(vb).expect("CNN detector")
+    CnnFaceDetector::from_file(&path, &Device::Cpu).expect("CNN detector")
 }
 
 /// Compares detections with dlib's and returns the largest confidence difference.
