@@ -25,7 +25,7 @@ struct ConvLayer {
     /// Layers with many filters: [filters, in_channels, size, size]. Layers with few
     /// filters: [size * size * filters, in_channels], rows ordered (dy, dx, filter).
     weight: Tensor,
-    /// [filters, 1].
+    /// [filters, 1, 1].
     bias: Tensor,
     filters: usize,
     size: usize,
@@ -65,7 +65,7 @@ impl ConvLayer {
         };
         Ok(Self {
             weight: weight.contiguous()?,
-            bias: bias.reshape((filters, 1))?,
+            bias: bias.reshape((filters, 1, 1))?,
             filters,
             size,
             stride,
@@ -108,7 +108,7 @@ impl ConvLayer {
             self.forward_shifted(x)?
         } else {
             x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
-                .broadcast_add(&self.bias.unsqueeze(2)?)?
+                .broadcast_add(&self.bias)?
         };
         if self.relu { y.relu() } else { Ok(y) }
     }
@@ -146,7 +146,7 @@ impl ConvLayer {
             }
         }
         let sum = sum.ok_or_else(|| candle_core::Error::Msg("empty filter".into()))?;
-        sum.broadcast_add(&self.bias.unsqueeze(2)?)
+        sum.broadcast_add(&self.bias)
     }
 }
 
@@ -271,6 +271,13 @@ impl CnnFaceDetector {
         })
     }
 
+    /// Loads the detector from a safetensors file made by `convert-dlib`.
+    pub fn from_file(path: &std::path::Path, device: &Device) -> Result<Self> {
+        // SAFETY: the weights file is not modified while it is mapped.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device)? };
+        Self::load(vb)
+    }
+
     /// Runs the network on a batch of tiled pyramids `[n, 3, rows, cols]` and returns the
     /// detector's score map `[n, windows, rows', cols']`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -290,7 +297,8 @@ impl CnnFaceDetector {
     }
 
     /// Detects faces in several photos. Photos of the same size go through the network
-    /// together as one batch.
+    /// together as one batch, so memory grows with the number of photos given at once
+    /// (about 0.25 GB per 1200x900 photo at upsample 0 and 1 GB at upsample 1).
     pub fn detect_batch(&self, images: &[RgbImage], upsample: u32) -> Result<Vec<Vec<Detection>>> {
         let mut results = vec![Vec::new(); images.len()];
         let mut sizes: Vec<(u32, u32)> = images.iter().map(|i| i.dimensions()).collect();

@@ -2,8 +2,7 @@
 
 mod common;
 
-use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
+use candle_core::Device;
 use concrexit_facedetection::cnn::{CnnFaceDetector, Detection};
 use concrexit_facedetection::geometry::Rect;
 use image::RgbImage;
@@ -13,9 +12,7 @@ const CONFIDENCE_TOLERANCE: f64 = 1e-3;
 
 fn detector() -> CnnFaceDetector {
     let path = common::weights_dir().join("mmod_human_face_detector.safetensors");
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &Device::Cpu) }
-        .expect("CNN detector weights");
-    CnnFaceDetector::load(vb).expect("CNN detector")
+    CnnFaceDetector::from_file(&path, &Device::Cpu).expect("CNN detector")
 }
 
 /// Compares detections with dlib's and returns the largest confidence difference.
@@ -142,4 +139,30 @@ fn degenerate_images_have_no_faces() {
             .expect("empty batch")
             .is_empty()
     );
+}
+
+/// Seconds per 1200x900 photo, one at a time and in a batch of two:
+/// `cargo test --test cnn -- --ignored --nocapture speed`.
+#[test]
+#[ignore]
+fn speed_on_a_1200x900_photo() {
+    let detector = detector();
+    let image = common::reference_cases()
+        .into_iter()
+        .find(|case| (case.reference.width, case.reference.height) == (1200, 900))
+        .expect("a 1200x900 reference photo")
+        .decoded();
+    for upsample in [0, 1] {
+        let start = std::time::Instant::now();
+        detector.detect(&image, upsample).expect("detect");
+        let single = start.elapsed().as_secs_f64();
+        let start = std::time::Instant::now();
+        detector
+            .detect_batch(&[image.clone(), image.clone()], upsample)
+            .expect("detect batch");
+        let batch = start.elapsed().as_secs_f64() / 2.0;
+        println!(
+            "upsample {upsample}: {single:.2} s per photo alone, {batch:.2} s per photo in a batch of 2"
+        );
+    }
 }
