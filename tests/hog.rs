@@ -139,3 +139,56 @@ fn big_image_is_scanned_in_bounded_memory() {
         assert!(peak < 2 << 30, "peak resident memory {peak} bytes");
     }
 }
+
+#[test]
+fn converter_reproduces_the_committed_weights() {
+    let Some(shared) = common::shared_reference() else {
+        println!("shared reference data absent: skipped");
+        return;
+    };
+    let bytes = std::fs::read(shared.join("frontal_face_detector.svm")).expect("detector file");
+    let (kind, converted) =
+        concrexit_facedetection::convert::convert_bytes(&bytes).expect("convert");
+    assert_eq!(kind, "frontal_face_detector");
+    let committed = candle_core::safetensors::load(
+        common::weights_dir().join("frontal_face_detector.safetensors"),
+        &Device::Cpu,
+    )
+    .expect("committed weights");
+    let mut names: Vec<&String> = converted.keys().collect();
+    names.sort();
+    let mut committed_names: Vec<&String> = committed.keys().collect();
+    committed_names.sort();
+    assert_eq!(names, committed_names);
+    for name in names {
+        let (a, b) = (&converted[name], &committed[name]);
+        assert_eq!(a.dims(), b.dims(), "{name}");
+        let flat = |t: &candle_core::Tensor| {
+            t.to_dtype(DType::F64)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1::<f64>())
+                .expect("values")
+        };
+        assert_eq!(flat(a), flat(b), "{name}");
+    }
+    // The separable factors kept per filter (nonzero row filters): numpy's SVD of the five
+    // filters' 31 planes, with dlib's cut-off max(1e-4, 0.001 * largest), keeps 61, 58, 54, 66
+    // and 66.
+    let rows = &converted["row_filters"];
+    let (count, planes, rank, width) = rows.dims4().expect("4-d");
+    let values = rows
+        .flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .expect("values");
+    let kept: Vec<usize> = (0..count)
+        .map(|d| {
+            (0..planes * rank)
+                .filter(|slot| {
+                    let start = (d * planes * rank + slot) * width;
+                    values[start..start + width].iter().any(|&v| v != 0.0)
+                })
+                .count()
+        })
+        .collect();
+    assert_eq!(kept, [61, 58, 54, 66, 66]);
+}
