@@ -14,8 +14,8 @@ use candle_nn::VarBuilder;
 use image::RgbImage;
 
 use crate::error::{Error, Result};
-use crate::geometry::Rect;
-use crate::pyramid::{DRect, PyramidDown, pyramid_up};
+use crate::geometry::{BoxOverlap, DPoint, DRect, Rect};
+use crate::pyramid::{self, rect_from_upsampled};
 use crate::tiled_pyramid::TiledPyramid;
 
 /// A square convolution followed by dlib's per-channel `affine` layer and `relu` (or
@@ -150,39 +150,6 @@ impl ConvLayer {
     }
 }
 
-/// dlib's `test_box_overlap`: two boxes overlap when the intersection covers more than
-/// `iou` of their bounding box, or more than `covered` of either box.
-#[derive(Debug, Clone, Copy)]
-struct BoxOverlap {
-    iou: f64,
-    covered: f64,
-}
-
-impl BoxOverlap {
-    fn overlaps(&self, a: &Rect, b: &Rect) -> bool {
-        let inner = Rect::new(
-            a.left.max(b.left),
-            a.top.max(b.top),
-            a.right.min(b.right),
-            a.bottom.min(b.bottom),
-        )
-        .area() as f64;
-        if inner == 0.0 {
-            return false;
-        }
-        let outer = Rect::new(
-            a.left.min(b.left),
-            a.top.min(b.top),
-            a.right.max(b.right),
-            a.bottom.max(b.bottom),
-        )
-        .area() as f64;
-        inner / outer > self.iou
-            || inner / a.area() as f64 > self.covered
-            || inner / b.area() as f64 > self.covered
-    }
-}
-
 /// The MMOD CNN face detector.
 pub struct CnnFaceDetector {
     mean: [f32; 3],
@@ -310,13 +277,13 @@ impl CnnFaceDetector {
                 .collect();
             let upsampled: Vec<RgbImage> = indices
                 .iter()
-                .map(|&i| upsample_image(&images[i], upsample))
+                .map(|&i| pyramid::upsample(&images[i], upsample))
                 .collect();
             let found = self.detect_same_size(&upsampled)?;
             for (index, detections) in indices.into_iter().zip(found) {
                 results[index] = detections
                     .into_iter()
-                    .map(|(rect, score)| (rect_down(rect, upsample), score))
+                    .map(|(rect, score)| (rect_from_upsampled(rect, upsample), score))
                     .collect();
             }
         }
@@ -381,23 +348,13 @@ impl CnnFaceDetector {
                         continue;
                     }
                     let (x, y) = self.output_to_input(c as f64, r as f64);
-                    let window = centered_window(x, y, width, height);
+                    let window = DRect::centered(DPoint::new(x, y), width, height);
                     candidates.push((pyramid.to_image_space(window).round(), score));
                 }
             }
         }
         candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
-
-        let mut kept: Vec<Detection> = Vec::new();
-        for (rect, score) in candidates {
-            if !kept
-                .iter()
-                .any(|(other, _)| self.nms.overlaps(other, &rect))
-            {
-                kept.push((rect, score));
-            }
-        }
-        kept
+        self.nms.suppress(candidates)
     }
 
     /// The position in the input tensor that an output position is computed around.
@@ -408,26 +365,4 @@ impl CnnFaceDetector {
         }
         (x, y)
     }
-}
-
-fn upsample_image(image: &RgbImage, times: u32) -> RgbImage {
-    let mut image = image.clone();
-    for _ in 0..times {
-        image = pyramid_up(&image);
-    }
-    image
-}
-
-/// Maps a rectangle of an image upsampled `levels` times back to the original image
-/// (`pyramid_down<2>::rect_down`, then rounded).
-fn rect_down(rect: Rect, levels: u32) -> Rect {
-    PyramidDown::new(2)
-        .rect_down(DRect::from(rect), levels)
-        .round()
-}
-
-/// dlib's `centered_drect`: a `width` x `height` box centred on a point.
-fn centered_window(x: f64, y: f64, width: f64, height: f64) -> DRect {
-    let (half_w, half_h) = ((width - 1.0) / 2.0, (height - 1.0) / 2.0);
-    DRect::new(x - half_w, y - half_h, x + half_w, y + half_h)
 }

@@ -504,3 +504,47 @@ mod tests {
         );
     }
 }
+
+/// dlib's `test_box_overlap`: two boxes overlap when their intersection covers more than
+/// `iou` of the box bounding both (not of their union), or more than `covered` of either box.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BoxOverlap {
+    pub iou: f64,
+    pub covered: f64,
+}
+
+impl BoxOverlap {
+    pub fn overlaps(&self, a: &Rect, b: &Rect) -> bool {
+        let inner = Rect::new(
+            a.left.max(b.left),
+            a.top.max(b.top),
+            a.right.min(b.right),
+            a.bottom.min(b.bottom),
+        )
+        .area() as f64;
+        if inner == 0.0 {
+            return false;
+        }
+        let bounding = Rect::new(
+            a.left.min(b.left),
+            a.top.min(b.top),
+            a.right.max(b.right),
+            a.bottom.max(b.bottom),
+        );
+        inner / bounding.area() as f64 > self.iou
+            || inner / a.area() as f64 > self.covered
+            || inner / b.area() as f64 > self.covered
+    }
+
+    /// dlib's non-max suppression: walks detections sorted best first and keeps each one
+    /// that overlaps none of those already kept.
+    pub fn suppress<S>(&self, best_first: impl IntoIterator<Item = (Rect, S)>) -> Vec<(Rect, S)> {
+        let mut kept: Vec<(Rect, S)> = Vec::new();
+        for (rect, score) in best_first {
+            if !kept.iter().any(|(other, _)| self.overlaps(other, &rect)) {
+                kept.push((rect, score));
+            }
+        }
+        kept
+    }
+}

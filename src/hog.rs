@@ -22,8 +22,8 @@ use image::RgbImage;
 
 use crate::error::{Error, Result};
 use crate::fhog::{self, extract_fhog};
-use crate::geometry::Rect;
-use crate::pyramid::{DRect, PyramidDown, pyramid_up};
+use crate::geometry::{DRect, Rect};
+use crate::pyramid::{PyramidDown, pyramid_up};
 
 /// Most filter output positions scored at once; larger levels are scored in bands of rows.
 const BAND_POSITIONS: usize = 16 * 1024;

@@ -9,48 +9,7 @@
 
 use image::RgbImage;
 
-use crate::geometry::Rect;
-
-/// A rectangle with real-valued corners, as dlib's `drectangle`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DRect {
-    pub left: f64,
-    pub top: f64,
-    pub right: f64,
-    pub bottom: f64,
-}
-
-impl DRect {
-    pub fn new(left: f64, top: f64, right: f64, bottom: f64) -> Self {
-        Self {
-            left,
-            top,
-            right,
-            bottom,
-        }
-    }
-
-    /// Rounds every corner to the nearest integer, halves away from zero (dlib's conversion).
-    pub fn round(&self) -> Rect {
-        Rect::new(
-            self.left.round() as i64,
-            self.top.round() as i64,
-            self.right.round() as i64,
-            self.bottom.round() as i64,
-        )
-    }
-}
-
-impl From<Rect> for DRect {
-    fn from(rect: Rect) -> Self {
-        Self::new(
-            rect.left as f64,
-            rect.top as f64,
-            rect.right as f64,
-            rect.bottom as f64,
-        )
-    }
-}
+use crate::geometry::{DRect, Rect};
 
 /// dlib's `pyramid_down<N>`: the downsampling ratio and the point mapping between levels.
 ///
@@ -145,6 +104,20 @@ fn corners(rect: DRect, map: impl Fn((f64, f64)) -> (f64, f64)) -> DRect {
 /// dlib's `pyramid_up(img)`: enlarges the image to the rectangle that `pyramid_down<2>` maps
 /// the image's rectangle up to, rounded to integers ((2*height + 1) x (2*width + 2) pixels),
 /// with bilinear interpolation.
+/// The image enlarged `times` times with [`pyramid_up`], as dlib's detectors do for their
+/// `upsample_num_times`.
+pub fn upsample(image: &RgbImage, times: u32) -> RgbImage {
+    (0..times).fold(image.clone(), |enlarged, _| pyramid_up(&enlarged))
+}
+
+/// Maps a detection in an image enlarged `times` times by [`upsample`] back to the image
+/// (`pyramid_down<2>::rect_down`, rounded as dlib converts a `drectangle`).
+pub fn rect_from_upsampled(rect: Rect, times: u32) -> Rect {
+    PyramidDown::new(2)
+        .rect_down(DRect::from(rect), times)
+        .round()
+}
+
 pub fn pyramid_up(image: &RgbImage) -> RgbImage {
     if image.width() == 0 || image.height() == 0 {
         return RgbImage::new(0, 0);
