@@ -419,3 +419,36 @@ impl Module for FaceEmbedder {
         self.forward_nhwc(&x.permute((0, 2, 3, 1))?.contiguous()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_follow_dlib_output_sizes_and_padding() {
+        let device = Device::Cpu;
+        // The stem and the pooling after it: 150 -> 72 -> 35.
+        assert_eq!(Windows::new(150, 7, 2, 0, &device).unwrap().out_side, 72);
+        assert_eq!(Windows::new(72, 3, 2, 0, &device).unwrap().out_side, 35);
+        // At 8x8 the strided convolution gives 3x3 but the pooled shortcut 4x4.
+        assert_eq!(Windows::new(8, 3, 2, 0, &device).unwrap().out_side, 3);
+        assert_eq!(Windows::new(8, 2, 2, 0, &device).unwrap().out_side, 4);
+        // A padded 3x3 window at the top-left corner reads zeros outside the input.
+        let windows = Windows::new(4, 3, 1, 1, &device).unwrap();
+        let first: Vec<u32> = windows.indices.narrow(0, 0, 9).unwrap().to_vec1().unwrap();
+        let m = u32::MAX;
+        assert_eq!(first, [m, m, m, m, 0, 1, m, 4, 5]);
+    }
+
+    #[test]
+    fn adding_tensors_of_different_shapes_zero_pads_the_smaller_at_the_end() {
+        let device = Device::Cpu;
+        let a = Tensor::new(&[[[[1f32], [2.]], [[3.], [4.]]]], &device).unwrap();
+        let b = Tensor::new(&[[[[10f32, 20.]]]], &device).unwrap();
+        // a: [1, 2, 2, 1], b: [1, 1, 1, 2] -> [1, 2, 2, 2]
+        let sum = add_zero_padded(&a, &b).unwrap();
+        assert_eq!(sum.dims(), [1, 2, 2, 2]);
+        let values: Vec<f32> = sum.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(values, [11., 20., 2., 0., 3., 0., 4., 0.]);
+    }
+}
