@@ -4,7 +4,7 @@
 //! [`crate::dlib_format::DlibReader`], checks the structure it finds against what the
 //! project's candle modules expect, and returns named tensors. [`convert_bytes`] tries every
 //! known model kind and, when none fits, reports the error of the reader that got furthest
-//! into the file, which is the most informative one.
+//! into the file (a reader that ran out of data got to its end), the most informative one.
 
 pub mod dnn;
 pub mod hog;
@@ -49,6 +49,11 @@ const MODEL_KINDS: &[ModelKind] = &[
 pub fn convert_bytes(
     bytes: &[u8],
 ) -> std::result::Result<(&'static str, HashMap<String, Tensor>), FormatError> {
+    // A reader that ran out of data got as far as a reader can.
+    let reached = |error: &FormatError| match error {
+        FormatError::Truncated { .. } => bytes.len(),
+        _ => error.offset(),
+    };
     let mut furthest: Option<FormatError> = None;
     for kind in MODEL_KINDS {
         let mut reader = DlibReader::new(bytes);
@@ -67,7 +72,7 @@ pub fn convert_bytes(
             Err(error) => {
                 if furthest
                     .as_ref()
-                    .is_none_or(|best| error.offset() > best.offset())
+                    .is_none_or(|best| reached(&error) > reached(best))
                 {
                     furthest = Some(error);
                 }
