@@ -19,14 +19,19 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use image::RgbImage;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::fhog::{self, extract_fhog};
 use crate::geometry::Rect;
 use crate::pyramid::{DRect, PyramidDown, pyramid_up};
 
-/// Most filter output positions scored at once; larger levels are scored in bands of rows.
+/// Most filter output positions scored at once by the matrix products; larger levels are
+/// scored in bands of rows.
 const BAND_POSITIONS: usize = 16 * 1024;
+
+/// Output rows per unit of parallel work of the CPU kernel.
+const CPU_BAND_ROWS: usize = 32;
 
 /// The detector: scanner settings, separable filters and non-max suppression thresholds.
 pub struct HogDetector {
@@ -52,6 +57,16 @@ struct SeparableFilters {
     threshold: f64,
     rows: Tensor,
     cols: Tensor,
+    /// The nonzero separable terms in dlib's order (plane, then rank), for the CPU kernel.
+    terms: Vec<SeparableTerm>,
+}
+
+/// One rank-1 term of one filter plane: `row` along the feature rows, then `col` down the
+/// columns.
+struct SeparableTerm {
+    plane: usize,
+    row: Vec<f32>,
+    col: Vec<f32>,
 }
 
 /// One detection of one filter before non-max suppression.
@@ -112,10 +127,27 @@ impl HogDetector {
                 thresholds.len()
             )));
         }
+        let row_values = row_filters.flatten_all()?.to_vec1::<f32>()?;
+        let col_values = col_filters.flatten_all()?.to_vec1::<f32>()?;
         let filters = thresholds
             .iter()
             .enumerate()
             .map(|(i, &threshold)| {
+                let mut terms = Vec::new();
+                for plane in 0..planes {
+                    for r in 0..rank {
+                        let term = (i * planes + plane) * rank + r;
+                        let row = &row_values[term * filter_width..(term + 1) * filter_width];
+                        let col = &col_values[term * filter_height..(term + 1) * filter_height];
+                        if row.iter().chain(col).any(|&v| v != 0.0) {
+                            terms.push(SeparableTerm {
+                                plane,
+                                row: row.to_vec(),
+                                col: col.to_vec(),
+                            });
+                        }
+                    }
+                }
                 let rows = row_filters.get(i)?.contiguous()?;
                 let cols = col_filters
                     .get(i)?
@@ -126,6 +158,7 @@ impl HogDetector {
                     threshold,
                     rows,
                     cols,
+                    terms,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -272,6 +305,69 @@ impl HogDetector {
     /// Scores of every filter at every window position of one level, `[filters, out_rows,
     /// out_cols]` flattened, where `out = features - filter + 1`.
     fn score_level(&self, features: &fhog::Fhog) -> Result<Vec<f32>> {
+        if self.device.is_cpu() {
+            Ok(self.score_level_cpu(features))
+        } else {
+            self.score_level_tensors(features)
+        }
+    }
+
+    /// [`Self::score_level`] with the separable filtering kernel, each filter's output split
+    /// into bands of rows that are filtered in parallel.
+    fn score_level_cpu(&self, features: &fhog::Fhog) -> Vec<f32> {
+        let out_rows = features.rows - self.filter_height + 1;
+        let out_cols = features.cols - self.filter_width + 1;
+        let mut scores = vec![0.0; self.filters.len() * out_rows * out_cols];
+        scores
+            .par_chunks_mut(out_rows * out_cols)
+            .zip(&self.filters)
+            .for_each(|(filter_scores, filter)| {
+                filter_scores
+                    .par_chunks_mut(CPU_BAND_ROWS * out_cols)
+                    .enumerate()
+                    .for_each(|(band, scores)| {
+                        self.score_band_cpu(filter, features, band * CPU_BAND_ROWS, scores)
+                    });
+            });
+        scores
+    }
+
+    /// Adds `filter`'s scores of the output rows from `first_row` on to `scores`, dlib's
+    /// `float_spatially_filter_image_separable` per term: the row filter along the feature
+    /// rows the band needs, then the column filter down the row-filtered rows.
+    fn score_band_cpu(
+        &self,
+        filter: &SeparableFilters,
+        features: &fhog::Fhog,
+        first_row: usize,
+        scores: &mut [f32],
+    ) {
+        let cols = features.cols;
+        let out_cols = cols - self.filter_width + 1;
+        let in_rows = scores.len() / out_cols + self.filter_height - 1;
+        let mut row_filtered = vec![0.0f32; in_rows * out_cols];
+        for term in &filter.terms {
+            let start = (term.plane * features.rows + first_row) * cols;
+            let plane = &features.data[start..start + in_rows * cols];
+            for (filtered, input) in row_filtered
+                .chunks_exact_mut(out_cols)
+                .zip(plane.chunks_exact(cols))
+            {
+                apply_taps(filtered, &term.row, |n| &input[n..], false);
+            }
+            for (row, out) in scores.chunks_exact_mut(out_cols).enumerate() {
+                apply_taps(
+                    out,
+                    &term.col,
+                    |m| &row_filtered[(row + m) * out_cols..],
+                    true,
+                );
+            }
+        }
+    }
+
+    /// [`Self::score_level`] as matrix products on the device.
+    fn score_level_tensors(&self, features: &fhog::Fhog) -> Result<Vec<f32>> {
         let (rows, cols) = (features.rows, features.cols);
         let out_rows = rows - self.filter_height + 1;
         let out_cols = cols - self.filter_width + 1;
@@ -348,6 +444,36 @@ impl HogDetector {
     }
 }
 
+/// Columns one step of [`apply_taps`] keeps in registers.
+const LANES: usize = 8;
+
+/// `out[c] (+)= sum_n taps[n] * source(n)[c]`, the taps summed in order: one filter pass over
+/// a row. `LANES` outputs are accumulated at a time so that they stay in (vector) registers
+/// for all the taps.
+fn apply_taps<'a>(out: &mut [f32], taps: &[f32], source: impl Fn(usize) -> &'a [f32], add: bool) {
+    let lanes_end = out.len() - out.len() % LANES;
+    for start in (0..lanes_end).step_by(LANES) {
+        let mut sum = [0.0f32; LANES];
+        for (n, &tap) in taps.iter().enumerate() {
+            let input = &source(n)[start..start + LANES];
+            for (s, &x) in sum.iter_mut().zip(input) {
+                *s += x * tap;
+            }
+        }
+        let out = &mut out[start..start + LANES];
+        for (o, s) in out.iter_mut().zip(sum) {
+            *o = if add { *o + s } else { s };
+        }
+    }
+    for (c, o) in out.iter_mut().enumerate().skip(lanes_end) {
+        let s = taps
+            .iter()
+            .enumerate()
+            .fold(0.0f32, |sum, (n, &tap)| sum + source(n)[c] * tap);
+        *o = if add { *o + s } else { s };
+    }
+}
+
 /// dlib's `test_box_overlap`: two boxes overlap when their intersection covers more than `iou`
 /// of the box bounding both, or more than `covered` of either box.
 #[derive(Debug, Clone, Copy)]
@@ -383,6 +509,38 @@ impl BoxOverlap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_kernel_and_matrix_products_agree() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/weights/frontal_face_detector.safetensors"
+        );
+        // SAFETY: the committed weights file is not modified while mapped.
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &Device::Cpu).expect("weights")
+        };
+        let detector = HogDetector::load(vb).expect("detector");
+        let image = RgbImage::from_fn(300, 200, |x, y| {
+            let v = |k: u32| ((x * k + y * (k + 5) + x * y / 7) % 251) as u8;
+            image::Rgb([v(3), v(7), v(11)])
+        });
+        let features = extract_fhog(
+            &image,
+            detector.cell_size,
+            detector.filter_height,
+            detector.filter_width,
+        );
+        let kernel = detector.score_level_cpu(&features);
+        let products = detector.score_level_tensors(&features).expect("scores");
+        assert_eq!(kernel.len(), products.len());
+        let worst = kernel
+            .iter()
+            .zip(&products)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-5, "largest difference {worst}");
+    }
 
     #[test]
     fn box_overlap_uses_the_bounding_box_and_coverage() {
