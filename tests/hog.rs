@@ -149,7 +149,7 @@ fn converter_reproduces_the_committed_weights() {
     let bytes = std::fs::read(shared.join("frontal_face_detector.svm")).expect("detector file");
     let (kind, converted) =
         concrexit_facedetection::convert::convert_bytes(&bytes).expect("convert");
-    assert_eq!(kind, "frontal_face_detector");
+    assert_eq!(kind, "dlib HOG frontal face detector");
     let committed = candle_core::safetensors::load(
         common::weights_dir().join("frontal_face_detector.safetensors"),
         &Device::Cpu,
