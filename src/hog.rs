@@ -36,8 +36,8 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::fhog::{self, extract_fhog};
-use crate::geometry::{DRect, Rect};
-use crate::pyramid::{PyramidDown, pyramid_up};
+use crate::geometry::{BoxOverlap, DRect, Rect};
+use crate::pyramid::{self, PyramidDown, rect_from_upsampled};
 
 /// Most filter output positions scored at once by the matrix products; larger levels are
 /// scored in bands of rows.
@@ -201,15 +201,10 @@ impl HogDetector {
         if upsample == 0 {
             return self.detect_unscaled(image);
         }
-        let mut enlarged = pyramid_up(image);
-        for _ in 1..upsample {
-            enlarged = pyramid_up(&enlarged);
-        }
-        let up = PyramidDown::new(2);
         Ok(self
-            .detect_unscaled(&enlarged)?
+            .detect_unscaled(&pyramid::upsample(image, upsample))?
             .into_iter()
-            .map(|(rect, score)| (up.rect_down(rect.into(), upsample).round(), score))
+            .map(|(rect, score)| (rect_from_upsampled(rect, upsample), score))
             .collect())
     }
 
@@ -255,17 +250,10 @@ impl HogDetector {
             all.extend(candidates);
         }
         all.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
-
-        let mut kept: Vec<(Rect, f64)> = Vec::new();
-        for candidate in all {
-            if !kept
-                .iter()
-                .any(|(rect, _)| self.overlap.overlaps(rect, &candidate.rect))
-            {
-                kept.push((candidate.rect, candidate.confidence));
-            }
-        }
-        Ok(kept)
+        Ok(self.overlap.suppress(
+            all.into_iter()
+                .map(|candidate| (candidate.rect, candidate.confidence)),
+        ))
     }
 
     /// The number of pyramid levels dlib's `create_fhog_pyramid` builds: the image rectangle
@@ -538,38 +526,6 @@ fn apply_taps_in_blocks<'a, const BLOCK: usize>(
     end
 }
 
-/// dlib's `test_box_overlap`: two boxes overlap when their intersection covers more than `iou`
-/// of the box bounding both, or more than `covered` of either box.
-#[derive(Debug, Clone, Copy)]
-struct BoxOverlap {
-    iou: f64,
-    covered: f64,
-}
-
-impl BoxOverlap {
-    fn overlaps(&self, a: &Rect, b: &Rect) -> bool {
-        let inner = Rect::new(
-            a.left.max(b.left),
-            a.top.max(b.top),
-            a.right.min(b.right),
-            a.bottom.min(b.bottom),
-        )
-        .area() as f64;
-        if inner == 0.0 {
-            return false;
-        }
-        let bounding = Rect::new(
-            a.left.min(b.left),
-            a.top.min(b.top),
-            a.right.max(b.right),
-            a.bottom.max(b.bottom),
-        );
-        inner / bounding.area() as f64 > self.iou
-            || inner / a.area() as f64 > self.covered
-            || inner / b.area() as f64 > self.covered
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -604,22 +560,5 @@ mod tests {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
         assert!(worst < 1e-5, "largest difference {worst}");
-    }
-
-    #[test]
-    fn box_overlap_uses_the_bounding_box_and_coverage() {
-        let overlap = BoxOverlap {
-            iou: 0.2,
-            covered: 0.78,
-        };
-        let a = Rect::new(0, 0, 9, 9);
-        assert!(!overlap.overlaps(&a, &Rect::new(10, 0, 19, 9)));
-        // Intersection 70 of a 130-pixel bounding box.
-        assert!(overlap.overlaps(&a, &Rect::new(3, 0, 12, 9)));
-        // Intersection 36: 36/164 = 0.22 of the union, but dlib divides by the bounding box,
-        // 36/196 = 0.18, and each box is only 36% covered.
-        assert!(!overlap.overlaps(&a, &Rect::new(4, 4, 13, 13)));
-        // A small box inside a big one is covered entirely.
-        assert!(overlap.overlaps(&Rect::new(0, 0, 99, 99), &Rect::new(10, 10, 19, 19)));
     }
 }
