@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::alignment::face_chips;
 use crate::cnn::CnnFaceDetector;
 use crate::embedder::{DESCRIPTOR_LEN, FaceEmbedder};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::geometry::Rect;
 use crate::hog::HogDetector;
 use crate::jitter::jitter_chip;
@@ -23,6 +23,11 @@ use crate::weights::{WeightsLocation, files};
 
 /// Chips embedded together (dlib uses 16 too); bounds memory on photos with many faces.
 pub const EMBED_BATCH: usize = 16;
+
+/// The most pixels the CNN detector takes after upsampling. Its activations need about
+/// 230 bytes per input pixel, so this bounds a detection to about 4 GB; a 1200x900 album
+/// photo upsampled once is 4.3 megapixels.
+pub const CNN_MAX_PIXELS: u64 = 16_000_000;
 
 /// The seed of the jitter generator.
 const JITTER_SEED: u64 = 0x5eed_f00d;
@@ -109,12 +114,24 @@ impl FacePipeline {
     pub fn detect(&self, image: &RgbImage, options: &EncodeOptions) -> Result<Vec<(Rect, f64)>> {
         Ok(match options.detector {
             Detector::Hog => self.hog.detect(image, options.upsample)?,
-            Detector::Cnn => self
-                .cnn
-                .detect(image, options.upsample)?
-                .into_iter()
-                .map(|(rect, confidence)| (rect, f64::from(confidence)))
-                .collect(),
+            Detector::Cnn => {
+                let scale = 4u64.saturating_pow(options.upsample);
+                let pixels = u64::from(image.width()) * u64::from(image.height());
+                if pixels.saturating_mul(scale) > CNN_MAX_PIXELS {
+                    return Err(Error::InvalidInput(format!(
+                        "{}x{} upsampled {} times is more than the CNN detector's {} megapixels",
+                        image.width(),
+                        image.height(),
+                        options.upsample,
+                        CNN_MAX_PIXELS / 1_000_000
+                    )));
+                }
+                self.cnn
+                    .detect(image, options.upsample)?
+                    .into_iter()
+                    .map(|(rect, confidence)| (rect, f64::from(confidence)))
+                    .collect()
+            }
         })
     }
 

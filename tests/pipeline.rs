@@ -160,3 +160,27 @@ fn cnn_detector_encodes_the_faces_dlib_finds() {
     }
     assert!(checked > 0);
 }
+
+#[test]
+fn degenerate_images_give_no_faces_or_a_clear_error() {
+    let pipeline = pipeline();
+    for detector in [Detector::Hog, Detector::Cnn] {
+        let options = EncodeOptions {
+            detector,
+            ..EncodeOptions::default()
+        };
+        for (width, height) in [(1, 1), (3, 2), (50, 40), (640, 480)] {
+            let black = image::RgbImage::new(width, height);
+            let faces = pipeline.encode(&black, &options).unwrap();
+            assert!(faces.is_empty(), "{detector:?} {width}x{height}");
+        }
+    }
+    // The CNN detector refuses what it could not hold in memory, before allocating it.
+    let huge = image::RgbImage::new(5000, 4000);
+    let options = EncodeOptions {
+        detector: Detector::Cnn,
+        ..EncodeOptions::default()
+    };
+    let error = pipeline.encode(&huge, &options).unwrap_err().to_string();
+    assert!(error.contains("megapixels"), "{error}");
+}
