@@ -121,7 +121,7 @@ fn bad_input_gives_clear_errors() {
     assert!(corrupt.to_lowercase().contains("jpeg"), "{corrupt}");
 
     // A PNG header declaring 30000x30000 pixels is refused before any pixel is decoded.
-    let huge = png_header(30_000, 30_000);
+    let huge = common::png_declaring(30_000, 30_000);
     let refused = decode_failure(&huge, &limits);
     assert!(
         refused.to_string().contains("more than the limit"),
@@ -129,35 +129,4 @@ fn bad_input_gives_clear_errors() {
     );
     let small_limit = DecodeLimits { max_pixels: 1000 };
     decode_failure(&jpeg, &small_limit);
-}
-
-/// A PNG (8-bit RGB) declaring the given size, with a single empty IDAT chunk.
-fn png_header(width: u32, height: u32) -> Vec<u8> {
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = 0xFFFF_FFFFu32;
-        for &byte in bytes {
-            crc ^= u32::from(byte);
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
-    }
-    fn chunk(png: &mut Vec<u8>, kind_and_data: &[u8]) {
-        png.extend((kind_and_data.len() as u32 - 4).to_be_bytes());
-        png.extend(kind_and_data);
-        png.extend(crc32(kind_and_data).to_be_bytes());
-    }
-    let mut ihdr = b"IHDR".to_vec();
-    ihdr.extend(width.to_be_bytes());
-    ihdr.extend(height.to_be_bytes());
-    ihdr.extend([8, 2, 0, 0, 0]);
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    chunk(&mut png, &ihdr);
-    chunk(&mut png, b"IDAT\x78\x9c\x03\x00\x00\x00\x00\x01");
-    png
 }

@@ -1,6 +1,7 @@
 //! The service over real HTTP on loopback, with a fake face encoder: payload validation,
 //! failure handling, retries, concurrency limits, the invoke endpoint and the Lambda handler.
 
+mod common;
 mod service_support;
 
 use std::sync::Arc;
@@ -196,7 +197,7 @@ async fn every_bad_photo_fails_alone_and_the_others_are_posted() {
     truncated.truncate(truncated.len() / 2);
     photos.add("header-cut.jpg", truncated[..120].to_vec());
     photos.add("truncated.jpg", truncated);
-    photos.add("huge.png", png_declaring(30000, 30000));
+    photos.add("huge.png", common::png_declaring(30000, 30000));
     photos.add("big.png", vec![0x89; 6 * 1024 * 1024]);
     let (receiver, api) = Receiver::start().await;
     let urls = [

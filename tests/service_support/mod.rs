@@ -79,42 +79,6 @@ pub fn jpeg(width: u32, height: u32) -> Vec<u8> {
     bytes.into_inner()
 }
 
-/// A small PNG file declaring `width` x `height` RGB pixels: a valid header and a first
-/// compressed chunk of zero rows, as a decompression bomb starts.
-pub fn png_declaring(width: u32, height: u32) -> Vec<u8> {
-    let mut header = Vec::new();
-    header.extend_from_slice(&width.to_be_bytes());
-    header.extend_from_slice(&height.to_be_bytes());
-    header.extend_from_slice(&[8, 2, 0, 0, 0]);
-    // zlib: one stored block of 1000 zero bytes.
-    let mut data = vec![0x78, 0x01, 0x00, 0xe8, 0x03, 0x17, 0xfc];
-    data.extend_from_slice(&[0; 1000]);
-    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
-    for (kind, body) in [(b"IHDR", header), (b"IDAT", data), (b"IEND", Vec::new())] {
-        let mut chunk = kind.to_vec();
-        chunk.extend_from_slice(&body);
-        bytes.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        bytes.extend_from_slice(&chunk);
-        bytes.extend_from_slice(&crc32(&chunk).to_be_bytes());
-    }
-    bytes
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &byte in data {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 /// The photo server: `/photo/{name}` serves registered files; other routes misbehave.
 #[derive(Default)]
 pub struct PhotoServer {
