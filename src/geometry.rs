@@ -37,6 +37,16 @@ impl Rect {
         self.left > self.right || self.top > self.bottom
     }
 
+    /// The rectangle both cover (empty when they do not meet).
+    pub fn intersect(&self, other: &Rect) -> Rect {
+        Rect::new(
+            self.left.max(other.left),
+            self.top.max(other.top),
+            self.right.min(other.right),
+            self.bottom.min(other.bottom),
+        )
+    }
+
     pub fn area(&self) -> i64 {
         if self.is_empty() {
             0
@@ -410,13 +420,7 @@ pub struct BoxOverlap {
 
 impl BoxOverlap {
     pub fn overlaps(&self, a: &Rect, b: &Rect) -> bool {
-        let inner = Rect::new(
-            a.left.max(b.left),
-            a.top.max(b.top),
-            a.right.min(b.right),
-            a.bottom.min(b.bottom),
-        )
-        .area() as f64;
+        let inner = a.intersect(b).area() as f64;
         if inner == 0.0 {
             return false;
         }

@@ -98,13 +98,7 @@ fn peak_memory() -> Option<u64> {
 }
 
 fn iou(a: &Rect, b: &Rect) -> f64 {
-    let inner = Rect::new(
-        a.left.max(b.left),
-        a.top.max(b.top),
-        a.right.min(b.right),
-        a.bottom.min(b.bottom),
-    )
-    .area() as f64;
+    let inner = a.intersect(b).area() as f64;
     inner / ((a.area() + b.area()) as f64 - inner)
 }
 

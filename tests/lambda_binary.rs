@@ -5,26 +5,12 @@
 mod common;
 mod service_support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use service_support::runtime_api::RuntimeApi;
 use service_support::*;
-
-/// Kills the function process when the test ends, however it ends.
-struct Function(Child);
-
-impl Drop for Function {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn fixture(path: &str) -> Vec<u8> {
-    std::fs::read(common::crate_dir().join("tests/fixtures/pkg").join(path)).unwrap()
-}
 
 fn seed_encodings(case: &str) -> Vec<Vec<f32>> {
     let path = common::crate_dir()
@@ -55,8 +41,11 @@ fn assert_close(got: &[Vec<f64>], want: &[Vec<f32>]) -> f32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lambda_binary_answers_direct_and_sqs_invocations() {
     let (photos, photo_base) = PhotoServer::start().await;
-    photos.add("t1.webp", fixture("images/large/t1.webp"));
-    photos.add("obama.webp", fixture("images/medium/obama.webp"));
+    photos.add("t1.webp", common::pkg_fixture("images/large/t1.webp"));
+    photos.add(
+        "obama.webp",
+        common::pkg_fixture("images/medium/obama.webp"),
+    );
     let (receiver, api) = Receiver::start().await;
     receiver.expect("photo", 1, "token-1");
     receiver.expect("reference", 2, "token-2");
@@ -64,7 +53,7 @@ async fn lambda_binary_answers_direct_and_sqs_invocations() {
     let (emulator, runtime_api) = RuntimeApi::start().await;
 
     let started = Instant::now();
-    let _function = Function(
+    let _function = common::KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_facedetect-lambda"))
             .env("AWS_LAMBDA_RUNTIME_API", &runtime_api)
             .env("AWS_LAMBDA_FUNCTION_NAME", "facedetection")

@@ -6,25 +6,11 @@ mod service_support;
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use service_support::*;
-
-/// Kills the server process when the test ends, however it ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn fixture(path: &str) -> Vec<u8> {
-    std::fs::read(common::crate_dir().join("tests/fixtures/pkg").join(path)).unwrap()
-}
 
 fn facedetect() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_facedetect"));
@@ -35,7 +21,7 @@ fn facedetect() -> Command {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_the_readme_curl_command() {
     let (photos, photo_base) = PhotoServer::start().await;
-    photos.add("t1.webp", fixture("images/large/t1.webp"));
+    photos.add("t1.webp", common::pkg_fixture("images/large/t1.webp"));
     let (receiver, api) = Receiver::start().await;
     receiver.expect("photo", 1, "token-1");
 
@@ -44,7 +30,7 @@ async fn serve_answers_the_readme_curl_command() {
         .local_addr()
         .unwrap()
         .port();
-    let _server = Server(
+    let _server = common::KillOnDrop(
         facedetect()
             .args(["serve", "--port", &port.to_string()])
             .stderr(Stdio::null())
@@ -91,7 +77,10 @@ async fn serve_answers_the_readme_curl_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_reads_json_lines_from_stdin_and_summarises() {
     let (photos, photo_base) = PhotoServer::start().await;
-    photos.add("obama.webp", fixture("images/medium/obama.webp"));
+    photos.add(
+        "obama.webp",
+        common::pkg_fixture("images/medium/obama.webp"),
+    );
     let (receiver, api) = Receiver::start().await;
     receiver.expect("reference", 1, "t1");
     receiver.expect("reference", 2, "t2");

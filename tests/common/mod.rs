@@ -209,3 +209,19 @@ fn crc32(data: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// A child process (a server or function under test) killed when the test ends, however it
+/// ends.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The bytes of a committed pkg fixture, e.g. `images/large/t1.webp`.
+pub fn pkg_fixture(path: &str) -> Vec<u8> {
+    std::fs::read(crate_dir().join("tests/fixtures/pkg").join(path)).unwrap()
+}
