@@ -3,8 +3,8 @@
 //! runs it through dlib's Python binding.
 //!
 //! The image is first enlarged `upsample` times with `pyramid_up`. The scanner then builds a
-//! `pyramid_down<6>` image pyramid until a level would be smaller than the minimum layer size
-//! (on a second thread), extracts FHOG features per level ([`crate::fhog`]) and slides each of
+//! `pyramid_down<6>` image pyramid until a level would be smaller than the minimum layer size,
+//! extracts FHOG features per level ([`crate::fhog`]) and slides each of
 //! the detector's filters over them, the levels in parallel as soon as they are built. dlib
 //! scores with the separable factorisation of every filter plane (see
 //! [`crate::convert::hog`]): a row filter along each feature row, then a column filter down
@@ -211,30 +211,24 @@ impl HogDetector {
     /// `object_detector::operator()` on the image as given.
     fn detect_unscaled(&self, image: &RgbImage) -> Result<Vec<(Rect, f64)>> {
         let levels = self.level_count(image);
-        // A second thread builds the image pyramid; each level's features are extracted and
-        // scored in parallel with the other levels as soon as it is done.
+        // The image pyramid is built level after level (each resize split over rows); each
+        // level's features are extracted and scored in parallel with the rest as soon as it is
+        // done. Nothing here blocks a rayon thread, so concurrent detections cannot starve the
+        // pool.
         let mut per_level: Vec<Result<Vec<Vec<Candidate>>>> =
             (0..levels).map(|_| Ok(Vec::new())).collect();
-        std::thread::scope(|scope| {
-            let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-            scope.spawn(move || {
-                let mut current: Option<Arc<RgbImage>> = None;
-                for _ in 1..levels {
-                    let next =
-                        Arc::new(self.pyramid.downsample(current.as_deref().unwrap_or(image)));
-                    if sender.send(Arc::clone(&next)).is_err() {
-                        return;
-                    }
-                    current = Some(next);
-                }
-            });
-            rayon::scope(|tasks| {
-                let (first, rest) = per_level.split_at_mut(1);
-                tasks.spawn(|_| first[0] = self.level_candidates(image, 0));
-                for ((slot, level_image), level) in rest.iter_mut().zip(receiver).zip(1..) {
-                    tasks.spawn(move |_| *slot = self.level_candidates(&level_image, level));
-                }
-            });
+        rayon::scope(|tasks| {
+            let mut slots = per_level.iter_mut();
+            if let Some(slot) = slots.next() {
+                tasks.spawn(|_| *slot = self.level_candidates(image, 0));
+            }
+            let mut current: Option<Arc<RgbImage>> = None;
+            for (slot, level) in slots.zip(1..) {
+                let next = Arc::new(self.pyramid.downsample(current.as_deref().unwrap_or(image)));
+                let level_image = Arc::clone(&next);
+                tasks.spawn(move |_| *slot = self.level_candidates(&level_image, level));
+                current = Some(next);
+            }
         });
         let mut per_filter: Vec<Vec<Candidate>> = self.filters.iter().map(|_| Vec::new()).collect();
         for level in per_level {

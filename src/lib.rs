@@ -12,6 +12,7 @@ pub mod fhog;
 pub mod geometry;
 pub mod hog;
 pub mod jitter;
+pub(crate) mod kernels;
 pub mod landmarks;
 pub mod pipeline;
 pub mod pyramid;

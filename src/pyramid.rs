@@ -10,6 +10,7 @@
 use image::RgbImage;
 
 use crate::geometry::{DRect, Rect};
+use crate::kernels::resize::resize_rgb;
 
 /// dlib's `pyramid_down<N>`: the downsampling ratio and the point mapping between levels.
 ///
@@ -132,97 +133,10 @@ pub fn pyramid_up(image: &RgbImage) -> RgbImage {
     resize_bilinear(image, (up.right + 1) as u32, (up.bottom + 1) as u32)
 }
 
-/// dlib's `resize_image(in, out, interpolate_bilinear())` for RGB images, pixel for pixel.
-///
-/// Rows are stepped in double precision. Columns are processed in groups of four with
-/// single-precision positions that are advanced by `4 * x_scale` each group; every channel is
-/// blended in single precision and truncated. The last columns, where the right neighbour of
-/// the fourth lane would leave the image, are blended in double precision and truncated.
+/// dlib's `resize_image(in, out, interpolate_bilinear())` for RGB images, pixel for pixel
+/// (see [`crate::kernels::resize`] for the arithmetic).
 pub fn resize_bilinear(image: &RgbImage, width: u32, height: u32) -> RgbImage {
-    let mut out = RgbImage::new(width, height);
-    if width == 0 || height == 0 || image.width() == 0 || image.height() == 0 {
-        return out;
-    }
-    let (in_w, in_h) = (image.width() as usize, image.height() as usize);
-    let (out_w, out_h) = (width as usize, height as usize);
-    let x_scale = (in_w - 1) as f64 / (out_w.max(2) - 1) as f64;
-    let y_scale = (in_h - 1) as f64 / (out_h.max(2) - 1) as f64;
-
-    // The column positions do not depend on the row: work them out once. The four-lane part
-    // advances single-precision lanes by 4 * x_scale until the fourth lane's right neighbour
-    // would leave the image.
-    let step = (4.0 * x_scale) as f32;
-    let start = -4.0 * x_scale;
-    let mut lanes: [f32; 4] = std::array::from_fn(|k| (start + k as f64 * x_scale) as f32);
-    let mut lane_columns: Vec<(usize, f32)> = Vec::with_capacity(out_w);
-    loop {
-        for lane in &mut lanes {
-            *lane += step;
-        }
-        let left = lanes.map(|x| x as i32);
-        if left[3] as usize + 1 >= in_w || lane_columns.len() + 4 > out_w {
-            break;
-        }
-        for k in 0..4 {
-            lane_columns.push((left[k] as usize, lanes[k] - left[k] as f32));
-        }
-    }
-    // The remaining columns in double precision: (left, right, fraction).
-    let mut x = -x_scale + lane_columns.len() as f64 * x_scale;
-    let tail_columns: Vec<(usize, usize, f64)> = (lane_columns.len()..out_w)
-        .map(|_| {
-            x += x_scale;
-            let left = x.floor() as usize;
-            (left, (left + 1).min(in_w - 1), x - left as f64)
-        })
-        .collect();
-
-    let src = image.as_raw();
-    let dst: &mut [u8] = &mut out;
-    let mut y = -y_scale;
-    for row_out in dst.chunks_exact_mut(out_w * 3) {
-        y += y_scale;
-        let top = y.floor() as usize;
-        let bottom = (top + 1).min(in_h - 1);
-        let tb_frac = y - top as f64;
-        let top_row = &src[top * in_w * 3..(top + 1) * in_w * 3];
-        let bottom_row = &src[bottom * in_w * 3..(bottom + 1) * in_w * 3];
-
-        let (tb, inv_tb) = (tb_frac as f32, (1.0 - tb_frac) as f32);
-        let (lane_out, tail_out) = row_out.split_at_mut(lane_columns.len() * 3);
-        for (pixel, &(left, lr)) in lane_out.chunks_exact_mut(3).zip(&lane_columns) {
-            let inv_lr = 1.0 - lr;
-            let (tlf, trf) = (inv_tb * inv_lr, inv_tb * lr);
-            let (blf, brf) = (tb * inv_lr, tb * lr);
-            let (tl, tr) = (
-                &top_row[left * 3..left * 3 + 3],
-                &top_row[left * 3 + 3..left * 3 + 6],
-            );
-            let (bl, br) = (
-                &bottom_row[left * 3..left * 3 + 3],
-                &bottom_row[left * 3 + 3..left * 3 + 6],
-            );
-            for ch in 0..3 {
-                let value = tlf * f32::from(tl[ch])
-                    + trf * f32::from(tr[ch])
-                    + blf * f32::from(bl[ch])
-                    + brf * f32::from(br[ch]);
-                pixel[ch] = value as i32 as u8;
-            }
-        }
-        for (pixel, &(left, right, lr)) in tail_out.chunks_exact_mut(3).zip(&tail_columns) {
-            for ch in 0..3 {
-                let value = (1.0 - tb_frac)
-                    * ((1.0 - lr) * f64::from(top_row[left * 3 + ch])
-                        + lr * f64::from(top_row[right * 3 + ch]))
-                    + tb_frac
-                        * ((1.0 - lr) * f64::from(bottom_row[left * 3 + ch])
-                            + lr * f64::from(bottom_row[right * 3 + ch]));
-                pixel[ch] = value as u8;
-            }
-        }
-    }
-    out
+    resize_rgb(image, width, height)
 }
 
 #[cfg(test)]
