@@ -16,21 +16,10 @@
 
 use image::RgbImage;
 
+use crate::kernels::fhog::histograms;
+
 /// Number of feature planes.
 pub const PLANES: usize = 31;
-
-/// Unit vectors of the 9 unsigned orientations, in dlib's single precision.
-const DIRECTIONS: [(f32, f32); 9] = [
-    (1.0000, 0.0000),
-    (0.9397, 0.3420),
-    (0.7660, 0.6428),
-    (0.500, 0.8660),
-    (0.1736, 0.9848),
-    (-0.1736, 0.9848),
-    (-0.5000, 0.8660),
-    (-0.7660, 0.6428),
-    (-0.9397, 0.3420),
-];
 
 /// FHOG features: `PLANES` planes of `rows x cols` values, plane-major. Empty (zero rows and
 /// columns) when the image is too small to have any feature.
@@ -77,142 +66,6 @@ pub fn extract_fhog(
         filter_rows_padding,
         filter_cols_padding,
     )
-}
-
-/// Orientation histograms of `(cells_nr + 2) x (cells_nc + 2)` cells (one cell of padding all
-/// round), 18 bins each.
-fn histograms(image: &RgbImage, cell_size: usize, cells_nr: usize, cells_nc: usize) -> Vec<f32> {
-    let (height, width) = (image.height() as usize, image.width() as usize);
-    let hist_nc = cells_nc + 2;
-    let mut hist = vec![0f32; (cells_nr + 2) * hist_nc * 18];
-    let visible_nr = (cells_nr * cell_size).min(height);
-    let visible_nc = (cells_nc * cell_size).min(width);
-    if visible_nr < 3 || visible_nc < 3 {
-        return hist;
-    }
-    // Pixels 1..visible - 1 vote. dlib handles x in [1, simd_end) eight pixels at a time and
-    // the rest one by one, with different rounding; both are reproduced.
-    let (visible_nr, visible_nc) = (visible_nr - 1, visible_nc - 1);
-    let simd_end = if visible_nc > 8 {
-        1 + (visible_nc - 8).div_ceil(8) * 8
-    } else {
-        1
-    };
-    let cell = cell_size as f32;
-    // Horizontal interpolation of every column: the left cell and the two weights.
-    let columns: Vec<(usize, f32, f32)> = (1..visible_nc)
-        .map(|x| {
-            if x < simd_end {
-                let xp = (x as f32 + 0.5) / cell + 0.5;
-                let ixp = xp as i32;
-                let vx0 = xp - ixp as f32;
-                (ixp as usize, 1.0 - vx0, vx0)
-            } else {
-                let xp = ((x as f64 + 0.5) / f64::from(cell) - 0.5) as f32;
-                let ixp = xp.floor() as i64;
-                let vx0 = xp - ixp as f32;
-                ((ixp + 1) as usize, 1.0 - vx0, vx0)
-            }
-        })
-        .collect();
-    let simd_count = simd_end - 1;
-
-    let pixels = image.as_raw();
-    let count = visible_nc - 1;
-    let mut gx = vec![0f32; count];
-    let mut gy = vec![0f32; count];
-    let mut magnitude = vec![0f32; count];
-    let mut orientation = vec![0u32; count];
-    for y in 1..visible_nr {
-        let yp = ((y as f64 + 0.5) / f64::from(cell) - 0.5) as f32;
-        let iyp = yp.floor() as i64;
-        let vy0 = yp - iyp as f32;
-        let vy1 = 1.0 - vy0;
-        let row = |r: usize| &pixels[r * width * 3..(r + 1) * width * 3];
-        let rows = [row(y - 1), row(y), row(y + 1)];
-        strongest_gradients(rows, &mut gx, &mut gy, &mut magnitude, simd_count);
-        for v in magnitude.iter_mut() {
-            *v = v.sqrt();
-        }
-        snap_orientations(&gx, &gy, &mut orientation);
-
-        let top = (iyp + 1) as usize * hist_nc;
-        let bottom = top + hist_nc;
-        for (i, ((&(left, vx1, vx0), &v), &o)) in
-            columns.iter().zip(&magnitude).zip(&orientation).enumerate()
-        {
-            let weights = if i < simd_count {
-                let (vx1, vx0) = (vx1 * v, vx0 * v);
-                [vy1 * vx1, vy0 * vx1, vy1 * vx0, vy0 * vx0]
-            } else {
-                [vy1 * vx1 * v, vy0 * vx1 * v, vy1 * vx0 * v, vy0 * vx0 * v]
-            };
-            let o = o as usize;
-            hist[(top + left) * 18 + o] += weights[0];
-            hist[(bottom + left) * 18 + o] += weights[1];
-            hist[(top + left + 1) * 18 + o] += weights[2];
-            hist[(bottom + left + 1) * 18 + o] += weights[3];
-        }
-    }
-    hist
-}
-
-/// The gradient (x, y, squared length) at columns `1..` of a row (given with the rows above and
-/// below), of the colour channel with the largest gradient. dlib's SIMD code (the first
-/// `simd_count` columns) prefers the later channel on ties, its scalar code the earlier.
-fn strongest_gradients(
-    [above, here, below]: [&[u8]; 3],
-    gx: &mut [f32],
-    gy: &mut [f32],
-    magnitude: &mut [f32],
-    simd_count: usize,
-) {
-    let count = gx.len();
-    let left = &here[..count * 3];
-    let right = &here[2 * 3..(2 + count) * 3];
-    let up = &above[3..(1 + count) * 3];
-    let down = &below[3..(1 + count) * 3];
-    for i in 0..count {
-        let channel = |ch: usize| {
-            let dx = i32::from(right[i * 3 + ch]) - i32::from(left[i * 3 + ch]);
-            let dy = i32::from(down[i * 3 + ch]) - i32::from(up[i * 3 + ch]);
-            (dx, dy, dx * dx + dy * dy)
-        };
-        let (red, green, blue) = (channel(0), channel(1), channel(2));
-        let best = if i < simd_count {
-            let first = if red.2 > green.2 { red } else { green };
-            if first.2 > blue.2 { first } else { blue }
-        } else {
-            let first = if green.2 > red.2 { green } else { red };
-            if blue.2 > first.2 { blue } else { first }
-        };
-        gx[i] = best.0 as f32;
-        gy[i] = best.1 as f32;
-        magnitude[i] = best.2 as f32;
-    }
-}
-
-/// The signed orientation bin (0..18) of every gradient: the direction with the largest dot
-/// product, 0 for a zero gradient.
-fn snap_orientations(gx: &[f32], gy: &[f32], orientation: &mut [u32]) {
-    let mut best_dot = vec![0f32; gx.len()];
-    orientation.fill(0);
-    for (o, &(dx, dy)) in DIRECTIONS.iter().enumerate() {
-        let o = o as u32;
-        for (((&x, &y), best), bin) in gx
-            .iter()
-            .zip(gy)
-            .zip(best_dot.iter_mut())
-            .zip(orientation.iter_mut())
-        {
-            // Branch-free form of: if dot > best {o} else if -dot > best {o + 9}.
-            let dot = x * dx + y * dy;
-            let positive = dot > *best;
-            let (b, n) = if positive { (dot, o) } else { (*best, *bin) };
-            let negative = -dot > b;
-            (*best, *bin) = if negative { (-dot, o + 9) } else { (b, n) };
-        }
-    }
 }
 
 /// The energy of every cell: the sum over the 9 unsigned orientations of the squared sums of

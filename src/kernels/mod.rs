@@ -4,3 +4,4 @@
 //! with `is_x86_feature_detected!`.
 
 pub mod resize;
+pub mod fhog;
