@@ -108,23 +108,45 @@ impl TiledPyramid {
     /// `rows x cols` floats into `out`, which must hold `3 * rows * cols` values and be zero
     /// outside the levels. Level 0 is `(pixel - mean) / 256`, as dlib's input layer.
     pub fn fill(&self, image: &RgbImage, mean: [f32; 3], out: &mut [f32]) {
+        let plane_len = self.rows * self.cols;
+        for channel in 0..3 {
+            self.fill_channel(image, mean, out, (channel * plane_len, 1), channel);
+        }
+    }
+
+    /// [`Self::fill`] channels-last: `rows x cols` positions of three floats.
+    pub fn fill_channels_last(&self, image: &RgbImage, mean: [f32; 3], out: &mut [f32]) {
+        for channel in 0..3 {
+            self.fill_channel(image, mean, out, (channel, 3), channel);
+        }
+    }
+
+    /// One channel of the tiled pyramid, position (r, c) going to `out[base + (r * cols + c)
+    /// * step]`.
+    fn fill_channel(
+        &self,
+        image: &RgbImage,
+        mean: [f32; 3],
+        out: &mut [f32],
+        (base, step): (usize, usize),
+        channel: usize,
+    ) {
         let Some(&first) = self.levels.first() else {
             return;
         };
-        let plane_len = self.rows * self.cols;
-        for (channel, plane) in out.chunks_exact_mut(plane_len).take(3).enumerate() {
-            for (y, row) in image.rows().enumerate() {
-                let start = (first.top as usize + y) * self.cols + first.left as usize;
-                for (dst, pixel) in plane[start..start + image.width() as usize]
-                    .iter_mut()
-                    .zip(row)
-                {
-                    *dst = (pixel[channel] as f32 - mean[channel]) / 256.0;
-                }
+        for (y, row) in image.rows().enumerate() {
+            let start = (first.top as usize + y) * self.cols + first.left as usize;
+            for (x, pixel) in row.enumerate() {
+                out[base + (start + x) * step] = (pixel[channel] as f32 - mean[channel]) / 256.0;
             }
-            for pair in self.levels.windows(2) {
-                resize_bilinear(plane, self.cols, pair[0], pair[1]);
-            }
+        }
+        let layout = Layout {
+            stride: self.cols,
+            base,
+            step,
+        };
+        for pair in self.levels.windows(2) {
+            resize_bilinear(out, layout, pair[0], pair[1]);
         }
     }
 
@@ -178,15 +200,30 @@ fn intersect(a: Rect, b: Rect) -> Rect {
     )
 }
 
-/// Bilinear resize of the `src` region of a plane into its `dst` region, with the
+/// Where a channel's values lie: position (r, c) at `base + (r * stride + c) * step`.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    stride: usize,
+    base: usize,
+    step: usize,
+}
+
+/// Bilinear resize of the `src` region of a channel into its `dst` region, with the
 /// arithmetic of dlib's SSE `resize_image` for float images: columns in groups of four
 /// with single-precision positions and weights, the last columns in double precision.
-fn resize_bilinear(plane: &mut [f32], stride: usize, src: Rect, dst: Rect) {
+fn resize_bilinear(plane: &mut [f32], layout: Layout, src: Rect, dst: Rect) {
+    let Layout {
+        stride,
+        base,
+        step: spacing,
+    } = layout;
     let (in_nr, in_nc) = (src.height(), src.width());
     let (out_nr, out_nc) = (dst.height() as usize, dst.width() as usize);
     let x_scale = (in_nc - 1) as f64 / (out_nc as i64 - 1).max(1) as f64;
     let y_scale = (in_nr - 1) as f64 / (out_nr as i64 - 1).max(1) as f64;
-    let src_at = |row: i64, col: i64| (src.top + row) as usize * stride + (src.left + col) as usize;
+    let src_at = |row: i64, col: i64| {
+        base + ((src.top + row) as usize * stride + (src.left + col) as usize) * spacing
+    };
 
     let mut out_row = vec![0f32; out_nc];
     let mut y = -y_scale;
@@ -236,7 +273,9 @@ fn resize_bilinear(plane: &mut [f32], stride: usize, src: Rect, dst: Rect) {
         }
 
         let start = (dst.top as usize + r) * stride + dst.left as usize;
-        plane[start..start + out_nc].copy_from_slice(&out_row);
+        for (c, &value) in out_row.iter().enumerate() {
+            plane[base + (start + c) * spacing] = value;
+        }
     }
 }
 

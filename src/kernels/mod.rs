@@ -3,5 +3,6 @@
 //! each with a portable version and vector versions (SSE4.1, AVX2, FMA) chosen at run time
 //! with `is_x86_feature_detected!`.
 
-pub mod resize;
+pub mod conv;
 pub mod fhog;
+pub mod resize;
