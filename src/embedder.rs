@@ -20,6 +20,8 @@ use image::RgbImage;
 
 use crate::convert::resnet::BLOCKS;
 use crate::error::{Error, Result};
+use crate::kernels::conv::{Activations, Conv};
+use crate::kernels::resnet::{Block, ResNet};
 
 /// Side of the square chips the network takes.
 pub const CHIP_SIZE: u32 = 150;
@@ -141,6 +143,20 @@ impl ConvAffine {
             bias,
             windows,
         })
+    }
+
+    /// The same convolution for the CPU kernels, a `size`x`size` one with `stride`.
+    fn cpu(&self, size: usize, stride: usize) -> candle_core::Result<Conv> {
+        let (window, out_channels) = self.weight.dims2()?;
+        let in_channels = window / (size * size);
+        let weight = self.weight.flatten_all()?.to_vec1::<f32>()?;
+        let bias = self.bias.to_vec1::<f32>()?;
+        Ok(Conv::from_fn(
+            |o, c, dy, dx| weight[((dy * size + dx) * in_channels + c) * out_channels + o],
+            &bias,
+            (out_channels, in_channels),
+            (size, stride),
+        ))
     }
 
     /// NHWC in, NHWC out. On the CPU the output positions are computed in groups whose
@@ -290,17 +306,38 @@ impl ResidualBlock {
 pub struct FaceEmbedder {
     /// Channel means of the input layer, [3].
     mean: Tensor,
+    network: Network,
+    device: Device,
+}
+
+/// The layers, as the device runs them.
+#[derive(Debug, Clone)]
+enum Network {
+    /// On the CPU, the kernels of [`crate::kernels`], with the weights packed for them (and
+    /// only so: the tensors are dropped as each layer is converted).
+    Kernels(ResNet),
+    /// On other devices, candle tensors.
+    Tensors(Box<TensorNetwork>),
+}
+
+#[derive(Debug, Clone)]
+struct TensorNetwork {
     stem: ConvAffine,
     stem_pool: Pool,
     blocks: Vec<ResidualBlock>,
     /// [256, 128] (in, out).
     fc: Tensor,
-    device: Device,
 }
 
 impl FaceEmbedder {
     /// Loads the weights written by the converter (`dlib_face_recognition_resnet_model_v1`).
     pub fn load(vb: VarBuilder) -> Result<Self> {
+        let kernels = vb.device().is_cpu();
+        Self::load_network(vb, kernels)
+    }
+
+    /// Loads the network for the CPU kernels (`kernels`) or as tensors on the device.
+    fn load_network(vb: VarBuilder, kernels: bool) -> Result<Self> {
         let mean = vb.get(3, "input.mean")?;
         let stem = ConvAffine::load(
             (3, 32),
@@ -313,23 +350,46 @@ impl FaceEmbedder {
         let mut side = stem_pool.windows.out_side;
         let mut in_channels = 32;
         let mut blocks = Vec::with_capacity(BLOCKS.len());
+        let mut kernel_blocks = Vec::with_capacity(BLOCKS.len());
         for (index, &(channels, stride)) in BLOCKS.iter().enumerate() {
             let vb = vb.pp(format!("blocks.{index}"));
             let block = ResidualBlock::load((in_channels, channels), stride, side, vb)?;
             side = block.out_side;
-            blocks.push(block);
+            if kernels {
+                kernel_blocks.push(Block {
+                    first: block.first.cpu(3, stride)?,
+                    second: block.second.cpu(3, 1)?,
+                    downsample: block.shortcut_pool.is_some(),
+                });
+            } else {
+                blocks.push(block);
+            }
             in_channels = channels;
         }
         let fc = vb
             .get((DESCRIPTOR_LEN, in_channels), "fc.weight")?
             .t()?
             .contiguous()?;
+        let network = if kernels {
+            let means = mean.to_vec1::<f32>()?;
+            Network::Kernels(ResNet {
+                mean: [means[0], means[1], means[2]],
+                stem: stem.cpu(7, 2)?,
+                blocks: kernel_blocks,
+                fc: fc.flatten_all()?.to_vec1::<f32>()?,
+                fc_outputs: DESCRIPTOR_LEN,
+            })
+        } else {
+            Network::Tensors(Box::new(TensorNetwork {
+                stem,
+                stem_pool,
+                blocks,
+                fc,
+            }))
+        };
         Ok(Self {
             mean,
-            stem,
-            stem_pool,
-            blocks,
-            fc,
+            network,
             device: vb.device().clone(),
         })
     }
@@ -344,16 +404,7 @@ impl FaceEmbedder {
     /// The network's input for a batch of 150x150 chips, channels-last: [N, 150, 150, 3],
     /// `(pixel - mean) / 256`.
     fn input_nhwc(&self, chips: &[RgbImage]) -> Result<Tensor> {
-        if let Some(chip) = chips
-            .iter()
-            .find(|chip| chip.dimensions() != (CHIP_SIZE, CHIP_SIZE))
-        {
-            return Err(Error::InvalidInput(format!(
-                "face chips must be {CHIP_SIZE}x{CHIP_SIZE}, got {}x{}",
-                chip.width(),
-                chip.height()
-            )));
-        }
+        check_chips(chips)?;
         let side = CHIP_SIZE as usize;
         let pixels: Vec<u8> = chips
             .iter()
@@ -376,6 +427,14 @@ impl FaceEmbedder {
         if chips.is_empty() {
             return Ok(Vec::new());
         }
+        if let Network::Kernels(network) = &self.network {
+            check_chips(chips)?;
+            return Ok(network
+                .forward(chips)
+                .chunks_exact(DESCRIPTOR_LEN)
+                .map(|d| d.try_into().expect("whole descriptors"))
+                .collect());
+        }
         let output = self.forward_nhwc(&self.input_nhwc(chips)?)?;
         output
             .to_vec2::<f32>()?
@@ -387,21 +446,28 @@ impl FaceEmbedder {
             .collect()
     }
 
-    /// Channels-last normalised chips [N, 150, 150, 3] to descriptors [N, 128]. On the CPU,
-    /// large batches run in slices of [`CPU_SLICE`] chips, which keeps the gathered windows
-    /// small enough to stay in cache and in reused memory.
+    /// Channels-last normalised chips [N, 150, 150, 3] to descriptors [N, 128]. Tensors on
+    /// the CPU (the kernels' reference in tests) run large batches in slices of [`CPU_SLICE`]
+    /// chips, which keeps the gathered windows small enough to stay in cache and in reused
+    /// memory.
     fn forward_nhwc(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let network = match &self.network {
+            Network::Kernels(network) => return forward_kernels(network, x),
+            Network::Tensors(network) => network,
+        };
         let n = x.dim(0)?;
         if !x.device().is_cpu() || n <= CPU_SLICE {
-            return self.forward_slice(x);
+            return network.forward_slice(x);
         }
         let slices = (0..n)
             .step_by(CPU_SLICE)
-            .map(|start| self.forward_slice(&x.narrow(0, start, CPU_SLICE.min(n - start))?))
+            .map(|start| network.forward_slice(&x.narrow(0, start, CPU_SLICE.min(n - start))?))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Tensor::cat(&slices, 0)
     }
+}
 
+impl TensorNetwork {
     fn forward_slice(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let x = self.stem.forward(x)?.relu()?;
         let mut x = self.stem_pool.forward(&x)?;
@@ -410,6 +476,34 @@ impl FaceEmbedder {
         }
         // avg_pool_everything, then fc_no_bias.
         x.mean((1, 2))?.matmul(&self.fc)
+    }
+}
+
+/// [`FaceEmbedder::forward_nhwc`] with the CPU kernels: the tensor's values in, a tensor out.
+fn forward_kernels(network: &ResNet, x: &Tensor) -> candle_core::Result<Tensor> {
+    let (n, h, w, c) = x.dims4()?;
+    let mut input = Activations::zeros(n, h, w, c, network.stem.padding());
+    let values = x.flatten_all()?.to_vec1::<f32>()?;
+    for (position, values) in values.chunks_exact(c).enumerate() {
+        let (image, y, x) = (position / (h * w), position / w % h, position % w);
+        input.at_mut(image, y, x).copy_from_slice(values);
+    }
+    let output = network.forward_activations(input);
+    Tensor::from_vec(output, (n, DESCRIPTOR_LEN), x.device())
+}
+
+/// Refuses chips that are not 150x150.
+fn check_chips(chips: &[RgbImage]) -> Result<()> {
+    match chips
+        .iter()
+        .find(|chip| chip.dimensions() != (CHIP_SIZE, CHIP_SIZE))
+    {
+        Some(chip) => Err(Error::InvalidInput(format!(
+            "face chips must be {CHIP_SIZE}x{CHIP_SIZE}, got {}x{}",
+            chip.width(),
+            chip.height()
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -438,6 +532,36 @@ mod tests {
         let first: Vec<u32> = windows.indices.narrow(0, 0, 9).unwrap().to_vec1().unwrap();
         let m = u32::MAX;
         assert_eq!(first, [m, m, m, m, 0, 1, m, 4, 5]);
+    }
+
+    #[test]
+    fn cpu_kernels_and_tensors_agree() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let path = root.join("weights/dlib_face_recognition_resnet_model_v1.safetensors");
+        let load = |kernels| {
+            // SAFETY: the committed weights file is not modified while mapped.
+            let vb = unsafe {
+                VarBuilder::from_mmaped_safetensors(&[&path], DType::F32, &Device::Cpu)
+                    .expect("weights")
+            };
+            FaceEmbedder::load_network(vb, kernels).expect("embedder")
+        };
+        let chip = |seed: u32| {
+            RgbImage::from_fn(CHIP_SIZE, CHIP_SIZE, |x, y| {
+                let v = |k: u32| ((x * k + y * (k + seed) + x * y / 7) % 251) as u8;
+                image::Rgb([v(3), v(7), v(11)])
+            })
+        };
+        let chips = [chip(1), chip(2), chip(5), chip(9), chip(4)];
+        let kernels = load(true).embed(&chips).expect("kernels");
+        let tensors = load(false).embed(&chips).expect("tensors");
+        let worst = kernels
+            .iter()
+            .flatten()
+            .zip(tensors.iter().flatten())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 2e-6, "largest difference {worst}");
     }
 
     #[test]

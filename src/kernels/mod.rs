@@ -6,3 +6,4 @@
 pub mod conv;
 pub mod fhog;
 pub mod resize;
+pub mod resnet;
