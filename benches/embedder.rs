@@ -1,17 +1,26 @@
-//! Speed of the face embedder on CPU: encodings per second for batches of 1 and 16 chips.
+//! Speed of the face embedder on the CPU: aligned chips encoded in one process, as the
+//! pipeline encodes them (`FacePipeline::embed_chips`, in batches).
 //!
-//! Run with `cargo bench --bench embedder` (add `--profile dev` to reuse the optimised dev
-//! build). It prints one `RESULT` line per batch size, which benches/reference_embedder.py
-//! reads to put the numbers beside dlib's. The chips are the committed reference chips
-//! (tests/fixtures/pkg/orig/*/chip_*.png), repeated to fill a batch. Besides wall-clock
-//! times it reports the process's CPU time per face, which stays meaningful when other
-//! programs share the cores (`RAYON_NUM_THREADS=1` avoids counting idle spinning).
+//! ```sh
+//! cargo bench --bench embedder -- [--chips 64] [--runs 5]
+//! ```
+//!
+//! The chips are the committed reference chips (tests/fixtures/pkg/orig/*/chip_*.png),
+//! repeated to make `--chips`. Every run prints one line
+//!
+//! ```text
+//! RUN chips=64 wall_s=0.512 cpu_s=0.950
+//! ```
+//!
+//! with the run's wall-clock time and the CPU time (user + system, all threads) the process
+//! spent in it. benches/side_by_side.py runs this beside dlib's embedder.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use candle_core::Device;
-use concrexit_facedetection::embedder::FaceEmbedder;
+use concrexit_facedetection::pipeline::FacePipeline;
+use concrexit_facedetection::weights::WeightsLocation;
 
 fn chips(root: &Path) -> Vec<image::RgbImage> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(root)
@@ -37,61 +46,60 @@ fn chips(root: &Path) -> Vec<image::RgbImage> {
         .collect()
 }
 
-/// CPU time this process has used (all threads), from /proc/self/stat; None elsewhere.
-fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+/// CPU time this process has used (all threads, user + system), from /proc/self/stat.
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
     // Fields after the command name, which ends with the last ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let user: f64 = fields.get(11)?.parse().ok()?;
-    let system: f64 = fields.get(12)?.parse().ok()?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("stat format")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields[i].parse::<f64>().expect("clock ticks");
     // Clock ticks; 100 per second on Linux.
-    Some((user + system) / 100.0)
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn main() {
+    // RUST_LOG=concrexit_facedetection::kernels=debug logs every convolution's time and speed.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let mut count = 64;
+    let mut runs = 5;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| -> usize {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} needs a number"))
+        };
+        match arg.as_str() {
+            "--chips" => count = value("--chips"),
+            "--runs" => runs = value("--runs"),
+            // cargo bench passes --bench.
+            _ => {}
+        }
+    }
     let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let weights = crate_dir.join("weights/dlib_face_recognition_resnet_model_v1.safetensors");
-    let embedder = FaceEmbedder::from_file(&weights, &Device::Cpu).expect("weights");
+    let weights = WeightsLocation::Directory(crate_dir.join("weights"));
+    let pipeline = FacePipeline::load(&weights, &Device::Cpu).expect("models");
     let chips = chips(&crate_dir.join("tests/fixtures/pkg/orig"));
     assert!(!chips.is_empty(), "no chips");
-    let budget = Duration::from_secs(
-        std::env::var("BENCH_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(10),
-    );
-    println!(
-        "face embedder on CPU, {} threads",
-        candle_core::utils::get_num_threads()
-    );
-    for batch_size in [1usize, 16] {
-        let batch: Vec<_> = chips.iter().cycle().take(batch_size).cloned().collect();
-        embedder.embed(&batch).expect("warm-up");
-        let mut times = Vec::new();
-        let cpu_start = process_cpu_seconds();
+    let batch: Vec<_> = chips.iter().cycle().take(count).cloned().collect();
+    pipeline.embed_chips(&batch).expect("warm-up");
+    for _ in 0..runs {
+        let cpu = process_cpu_seconds();
         let start = Instant::now();
-        while start.elapsed() < budget || times.len() < 3 {
-            let run = Instant::now();
-            embedder.embed(&batch).expect("embedding");
-            times.push(run.elapsed().as_secs_f64());
-        }
-        let cpu_ms_per_face = cpu_start
-            .zip(process_cpu_seconds())
-            .map(|(start, end)| {
-                let faces = (times.len() * batch_size) as f64;
-                format!("{:.2}", (end - start) * 1000.0 / faces)
-            })
-            .unwrap_or_else(|| "n/a".to_string());
-        times.sort_by(f64::total_cmp);
-        let median = times[times.len() / 2];
-        let best = times[0];
-        let per_face_ms = median * 1000.0 / batch_size as f64;
+        pipeline.embed_chips(&batch).expect("embedding");
         println!(
-            "RESULT batch={batch_size} runs={} median_ms={:.1} best_ms={:.1} ms_per_face={per_face_ms:.2} faces_per_s={:.1} cpu_ms_per_face={cpu_ms_per_face}",
-            times.len(),
-            median * 1000.0,
-            best * 1000.0,
-            1000.0 / per_face_ms
+            "RUN chips={count} wall_s={:.4} cpu_s={:.3}",
+            start.elapsed().as_secs_f64(),
+            process_cpu_seconds() - cpu
         );
     }
 }

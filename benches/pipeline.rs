@@ -1,11 +1,20 @@
-//! Speed of the whole pipeline per photo (decode, detect, landmarks, chips, encodings), for
-//! both detectors, on 1200x900 WebP photos like the ones concrexit sends.
+//! Speed of the whole pipeline (decode, detect, landmarks, chips, encodings) on photos in one
+//! process, as `facedetect encode` runs it, for either detector.
 //!
-//! Run with `cargo bench --bench pipeline [-- PHOTO...]` (add `--profile dev` to reuse the
-//! optimised dev build). Without arguments it uses the committed album-size fixtures
-//! (tests/fixtures/pkg/images/large/*.webp). It prints one `RESULT` line per detector and
-//! photo, which benches/reference_pipeline.py reads to put the numbers beside the original
-//! Python pipeline's. `BENCH_RUNS` (default 3) sets the runs per photo; the median is kept.
+//! ```sh
+//! cargo bench --bench pipeline -- [--detector hog|cnn] [--upsample N] [--runs N] [PHOTO...]
+//! ```
+//!
+//! Without photos it uses the committed album-size fixtures (tests/fixtures/pkg/images/large,
+//! 1200x900 WebP as concrexit sends them). The models are loaded once; then every run encodes
+//! every photo and prints one line
+//!
+//! ```text
+//! RUN detector=hog photos=9 faces=8 wall_s=1.234 cpu_s=2.100
+//! ```
+//!
+//! with the run's wall-clock time and the CPU time (user + system, all threads) the process
+//! spent in it. benches/side_by_side.py runs this beside the original pipeline.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,60 +24,85 @@ use concrexit_facedetection::decode::{DecodeLimits, open_image};
 use concrexit_facedetection::pipeline::{Detector, EncodeOptions, FacePipeline};
 use concrexit_facedetection::weights::WeightsLocation;
 
-fn photos() -> Vec<PathBuf> {
-    let given: Vec<PathBuf> = std::env::args()
-        .skip(1)
-        .filter(|arg| !arg.starts_with("--"))
-        .map(PathBuf::from)
+/// CPU time this process has used (all threads, user + system), from /proc/self/stat.
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the command name, which ends with the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("stat format")
+        .1
+        .split_whitespace()
         .collect();
-    if !given.is_empty() {
-        return given;
-    }
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pkg/images/large");
-    let mut photos: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("fixtures")
-        .flatten()
-        .map(|entry| entry.path())
-        .collect();
-    photos.sort();
-    photos
+    let ticks = |i: usize| fields[i].parse::<f64>().expect("clock ticks");
+    // Clock ticks; 100 per second on Linux.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn main() {
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(3);
-    let detectors: Vec<Detector> = match std::env::var("BENCH_DETECTORS").as_deref() {
-        Ok("hog") => vec![Detector::Hog],
-        Ok("cnn") => vec![Detector::Cnn],
-        _ => vec![Detector::Hog, Detector::Cnn],
-    };
-    let weights =
-        WeightsLocation::Directory(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights"));
-    let pipeline = FacePipeline::load(&weights, &Device::Cpu).expect("models");
-    let photos = photos();
-    for detector in detectors {
-        let options = EncodeOptions {
-            detector,
-            ..EncodeOptions::default()
+    // RUST_LOG=concrexit_facedetection::kernels=debug logs every convolution's time and speed.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let mut detector = Detector::Hog;
+    let mut upsample = 1;
+    let mut runs = 3;
+    let mut photos: Vec<PathBuf> = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .unwrap_or_else(|| panic!("{name} needs a value"))
         };
-        for photo in &photos {
-            let mut times = Vec::with_capacity(runs);
-            let mut faces = 0;
-            for _ in 0..runs.max(1) {
-                let start = Instant::now();
-                let image = open_image(photo, &DecodeLimits::default()).expect("photo");
-                faces = pipeline.encode(&image, &options).expect("encode").len();
-                times.push(start.elapsed().as_secs_f64());
+        match arg.as_str() {
+            "--detector" => {
+                detector = match value("--detector").as_str() {
+                    "hog" => Detector::Hog,
+                    "cnn" => Detector::Cnn,
+                    other => panic!("unknown detector {other}"),
+                }
             }
-            times.sort_by(f64::total_cmp);
-            println!(
-                "RESULT detector={} photo={} faces={faces} seconds={:.4}",
-                format!("{detector:?}").to_lowercase(),
-                photo.display(),
-                times[times.len() / 2]
-            );
+            "--upsample" => upsample = value("--upsample").parse().expect("--upsample N"),
+            "--runs" => runs = value("--runs").parse().expect("--runs N"),
+            // cargo bench passes --bench.
+            flag if flag.starts_with("--") => {}
+            photo => photos.push(PathBuf::from(photo)),
         }
+    }
+    let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if photos.is_empty() {
+        let dir = crate_dir.join("tests/fixtures/pkg/images/large");
+        photos = std::fs::read_dir(dir)
+            .expect("fixtures")
+            .flatten()
+            .map(|entry| entry.path())
+            .collect();
+        photos.sort();
+    }
+    let weights = WeightsLocation::Directory(crate_dir.join("weights"));
+    let pipeline = FacePipeline::load(&weights, &Device::Cpu).expect("models");
+    let options = EncodeOptions {
+        detector,
+        upsample,
+        ..EncodeOptions::default()
+    };
+    let name = format!("{detector:?}").to_lowercase();
+    for _ in 0..runs {
+        let cpu = process_cpu_seconds();
+        let start = Instant::now();
+        let mut faces = 0;
+        for photo in &photos {
+            let image = open_image(photo, &DecodeLimits::default()).expect("photo");
+            faces += pipeline.encode(&image, &options).expect("encode").len();
+        }
+        println!(
+            "RUN detector={name} photos={} faces={faces} wall_s={:.4} cpu_s={:.3}",
+            photos.len(),
+            start.elapsed().as_secs_f64(),
+            process_cpu_seconds() - cpu
+        );
     }
 }
