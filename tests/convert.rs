@@ -10,11 +10,11 @@ mod common;
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
+use concrexit_facedetection::convert::dlib_format::DlibReader;
 use concrexit_facedetection::convert::dnn::{
     self, ConSpec, InputSpec, Layer, LayerSpec, LossSpec, NetworkSpec, PoolSpec,
 };
 use concrexit_facedetection::convert::{convert_bytes, mmod, resnet};
-use concrexit_facedetection::dlib_format::DlibReader;
 use concrexit_facedetection::error::FormatError;
 
 const RESNET: &str = "dlib_face_recognition_resnet_model_v1";

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 
-use crate::dlib_format::DlibReader;
+use crate::convert::dlib_format::DlibReader;
 use crate::error::FormatError;
 
 type Result<T> = std::result::Result<T, FormatError>;

@@ -29,7 +29,7 @@ use super::dnn::{
     self, ConSpec, InputSpec, Layer, LayerSpec, Loss, LossSpec, NetworkSpec, insert_layer,
     insert_vector,
 };
-use crate::dlib_format::DlibReader;
+use crate::convert::dlib_format::DlibReader;
 use crate::error::FormatError;
 
 /// Filters and input channels of the downsampler's and rcon5's convolutions, forward order.

@@ -19,7 +19,7 @@ use super::dnn::{
     self, ConSpec, InputSpec, Layer, LayerSpec, LossSpec, NetworkSpec, PoolSpec, insert_layer,
     insert_vector,
 };
-use crate::dlib_format::DlibReader;
+use crate::convert::dlib_format::DlibReader;
 use crate::error::FormatError;
 
 /// Channels and stride of each residual block's first convolution, in forward order.

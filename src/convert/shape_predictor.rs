@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 
-use crate::dlib_format::DlibReader;
+use crate::convert::dlib_format::DlibReader;
 use crate::error::FormatError;
 
 /// The number of landmarks of the supported model.

@@ -2,7 +2,7 @@
 //! `mmod_human_face_detector.dat`).
 //!
 //! The photo is upsampled `upsample` times with `pyramid_up`, packed into a tiled 5/6-rate
-//! image pyramid ([`crate::tiled_pyramid`]), and scanned by a fully convolutional network:
+//! image pyramid ([`crate::detect::tiled_pyramid`]), and scanned by a fully convolutional network:
 //! three stride-2 5x5 convolutions, three 5x5 convolutions with 45 filters (each followed
 //! by dlib's `affine` and `relu`) and a 9x9 single-filter head. As dlib's `loss_mmod_`,
 //! every positive output is a detection of the sliding window centred on the input position
@@ -13,10 +13,11 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use image::RgbImage;
 
+use crate::detect::nms::BoxOverlap;
+use crate::detect::pyramid::{self, rect_from_upsampled};
+use crate::detect::tiled_pyramid::TiledPyramid;
 use crate::error::{Error, Result};
-use crate::geometry::{BoxOverlap, DPoint, DRect, Rect};
-use crate::pyramid::{self, rect_from_upsampled};
-use crate::tiled_pyramid::TiledPyramid;
+use crate::geometry::{DPoint, DRect, Rect};
 
 /// A square convolution followed by dlib's per-channel `affine` layer and `relu` (or
 /// neither, for the head), on NCHW tensors. The affine transform is folded into the filters
