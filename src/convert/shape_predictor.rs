@@ -21,9 +21,7 @@ use candle_core::{Device, Tensor};
 
 use crate::convert::dlib_format::DlibReader;
 use crate::error::FormatError;
-
-/// The number of landmarks of the supported model.
-pub const NUM_PARTS: usize = 5;
+use crate::face::landmarks::NUM_PARTS;
 
 type Result<T> = std::result::Result<T, FormatError>;
 
