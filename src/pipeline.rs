@@ -4,8 +4,7 @@
 //! The defaults are the original service's: dlib's HOG detector with one upsampling and no
 //! jitter. Faces come out in the detector's order, as dlib returns them.
 
-use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
+use candle_core::Device;
 use image::RgbImage;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -19,7 +18,7 @@ use crate::face::embedder::{DESCRIPTOR_LEN, FaceEmbedder};
 use crate::face::jitter::jitter_chip;
 use crate::face::landmarks::{Landmarks, ShapePredictor};
 use crate::geometry::Rect;
-use crate::weights::{WeightsLocation, files};
+use crate::weights::{Model, WeightsLocation, files};
 
 /// Chips embedded together (dlib uses 16 too); bounds memory on photos with many faces.
 pub const EMBED_BATCH: usize = 16;
@@ -84,29 +83,17 @@ pub struct FacePipeline {
     embedder: FaceEmbedder,
 }
 
-/// A VarBuilder over one memory-mapped safetensors file of the weights location.
-fn var_builder(
-    weights: &WeightsLocation,
-    file: &str,
-    device: &Device,
-) -> Result<VarBuilder<'static>> {
-    let path = weights.file(file)?;
-    // SAFETY: the weights files are not modified while they are mapped.
-    Ok(unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device)? })
-}
-
 impl FacePipeline {
     /// Loads every model from `weights` onto `device`.
     pub fn load(weights: &WeightsLocation, device: &Device) -> Result<Self> {
         Ok(Self {
-            hog: HogDetector::load(var_builder(weights, files::HOG_DETECTOR, device)?)?,
-            cnn: CnnFaceDetector::load(var_builder(weights, files::CNN_DETECTOR, device)?)?,
-            shape_predictor: ShapePredictor::load(var_builder(
-                weights,
-                files::SHAPE_PREDICTOR,
+            hog: HogDetector::from_file(&weights.file(files::HOG_DETECTOR)?, device)?,
+            cnn: CnnFaceDetector::from_file(&weights.file(files::CNN_DETECTOR)?, device)?,
+            shape_predictor: ShapePredictor::from_file(
+                &weights.file(files::SHAPE_PREDICTOR)?,
                 device,
-            )?)?,
-            embedder: FaceEmbedder::load(var_builder(weights, files::FACE_EMBEDDER, device)?)?,
+            )?,
+            embedder: FaceEmbedder::from_file(&weights.file(files::FACE_EMBEDDER)?, device)?,
         })
     }
 

@@ -18,6 +18,8 @@ use crate::detect::pyramid::{self, rect_from_upsampled};
 use crate::detect::tiled_pyramid::TiledPyramid;
 use crate::error::{Error, Result};
 use crate::geometry::{DPoint, DRect, Rect};
+use crate::nn;
+use crate::weights::Model;
 
 /// Filters of the `downsampler`'s three convolutions (stride 2), forward order.
 pub const DOWNSAMPLER_FILTERS: [usize; 3] = [16, 32, 32];
@@ -30,7 +32,7 @@ pub const HEAD_SIZE: usize = 9;
 
 /// A square convolution followed by dlib's per-channel `affine` layer and `relu` (or
 /// neither, for the head), on NCHW tensors. The affine transform is folded into the filters
-/// and bias: `(conv(x) + b) * gamma + beta = conv_{w * gamma}(x) + b * gamma + beta`.
+/// and bias ([`nn::conv_affine`]).
 struct ConvLayer {
     /// Layers with many filters: [filters, in_channels, size, size]. Layers with few
     /// filters: [size * size * filters, in_channels], rows ordered (dy, dx, filter).
@@ -45,8 +47,7 @@ struct ConvLayer {
 }
 
 impl ConvLayer {
-    /// dlib's `con_<filters, size, size, stride, stride>` pads by `size / 2` when the stride
-    /// is 1 and not at all otherwise.
+    /// dlib's `con_<filters, size, size, stride, stride>`, with its default padding.
     fn load(
         vb: VarBuilder,
         in_channels: usize,
@@ -55,17 +56,14 @@ impl ConvLayer {
         stride: usize,
         affine: bool,
     ) -> Result<Self> {
-        let conv = vb.pp("conv");
-        let mut weight = conv.get((filters, in_channels, size, size), "weight")?;
-        let mut bias = conv.get(filters, "bias")?;
-        if affine {
-            let affine = vb.pp("affine");
-            let gamma = affine.get(filters, "gamma")?;
-            let beta = affine.get(filters, "beta")?;
-            weight = weight.broadcast_mul(&gamma.reshape((filters, 1, 1, 1))?)?;
-            bias = ((bias * &gamma)? + beta)?;
-        }
-        let padding = if stride == 1 { size / 2 } else { 0 };
+        let affine_vb = affine.then(|| vb.pp("affine"));
+        let (weight, bias) = nn::conv_affine(
+            &vb.pp("conv"),
+            affine_vb.as_ref(),
+            (in_channels, filters),
+            size,
+        )?;
+        let padding = nn::default_padding(size, stride);
         let weight = if Self::shifts_outputs(filters, stride) {
             weight
                 .permute((2, 3, 0, 1))?
@@ -99,9 +97,7 @@ impl ConvLayer {
 
     /// The output length along one axis, or `None` when the filter does not fit the input.
     fn output_len(&self, input: usize) -> Option<usize> {
-        (input + 2 * self.padding)
-            .checked_sub(self.size)
-            .map(|extra| extra / self.stride + 1)
+        nn::output_len(input, self.size, self.stride, self.padding)
     }
 
     fn out_size(&self, input: usize) -> candle_core::Result<usize> {
@@ -175,8 +171,8 @@ pub struct CnnFaceDetector {
 /// A face found by [`CnnFaceDetector`]: dlib's `mmod_rectangle`.
 pub type Detection = (Rect, f32);
 
-impl CnnFaceDetector {
-    pub fn load(vb: VarBuilder) -> Result<Self> {
+impl Model for CnnFaceDetector {
+    fn load(vb: VarBuilder) -> Result<Self> {
         let device = vb.device().clone();
         let scalars = |name: &str, len: usize| -> Result<Vec<f32>> {
             Ok(vb.get(len, name)?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
@@ -247,14 +243,9 @@ impl CnnFaceDetector {
             device,
         })
     }
+}
 
-    /// Loads the detector from a safetensors file made by `convert-dlib`.
-    pub fn from_file(path: &std::path::Path, device: &Device) -> Result<Self> {
-        // SAFETY: the weights file is not modified while it is mapped.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device)? };
-        Self::load(vb)
-    }
-
+impl CnnFaceDetector {
     /// Runs the network on a batch of tiled pyramids `[n, 3, rows, cols]` and returns the
     /// detector's score map `[n, windows, rows', cols']`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
