@@ -168,6 +168,11 @@ pub struct CnnFaceDetector {
     device: Device,
 }
 
+/// The most pixels the detector takes after upsampling. Its activations need about 230 bytes
+/// per input pixel, so this bounds a detection to about 4 GB; a 1200x900 album photo
+/// upsampled once is 4.3 megapixels.
+pub const MAX_PIXELS: u64 = 16_000_000;
+
 /// A face found by [`CnnFaceDetector`]: dlib's `mmod_rectangle`.
 pub type Detection = (Rect, f32);
 
@@ -266,8 +271,21 @@ impl CnnFaceDetector {
 
     /// Detects faces in several photos. Photos of the same size go through the network
     /// together as one batch, so memory grows with the number of photos given at once
-    /// (about 0.25 GB per 1200x900 photo at upsample 0 and 1 GB at upsample 1).
+    /// (about 0.25 GB per 1200x900 photo at upsample 0 and 1 GB at upsample 1). A photo of
+    /// more than [`MAX_PIXELS`] after upsampling is refused.
     pub fn detect_batch(&self, images: &[RgbImage], upsample: u32) -> Result<Vec<Vec<Detection>>> {
+        let scale = 4u64.saturating_pow(upsample);
+        if let Some(image) = images.iter().find(|image| {
+            let pixels = u64::from(image.width()) * u64::from(image.height());
+            pixels.saturating_mul(scale) > MAX_PIXELS
+        }) {
+            return Err(Error::InvalidInput(format!(
+                "{}x{} upsampled {upsample} times is more than the CNN detector's {} megapixels",
+                image.width(),
+                image.height(),
+                MAX_PIXELS / 1_000_000
+            )));
+        }
         let mut results = vec![Vec::new(); images.len()];
         let mut sizes: Vec<(u32, u32)> = images.iter().map(|i| i.dimensions()).collect();
         sizes.sort_unstable();
