@@ -517,7 +517,10 @@ async fn invoke_endpoint_request_response_and_event() {
     receiver.expect("photo", 1, "t1");
     receiver.expect("photo", 2, "t2");
     let (service, _) = fake_service(fast_config(), Duration::ZERO);
-    let endpoint = format!("http://{}", spawn_server(serve::router(service)).await);
+    let endpoint = format!(
+        "http://{}",
+        spawn_server(serve::router(service, &serve::ServeOptions::default())).await
+    );
     let ok = format!("{photo_base}/photo/ok.png");
 
     let payload = json!({"api_url": api, "sources": [source(1, "photo", &ok, "t1")]});
@@ -608,7 +611,11 @@ async fn boto3_invokes_the_local_endpoint() {
     let (service, _) = fake_service(fast_config(), Duration::ZERO);
     let endpoint = format!(
         "http://{}",
-        spawn_server(serve::router(Arc::clone(&service))).await
+        spawn_server(serve::router(
+            Arc::clone(&service),
+            &serve::ServeOptions::default()
+        ))
+        .await
     );
     let ok = format!("{photo_base}/photo/ok.png");
     let event = json!({"api_url": api, "sources": [source(8, "photo", &ok, "t8")]});
