@@ -173,7 +173,10 @@ async fn lambda_runtime_loop_direct_sqs_and_failure() {
         ),
         "{error}"
     );
-    assert!(answered < Duration::from_secs(4), "answered after {answered:?}");
+    assert!(
+        answered < Duration::from_secs(4),
+        "answered after {answered:?}"
+    );
     assert!(receiver.delivered("photo", 9).is_some());
 
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
@@ -201,7 +204,13 @@ async fn lambda_runtime_loop_direct_sqs_and_failure() {
         .iter()
         .find(|line| line["panic"] == "fake detector exploded")
         .unwrap_or_else(|| panic!("the panic is not a JSON line:\n{text}"));
-    assert!(hook["location"].as_str().unwrap().contains("service_support"), "{hook}");
+    assert!(
+        hook["location"]
+            .as_str()
+            .unwrap()
+            .contains("service_support"),
+        "{hook}"
+    );
     for line in &per_source {
         assert!(line["span"]["requestId"].is_string(), "{line}");
         // Every source that was downloaded says how long that took.

@@ -22,6 +22,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         load_ms = started.elapsed().as_secs_f64() * 1000.0,
         "models loaded"
     );
-    let service = Service::new(Arc::new(pipeline), lambda_config())?;
+    let service = Service::new(Arc::new(pipeline), lambda_config()?)?;
     run_lambda(Arc::new(service)).await
 }

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::{
     Destinations, FaceEncoder, InvocationReport, Payload, PayloadError, Service, ServiceConfig,
+    ServiceError,
 };
 
 /// Why an invocation failed.
@@ -121,8 +122,9 @@ pub async fn handle_sqs<E: FaceEncoder>(
 }
 
 /// The service's settings on Lambda: the memory the function was given
-/// (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, in MB), private networks allowed (a VPC).
-pub fn lambda_config() -> ServiceConfig {
+/// (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, in MB), and the destinations in
+/// `FACEDETECT_DESTINATIONS`, private networks by default (a VPC).
+pub fn lambda_config() -> Result<ServiceConfig, ServiceError> {
     let mut config = ServiceConfig::default();
     if let Some(mb) = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
         .ok()
@@ -130,8 +132,13 @@ pub fn lambda_config() -> ServiceConfig {
     {
         config.memory_limit = mb * 1024 * 1024;
     }
-    config.http.destinations = Destinations::Private;
-    config
+    config.http.destinations = match std::env::var("FACEDETECT_DESTINATIONS") {
+        Ok(text) => text
+            .parse::<Destinations>()
+            .map_err(|e| ServiceError::Config(format!("FACEDETECT_DESTINATIONS: {e}")))?,
+        Err(_) => Destinations::Private,
+    };
+    Ok(config)
 }
 
 /// Runs the Lambda function: polls the Lambda Runtime API (`AWS_LAMBDA_RUNTIME_API`) for
