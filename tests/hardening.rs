@@ -766,3 +766,111 @@ async fn sqs_and_direct_invocations_share_the_limits() {
         "{error}"
     );
 }
+
+/// A self-signed certificate for 127.0.0.1 and its key, made for these tests only
+/// (`openssl req -x509 -newkey ec ... -days 36500`).
+const TEST_CERT: &[u8] = include_bytes!("fixtures/tls/cert.pem");
+const TEST_KEY: &[u8] = include_bytes!("fixtures/tls/key.pem");
+
+/// Accepts TLS connections with the test certificate.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, SocketAddr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(stream).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// Serves `router` over https on a loopback port; returns its base URL.
+async fn spawn_https_server(router: Router) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert = CertificateDer::from_pem_slice(TEST_CERT).unwrap();
+    let key = PrivateKeyDer::from_pem_slice(TEST_KEY).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("https://{}", tcp.local_addr().unwrap());
+    let listener = TlsListener {
+        tcp,
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    };
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    base
+}
+
+#[tokio::test]
+async fn downloads_never_go_from_https_to_http() {
+    let (photos, photo_base) = PhotoServer::start().await;
+    photos.add("ok.png", png(20, 20, 1));
+    let plain = format!("{photo_base}/photo/ok.png");
+    let png_bytes = png(20, 20, 1);
+    let router = Router::new()
+        .route(
+            "/to-http",
+            get(move || {
+                let location = plain.clone();
+                async move { (StatusCode::FOUND, [(header::LOCATION, location)]) }
+            }),
+        )
+        .route(
+            "/to-https",
+            get(|| async {
+                (
+                    StatusCode::MOVED_PERMANENTLY,
+                    [(header::LOCATION, "/photo")],
+                )
+            }),
+        )
+        .route(
+            "/photo",
+            get(move || {
+                let png_bytes = png_bytes.clone();
+                async move { png_bytes }
+            }),
+        );
+    let https = spawn_https_server(router).await;
+    let (receiver, api) = Receiver::start().await;
+    receiver.expect("photo", 1, "t");
+    receiver.expect("photo", 2, "t");
+    let mut config = fast_config();
+    config.http.extra_roots = vec![reqwest::Certificate::from_pem(TEST_CERT).unwrap()];
+    let (service, _) = fake_service(config, Duration::ZERO);
+    let payload = Payload::from_value(&json!({"api_url": api, "sources": [
+        source(1, "photo", &format!("{https}/to-http"), "t"),
+        source(2, "photo", &format!("{https}/to-https"), "t")]}))
+    .unwrap();
+    let report = service.run(&payload).await;
+    assert_failed(
+        &report,
+        0,
+        Stage::Download,
+        &format!("redirect from https to {photo_base}/photo/ok.png"),
+    );
+    assert_eq!(report.sources[0].download_attempts, 1);
+    assert_posted(&report, 1);
+    assert_eq!(photos.gauge.total(), 0, "the http URL was fetched");
+}

@@ -45,6 +45,8 @@ pub struct HttpConfig {
     pub destinations: Destinations,
     /// Resolves host names; the policy then drops the addresses it refuses.
     pub resolver: Arc<dyn Resolve>,
+    /// Certificate authorities trusted besides the system's (e.g. a private CA).
+    pub extra_roots: Vec<reqwest::Certificate>,
 }
 
 impl Default for HttpConfig {
@@ -58,6 +60,7 @@ impl Default for HttpConfig {
             retry: RetryPolicy::default(),
             destinations: Destinations::default(),
             resolver: Arc::new(SystemResolver),
+            extra_roots: Vec::new(),
         }
     }
 }
@@ -72,6 +75,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("max_error_body_bytes", &self.max_error_body_bytes)
             .field("retry", &self.retry)
             .field("destinations", &self.destinations)
+            .field("extra_roots", &self.extra_roots.len())
             .finish_non_exhaustive()
     }
 }
@@ -249,6 +253,7 @@ fn client_builder(config: &HttpConfig) -> reqwest::ClientBuilder {
         )))
         .no_proxy()
         .referer(false)
+        .tls_certs_merge(config.extra_roots.clone())
         .user_agent(concat!(
             "concrexit-facedetection/",
             env!("CARGO_PKG_VERSION")
