@@ -874,3 +874,46 @@ async fn downloads_never_go_from_https_to_http() {
     assert_posted(&report, 1);
     assert_eq!(photos.gauge.total(), 0, "the http URL was fetched");
 }
+
+/// Resolves `panic.test` by panicking, and every other name to the loopback address.
+struct PanickingResolver;
+
+impl Resolve for PanickingResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let name = name.as_str().to_string();
+        Box::pin(async move {
+            if name == "panic.test" {
+                panic!("resolver exploded");
+            }
+            let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+            Ok(Box::new(std::iter::once(addr)) as Addrs)
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_the_async_part_fails_only_its_source() {
+    let (photos, photo_base) = PhotoServer::start().await;
+    photos.add("ok.png", png(20, 20, 1));
+    let port = photo_base.rsplit(':').next().unwrap().to_string();
+    let (receiver, api) = Receiver::start().await;
+    receiver.expect("photo", 1, "t");
+    receiver.expect("photo", 2, "t");
+    let mut config = fast_config();
+    config.http.resolver = Arc::new(PanickingResolver);
+    let (service, _) = fake_service(config, Duration::ZERO);
+    let payload = json!({"api_url": api, "sources": [
+        source(1, "photo", &format!("http://panic.test:{port}/photo/ok.png"), "t"),
+        source(2, "photo", &format!("http://fine.test:{port}/photo/ok.png"), "t")]});
+    let error = function::handle(&service, &payload)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with(
+            "1 of 2 sources failed: sources[0] (photo 1): download: panicked: resolver exploded"
+        ),
+        "{error}"
+    );
+    assert!(receiver.delivered("photo", 2).is_some());
+}

@@ -21,8 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -114,7 +113,6 @@ fn router_with_invocations<E: FaceEncoder>(
             "/2015-03-31/functions/{name}/invocations",
             post(invoke::<E>),
         )
-        .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES))
         .with_state(endpoint);
     (router, invocations)
 }
@@ -201,56 +199,38 @@ fn same_secret(given: &[u8], secret: &[u8]) -> bool {
             == 0
 }
 
-/// Refuses browsers and requests without the secret.
-fn admit(headers: &HeaderMap, secret: Option<&str>) -> Result<(), Response> {
+/// Why a request is refused: it comes from a browser, or lacks the secret.
+fn refusal(headers: &HeaderMap, secret: Option<&str>) -> Option<&'static str> {
     if headers.contains_key(header::ORIGIN) {
-        return Err(aws_error(
-            StatusCode::FORBIDDEN,
-            "AccessDeniedException",
-            "requests from browsers (with an Origin header) are refused",
-        ));
+        return Some("requests from browsers (with an Origin header) are refused");
     }
-    if let Some(secret) = secret {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
-        if !given.is_some_and(|given| same_secret(given, secret.as_bytes())) {
-            return Err(aws_error(
-                StatusCode::FORBIDDEN,
-                "AccessDeniedException",
-                "missing or wrong secret (Authorization: Bearer <secret>)",
-            ));
-        }
+    let secret = secret?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+    if given.is_some_and(|given| same_secret(given, secret.as_bytes())) {
+        None
+    } else {
+        Some("missing or wrong secret (Authorization: Bearer <secret>)")
     }
-    Ok(())
 }
 
+/// Admission first (browser, secret, invocation type, room), then the body is read: a request
+/// that is refused never has its body held in memory.
 async fn invoke<E: FaceEncoder>(
     State(endpoint): State<Arc<Endpoint<E>>>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
-    if let Err(refusal) = admit(&headers, endpoint.secret.as_deref()) {
-        return refusal;
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    if let Some(why) = refusal(headers, endpoint.secret.as_deref()) {
+        tracing::warn!(why, "request refused");
+        return aws_error(StatusCode::FORBIDDEN, "AccessDeniedException", why);
     }
     let invocation_type = headers
         .get("x-amz-invocation-type")
         .map(|value| value.to_str().unwrap_or("?"))
         .unwrap_or("RequestResponse");
-    let event: Value = if body.is_empty() {
-        json!({})
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(event) => event,
-            Err(e) => {
-                return aws_error(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidRequestContentException",
-                    &format!("Could not parse request body into json: {e}"),
-                );
-            }
-        }
-    };
     if !matches!(invocation_type, "RequestResponse" | "Event") {
         return match invocation_type {
             "DryRun" => StatusCode::NO_CONTENT.into_response(),
@@ -274,6 +254,28 @@ async fn invoke<E: FaceEncoder>(
             "Rate Exceeded.",
         );
     };
+    let Ok(body) = axum::body::to_bytes(body, MAX_PAYLOAD_BYTES).await else {
+        return aws_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
+            &format!("Request must be smaller than {MAX_PAYLOAD_BYTES} bytes"),
+        );
+    };
+    let event: Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(event) => event,
+            Err(e) => {
+                return aws_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidRequestContentException",
+                    &format!("Could not parse request body into json: {e}"),
+                );
+            }
+        }
+    };
+    drop(body);
     let service = endpoint.service.clone();
     if invocation_type == "Event" {
         tokio::spawn(async move {
