@@ -18,7 +18,6 @@ pub mod budget;
 pub mod destination;
 pub mod function;
 pub mod http;
-pub mod logging;
 pub mod outcome;
 pub mod payload;
 pub mod serve;

@@ -1,7 +1,7 @@
-//! Log output: JSON lines (one object per event, as CloudWatch expects from the Lambda function)
-//! or plain text, on stderr, filtered by `RUST_LOG` (or a default level when it is unset).
-//! Panics are logged through it too (an error event with the message and the location), so
-//! that they are JSON lines like the rest instead of the default hook's plain text.
+//! Log output of both binaries: JSON lines (one object per event, as CloudWatch expects from the
+//! Lambda function) or plain text, on stderr, filtered by `RUST_LOG` (or a default level when it
+//! is unset). Panics are logged through it too (an error event with the message and the
+//! location), so that they are JSON lines like the rest instead of the default hook's plain text.
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
