@@ -6,17 +6,19 @@
 #   source scripts/gpu-env.sh [ROOT...]         # exports LD_LIBRARY_PATH in this shell
 #   eval "$(scripts/gpu-env.sh [ROOT...])"      # the same, from any shell
 #
-# ROOT: folders to search (default: /opt/torch/.venv). Fails, naming what is missing, when a
-# library is not found under any ROOT or when the driver's libcuda.so.1 is not installed.
+# ROOT: folders to search (default: /opt/torch/.venv). Fails, naming what is missing, when one of
+# libcublas.so.13, libcublasLt.so.13, libcudart.so.13, libcurand.so.10 is not found under any ROOT
+# or when the driver's libcuda.so.1 is not installed; libnvrtc.so.13's folder is added if found.
 
 _facedetect_gpu_env() {
+    # What the binary links (cuBLAS loads cuBLASLt); NVRTC is added when present.
     local roots=("$@") libs=(libcublas.so.13 libcublasLt.so.13 libcudart.so.13 libcurand.so.10 libnvrtc.so.13)
     [ "${#roots[@]}" -gt 0 ] || roots=(/opt/torch/.venv)
     local lib found dir dirs=() missing=()
     for lib in "${libs[@]}"; do
         found="$(find -L "${roots[@]}" -name "$lib" \( -type f -o -type l \) -print -quit 2>/dev/null)"
         if [ -z "$found" ]; then
-            missing+=("$lib")
+            [ "$lib" = libnvrtc.so.13 ] || missing+=("$lib")
             continue
         fi
         dir="$(dirname "$found")"
