@@ -59,15 +59,15 @@ log "installing the CUDA 13.0 wheels"
 cu13="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia/cu13"
 [ -x "$cu13/bin/nvcc" ] || { log "no nvcc in $cu13/bin"; exit 1; }
 
-# A toolkit-shaped folder over the wheels' cu13 folder.
+# A toolkit-shaped folder over the wheels' cu13 folder. Updated in place, never removed, so that
+# builds sharing the virtual environment do not pull it from under one another.
 home="$venv/cuda-home"
-rm -rf "$home"
 mkdir -p "$home/lib64/stubs"
-for dir in bin include nvvm; do ln -s "$cu13/$dir" "$home/$dir"; done
+for dir in bin include nvvm; do ln -sfn "$cu13/$dir" "$home/$dir"; done
 for lib in "$cu13"/lib/lib*.so.*; do
     name="$(basename "$lib")"
-    ln -s "$lib" "$home/lib64/$name"
-    [ -e "$home/lib64/${name%%.so.*}.so" ] || ln -s "$lib" "$home/lib64/${name%%.so.*}.so"
+    ln -sfn "$lib" "$home/lib64/$name"
+    ln -sfn "$lib" "$home/lib64/${name%%.so.*}.so"
 done
 
 export CUDA_HOME="$home" CUDA_PATH="$home" CUDA_ROOT="$home" CUDA_COMPUTE_CAP="$compute_cap"
@@ -92,8 +92,11 @@ mapfile -t symbols < <(
         awk '$1 == "U" && $2 ~ /^cu[A-Z]/ { print $2 }' | sort -u
 )
 [ "${#symbols[@]}" -gt 0 ] || { log "no driver symbols found in libcudarc's rlib"; exit 1; }
-printf 'void %s(void) {}\n' "${symbols[@]}" >"$home/lib64/stubs/libcuda.c"
-cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$home/lib64/stubs/libcuda.so" "$home/lib64/stubs/libcuda.c"
+stub="$home/lib64/stubs/libcuda.so"
+printf 'void %s(void) {}\n' "${symbols[@]}" >"$stub.$$.c"
+cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stub.$$" "$stub.$$.c"
+mv -f "$stub.$$" "$stub"
+rm -f "$stub.$$.c"
 log "driver stub: ${#symbols[@]} functions"
 
 cargo build --release --features cuda --bin facedetect
