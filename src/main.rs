@@ -126,8 +126,9 @@ struct ServiceArgs {
 
 #[derive(clap::Args)]
 struct ModelArgs {
-    /// Where to run the models.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    /// Where to run the models (cuda: the first NVIDIA GPU; needs a build with the `cuda`
+    /// feature and never falls back to the CPU).
+    #[arg(long, value_enum, env = "FACEDETECT_DEVICE", default_value_t = DeviceArg::Cpu)]
     device: DeviceArg,
     /// The weights: a directory, or a Hub repository as hf://owner/name[@revision]
     /// (default: the repository's weights/ folder).
@@ -158,12 +159,27 @@ impl From<DetectorArg> for Detector {
     }
 }
 
+impl DeviceArg {
+    /// Opens the device; an unavailable GPU is an error, never a fall-back to the CPU.
+    fn open(self) -> anyhow::Result<Device> {
+        match self {
+            DeviceArg::Cpu => Ok(Device::Cpu),
+            #[cfg(feature = "cuda")]
+            DeviceArg::Cuda => Device::new_cuda(0).context(
+                "--device cuda: cannot open CUDA device 0 (no NVIDIA GPU, or its driver is not loaded)",
+            ),
+            #[cfg(not(feature = "cuda"))]
+            DeviceArg::Cuda => anyhow::bail!(
+                "--device cuda: this facedetect was built without the `cuda` feature; \
+                 build it with scripts/build-cuda.sh (cargo build --release --features cuda)"
+            ),
+        }
+    }
+}
+
 impl ModelArgs {
     fn load(&self) -> anyhow::Result<FacePipeline> {
-        let device = match self.device {
-            DeviceArg::Cpu => Device::Cpu,
-            DeviceArg::Cuda => Device::new_cuda(0).context("opening CUDA device 0")?,
-        };
+        let device = self.device.open()?;
         let weights = match &self.weights {
             Some(text) => WeightsLocation::parse(text)?,
             None => WeightsLocation::discover()?,
