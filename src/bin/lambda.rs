@@ -8,7 +8,7 @@ use std::time::Instant;
 use candle_core::Device;
 use concrexit_facedetection::logging::{self, LogFormat};
 use concrexit_facedetection::pipeline::FacePipeline;
-use concrexit_facedetection::service::function::run_lambda;
+use concrexit_facedetection::service::lambda::run_lambda;
 use concrexit_facedetection::service::{Service, ServiceConfig};
 use concrexit_facedetection::weights::WeightsLocation;
 

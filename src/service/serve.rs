@@ -20,7 +20,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-use super::function::{self, FunctionError};
+use super::lambda::{self, FunctionError};
 use super::{FaceEncoder, Service};
 
 /// The largest request payload Lambda accepts for a synchronous invocation.
@@ -81,13 +81,13 @@ async fn invoke<E: FaceEncoder>(
         }
     };
     match invocation_type {
-        "RequestResponse" => match function::handle(&service, &event).await {
+        "RequestResponse" => match lambda::handle(&service, &event).await {
             Ok(result) => function_response(StatusCode::OK, &result, None),
             Err(error) => function_error(&error),
         },
         "Event" => {
             tokio::spawn(async move {
-                if let Err(error) = function::handle(&service, &event).await {
+                if let Err(error) = lambda::handle(&service, &event).await {
                     tracing::error!(error_type = error.error_type(), %error, "invocation failed");
                 }
             });
