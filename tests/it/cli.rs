@@ -1,6 +1,6 @@
 //! The `facedetect` command line: the JSON contract other tools rely on.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,7 +1,7 @@
 //! Face chips against dlib's `get_face_chip(img, shape, 150, 0.25)`: chips cut with our own
 //! landmarks (from the reference detections) compared with the chips dlib saved.
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use concrexit_facedetection::face::alignment::{

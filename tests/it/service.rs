@@ -1,19 +1,18 @@
 //! The service over real HTTP on loopback, with a fake face encoder: payload validation,
 //! failure handling, retries, concurrency limits, the invoke endpoint and the Lambda handler.
 
-mod common;
-mod service_support;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::service_support::*;
 use concrexit_facedetection::decode::{DecodeLimits, decode_image};
 use concrexit_facedetection::service::lambda::{self, FunctionError};
 use concrexit_facedetection::service::{
     InvocationReport, Outcome, Payload, ServiceConfig, Stage, serve,
 };
 use serde_json::{Value, json};
-use service_support::*;
 
 fn outcome_of(report: &InvocationReport, index: usize) -> &Outcome {
     &report.sources[index].outcome
