@@ -191,6 +191,14 @@ fn bad_images_fail_with_a_message_and_the_others_still_print() {
         bad.with_file_name("missing.png").to_str().unwrap(),
     ]);
     assert!(!missing.status.success());
+    // The reason once, after the file's name.
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("missing.png"), "{stderr}");
     let photo = common::crate_dir().join("tests/fixtures/pkg/images/medium/biden.webp");
     let not_a_chip = facedetect(&["encode", "--aligned", photo.to_str().unwrap()]);
     assert!(!not_a_chip.status.success());

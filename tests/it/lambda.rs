@@ -2,7 +2,6 @@
 //! fake face encoder: a direct payload, an SQS event, a failing invocation, and the JSON logs
 //! (one line per source with its timings; no token, no signed query string).
 
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
