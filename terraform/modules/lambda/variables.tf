@@ -21,16 +21,16 @@ variable "image_tag" {
 variable "memory_size" {
   description = "Memory in MB; Lambda's CPU share grows with it (1769 MB is one vCPU). See the README's cost section for the measurements behind the default."
   type        = number
-  # The function decodes, detects (HOG) and encodes one photo in about 1 s of one core and its
-  # peak resident memory stays below 400 MB with 8 photos in flight, so memory only buys CPU: at
-  # 2048 MB (1.16 vCPU) a photo costs the same GB-seconds as at 1769 MB while the JSON parsing,
-  # TLS and downloads overlap the encoding on the extra share; beyond that the 2 threads the
-  # runtime gets at 3538 MB halve the latency of a 20-photo invocation at the same price per photo.
+  # Measured (README, "Cost and capacity"): a 1200x900 album photo takes 0.38 s of one core
+  # (HOG, single-threaded; 0.33 s through the whole service), and a 20-photo invocation peaks
+  # at 217 MB resident. Memory therefore only buys CPU, and CPU-bound work costs the same
+  # GB-seconds at any size (0.66 GB-s, $0.011 per 1000 photos): at 2048 MB (1.16 vCPU) a
+  # 20-photo batch takes about 7 s instead of 26 s at the original's 512 MB, with ample room.
   default = 2048
 }
 
 variable "timeout" {
-  description = "Seconds an invocation may run: 20 photos (concrexit's batch) on one vCPU plus the service's worst-case retries (4 downloads of 15 s, 4 callbacks of 30 s, with backoff)"
+  description = "Seconds an invocation may run: a 20-photo batch takes about 7 s of CPU at the default memory; the rest covers the service's worst-case retries of one source (4 downloads of 15 s, 4 callbacks of 30 s, with backoff)"
   type        = number
   default     = 300
 }
