@@ -9,9 +9,9 @@ use candle_core::Device;
 use clap::{Parser, Subcommand};
 use concrexit_facedetection::decode::{DecodeLimits, open_image};
 use concrexit_facedetection::geometry::Rect;
+use concrexit_facedetection::logging::{self, LogFormat};
 use concrexit_facedetection::pipeline::{Detector, EncodeOptions, Face, FacePipeline};
 use concrexit_facedetection::service::batch::BatchInput;
-use concrexit_facedetection::service::logging::{self, LogFormat};
 use concrexit_facedetection::service::{self, Service, ServiceConfig};
 use concrexit_facedetection::weights::{WEIGHTS_ENV, WeightsLocation};
 use serde::Serialize;
@@ -55,8 +55,8 @@ struct EncodeArgs {
     #[arg(long, conflicts_with = "rects")]
     aligned: bool,
     /// The face detector.
-    #[arg(long, value_enum, default_value_t = Detector::Hog)]
-    detector: Detector,
+    #[arg(long, value_enum, default_value_t = DetectorArg::Hog)]
+    detector: DetectorArg,
     /// How many times to double the image before detection (finds smaller faces).
     #[arg(long, default_value_t = 1)]
     upsample: u32,
@@ -111,6 +111,23 @@ enum DeviceArg {
     Cuda,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DetectorArg {
+    /// dlib's HOG frontal face detector (the original service's).
+    Hog,
+    /// dlib's CNN (MMOD) face detector: better recall, much more computation.
+    Cnn,
+}
+
+impl From<DetectorArg> for Detector {
+    fn from(arg: DetectorArg) -> Self {
+        match arg {
+            DetectorArg::Hog => Detector::Hog,
+            DetectorArg::Cnn => Detector::Cnn,
+        }
+    }
+}
+
 impl ModelArgs {
     fn load(&self) -> anyhow::Result<FacePipeline> {
         let device = match self.device {
@@ -160,7 +177,7 @@ enum FaceOutput {
 fn encode(args: &EncodeArgs) -> anyhow::Result<ExitCode> {
     let pipeline = args.models.load()?;
     let options = EncodeOptions {
-        detector: args.detector,
+        detector: args.detector.into(),
         upsample: args.upsample,
         jitters: args.jitters,
     };

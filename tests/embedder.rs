@@ -4,7 +4,8 @@
 mod common;
 
 use candle_core::Device;
-use concrexit_facedetection::embedder::FaceEmbedder;
+use concrexit_facedetection::face::embedder::FaceEmbedder;
+use concrexit_facedetection::weights::Model;
 
 const TOLERANCE: f32 = 1e-4;
 

@@ -4,7 +4,7 @@
 //!
 //! The image is first enlarged `upsample` times with `pyramid_up`. The scanner then builds a
 //! `pyramid_down<6>` image pyramid until a level would be smaller than the minimum layer size
-//! (on a second thread), extracts FHOG features per level ([`crate::fhog`]) and slides each of
+//! (on a second thread), extracts FHOG features per level ([`crate::detect::fhog`]) and slides each of
 //! the detector's filters over them, the levels in parallel as soon as they are built. dlib
 //! scores with the separable factorisation of every filter plane (see
 //! [`crate::convert::hog`]): a row filter along each feature row, then a column filter down
@@ -34,10 +34,12 @@ use std::sync::Arc;
 use image::RgbImage;
 use rayon::prelude::*;
 
+use crate::detect::fhog::{self, extract_fhog};
+use crate::detect::nms::BoxOverlap;
+use crate::detect::pyramid::{self, PyramidDown, rect_from_upsampled};
 use crate::error::{Error, Result};
-use crate::fhog::{self, extract_fhog};
-use crate::geometry::{BoxOverlap, DRect, Rect};
-use crate::pyramid::{self, PyramidDown, rect_from_upsampled};
+use crate::geometry::{DRect, Rect};
+use crate::weights::Model;
 
 /// Most filter output positions scored at once by the matrix products; larger levels are
 /// scored in bands of rows.
@@ -88,9 +90,9 @@ struct Candidate {
     rect: Rect,
 }
 
-impl HogDetector {
+impl Model for HogDetector {
     /// Loads the tensors written by the converter (`weights/frontal_face_detector.safetensors`).
-    pub fn load(vb: VarBuilder) -> Result<Self> {
+    fn load(vb: VarBuilder) -> Result<Self> {
         let device = vb.device().clone();
         let int = |name: &str| -> Result<i64> {
             Ok(vb
@@ -194,7 +196,9 @@ impl HogDetector {
             device,
         })
     }
+}
 
+impl HogDetector {
     /// The faces in `image` with their confidences, best first, after enlarging the image
     /// `upsample` times: dlib's `fhog_object_detector.run(image, upsample, 0.0)`.
     pub fn detect(&self, image: &RgbImage, upsample: u32) -> Result<Vec<(Rect, f64)>> {
@@ -536,11 +540,8 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/weights/frontal_face_detector.safetensors"
         );
-        // SAFETY: the committed weights file is not modified while mapped.
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &Device::Cpu).expect("weights")
-        };
-        let detector = HogDetector::load(vb).expect("detector");
+        let detector =
+            HogDetector::from_file(std::path::Path::new(path), &Device::Cpu).expect("detector");
         let image = RgbImage::from_fn(300, 200, |x, y| {
             let v = |k: u32| ((x * k + y * (k + 5) + x * y / 7) % 251) as u8;
             image::Rgb([v(3), v(7), v(11)])

@@ -2,7 +2,7 @@
 //! `mmod_human_face_detector.dat`).
 //!
 //! The photo is upsampled `upsample` times with `pyramid_up`, packed into a tiled 5/6-rate
-//! image pyramid ([`crate::tiled_pyramid`]), and scanned by a fully convolutional network:
+//! image pyramid ([`crate::detect::tiled_pyramid`]), and scanned by a fully convolutional network:
 //! three stride-2 5x5 convolutions, three 5x5 convolutions with 45 filters (each followed
 //! by dlib's `affine` and `relu`) and a 9x9 single-filter head. As dlib's `loss_mmod_`,
 //! every positive output is a detection of the sliding window centred on the input position
@@ -13,14 +13,26 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use image::RgbImage;
 
+use crate::detect::nms::BoxOverlap;
+use crate::detect::pyramid::{self, rect_from_upsampled};
+use crate::detect::tiled_pyramid::TiledPyramid;
 use crate::error::{Error, Result};
-use crate::geometry::{BoxOverlap, DPoint, DRect, Rect};
-use crate::pyramid::{self, rect_from_upsampled};
-use crate::tiled_pyramid::TiledPyramid;
+use crate::geometry::{DPoint, DRect, Rect};
+use crate::nn;
+use crate::weights::Model;
+
+/// Filters of the `downsampler`'s three convolutions (stride 2), forward order.
+pub const DOWNSAMPLER_FILTERS: [usize; 3] = [16, 32, 32];
+/// Filters of the three `rcon5` convolutions (stride 1), forward order.
+pub const RCON_FILTERS: [usize; 3] = [45, 45, 45];
+/// Filter size of the `downsampler`'s and `rcon5`'s convolutions.
+pub const FILTER_SIZE: usize = 5;
+/// Filter size of the head, one filter per detector window (`con<1,9,9,1,1>`).
+pub const HEAD_SIZE: usize = 9;
 
 /// A square convolution followed by dlib's per-channel `affine` layer and `relu` (or
 /// neither, for the head), on NCHW tensors. The affine transform is folded into the filters
-/// and bias: `(conv(x) + b) * gamma + beta = conv_{w * gamma}(x) + b * gamma + beta`.
+/// and bias ([`nn::conv_affine`]).
 struct ConvLayer {
     /// Layers with many filters: [filters, in_channels, size, size]. Layers with few
     /// filters: [size * size * filters, in_channels], rows ordered (dy, dx, filter).
@@ -35,8 +47,7 @@ struct ConvLayer {
 }
 
 impl ConvLayer {
-    /// dlib's `con_<filters, size, size, stride, stride>` pads by `size / 2` when the stride
-    /// is 1 and not at all otherwise.
+    /// dlib's `con_<filters, size, size, stride, stride>`, with its default padding.
     fn load(
         vb: VarBuilder,
         in_channels: usize,
@@ -45,17 +56,14 @@ impl ConvLayer {
         stride: usize,
         affine: bool,
     ) -> Result<Self> {
-        let conv = vb.pp("conv");
-        let mut weight = conv.get((filters, in_channels, size, size), "weight")?;
-        let mut bias = conv.get(filters, "bias")?;
-        if affine {
-            let affine = vb.pp("affine");
-            let gamma = affine.get(filters, "gamma")?;
-            let beta = affine.get(filters, "beta")?;
-            weight = weight.broadcast_mul(&gamma.reshape((filters, 1, 1, 1))?)?;
-            bias = ((bias * &gamma)? + beta)?;
-        }
-        let padding = if stride == 1 { size / 2 } else { 0 };
+        let affine_vb = affine.then(|| vb.pp("affine"));
+        let (weight, bias) = nn::conv_affine(
+            &vb.pp("conv"),
+            affine_vb.as_ref(),
+            (in_channels, filters),
+            size,
+        )?;
+        let padding = nn::default_padding(size, stride);
         let weight = if Self::shifts_outputs(filters, stride) {
             weight
                 .permute((2, 3, 0, 1))?
@@ -89,9 +97,7 @@ impl ConvLayer {
 
     /// The output length along one axis, or `None` when the filter does not fit the input.
     fn output_len(&self, input: usize) -> Option<usize> {
-        (input + 2 * self.padding)
-            .checked_sub(self.size)
-            .map(|extra| extra / self.stride + 1)
+        nn::output_len(input, self.size, self.stride, self.padding)
     }
 
     fn out_size(&self, input: usize) -> candle_core::Result<usize> {
@@ -162,11 +168,16 @@ pub struct CnnFaceDetector {
     device: Device,
 }
 
+/// The most pixels the detector takes after upsampling. Its activations need about 230 bytes
+/// per input pixel, so this bounds a detection to about 4 GB; a 1200x900 album photo
+/// upsampled once is 4.3 megapixels.
+pub const MAX_PIXELS: u64 = 16_000_000;
+
 /// A face found by [`CnnFaceDetector`]: dlib's `mmod_rectangle`.
 pub type Detection = (Rect, f32);
 
-impl CnnFaceDetector {
-    pub fn load(vb: VarBuilder) -> Result<Self> {
+impl Model for CnnFaceDetector {
+    fn load(vb: VarBuilder) -> Result<Self> {
         let device = vb.device().clone();
         let scalars = |name: &str, len: usize| -> Result<Vec<f32>> {
             Ok(vb.get(len, name)?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
@@ -193,33 +204,33 @@ impl CnnFaceDetector {
 
         let mut layers = Vec::new();
         let mut channels = 3;
-        for (i, filters) in [16, 32, 32].into_iter().enumerate() {
+        for (i, filters) in DOWNSAMPLER_FILTERS.into_iter().enumerate() {
             layers.push(ConvLayer::load(
                 vb.pp(format!("downsampler.{i}")),
                 channels,
                 filters,
-                5,
+                FILTER_SIZE,
                 2,
                 true,
             )?);
             channels = filters;
         }
-        for i in 0..3 {
+        for (i, filters) in RCON_FILTERS.into_iter().enumerate() {
             layers.push(ConvLayer::load(
                 vb.pp(format!("rcon.{i}")),
                 channels,
-                45,
-                5,
+                filters,
+                FILTER_SIZE,
                 1,
                 true,
             )?);
-            channels = 45;
+            channels = filters;
         }
         layers.push(ConvLayer::load(
             vb.pp("head"),
             channels,
             windows.len(),
-            9,
+            HEAD_SIZE,
             1,
             false,
         )?);
@@ -237,14 +248,9 @@ impl CnnFaceDetector {
             device,
         })
     }
+}
 
-    /// Loads the detector from a safetensors file made by `convert-dlib`.
-    pub fn from_file(path: &std::path::Path, device: &Device) -> Result<Self> {
-        // SAFETY: the weights file is not modified while it is mapped.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device)? };
-        Self::load(vb)
-    }
-
+impl CnnFaceDetector {
     /// Runs the network on a batch of tiled pyramids `[n, 3, rows, cols]` and returns the
     /// detector's score map `[n, windows, rows', cols']`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -265,8 +271,21 @@ impl CnnFaceDetector {
 
     /// Detects faces in several photos. Photos of the same size go through the network
     /// together as one batch, so memory grows with the number of photos given at once
-    /// (about 0.25 GB per 1200x900 photo at upsample 0 and 1 GB at upsample 1).
+    /// (about 0.25 GB per 1200x900 photo at upsample 0 and 1 GB at upsample 1). A photo of
+    /// more than [`MAX_PIXELS`] after upsampling is refused.
     pub fn detect_batch(&self, images: &[RgbImage], upsample: u32) -> Result<Vec<Vec<Detection>>> {
+        let scale = 4u64.saturating_pow(upsample);
+        if let Some(image) = images.iter().find(|image| {
+            let pixels = u64::from(image.width()) * u64::from(image.height());
+            pixels.saturating_mul(scale) > MAX_PIXELS
+        }) {
+            return Err(Error::InvalidInput(format!(
+                "{}x{} upsampled {upsample} times is more than the CNN detector's {} megapixels",
+                image.width(),
+                image.height(),
+                MAX_PIXELS / 1_000_000
+            )));
+        }
         let mut results = vec![Vec::new(); images.len()];
         let mut sizes: Vec<(u32, u32)> = images.iter().map(|i| i.dimensions()).collect();
         sizes.sort_unstable();
