@@ -19,7 +19,7 @@ export CARGO_TARGET_DIR=$target_dir
 
 # The deploy profile sets strip, LTO, one codegen unit and panic=unwind itself, so cargo-lambda
 # adds none of its release defaults (one of which is panic=abort).
-cargo lambda build --profile deploy --bin facedetect-lambda \
+cargo lambda build --profile deploy --no-default-features --features lambda --bin facedetect-lambda \
     --output-format zip --include weights
 
 zip_path="$target_dir/lambda/facedetect-lambda/bootstrap.zip"

@@ -3,8 +3,9 @@
 //! with an alarm on it, failed Lambda invocations have an on-failure destination, IAM policies
 //! name the queues, repositories and log groups they act on instead of `*`, the GPU service and
 //! its instances can scale to zero, and the worker's stop timeout is above its drain bound. The
-//! real linters (`terraform fmt`, checkov, hadolint) run when installed: skipped with a message
-//! without them, a failure when `FACEDETECT_REQUIRE_LINTERS=1` (as in CI).
+//! Lambda build leaves out what only the command line uses. The real linters (`terraform fmt`,
+//! checkov, hadolint) run when installed: skipped with a message without them, a failure when
+//! `FACEDETECT_REQUIRE_LINTERS=1` (as in CI).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -768,6 +769,56 @@ fn every_skipped_checkov_check_gives_a_reason() {
         }
     }
     assert!(skips > 0);
+}
+
+/// The Lambda binary's build (`--no-default-features --features lambda`, as Dockerfile.cpu and
+/// scripts/build-lambda-zip.sh build it) carries only what the function needs: no HTTP server,
+/// progress bar, argument parser, SQS client or CUDA.
+#[test]
+fn the_lambda_build_leaves_out_what_only_the_command_uses() {
+    let output = Command::new(option_env!("CARGO").unwrap_or("cargo"))
+        .current_dir(repo_dir())
+        .args(["tree", "--locked", "--edges", "normal", "--prefix", "none"])
+        .args([
+            "--format",
+            "{p}",
+            "--no-default-features",
+            "--features",
+            "lambda",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tree = String::from_utf8(output.stdout).unwrap();
+    let packages: Vec<&str> = tree
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    for needed in [
+        "lambda_runtime",
+        "aws_lambda_events",
+        "candle-core",
+        "reqwest",
+    ] {
+        assert!(packages.contains(&needed), "{needed} missing: {packages:?}");
+    }
+    for left_out in [
+        "axum",
+        "indicatif",
+        "clap",
+        "aws-sdk-sqs",
+        "aws-config",
+        "cudarc",
+    ] {
+        assert!(
+            !packages.contains(&left_out),
+            "the Lambda build depends on {left_out}"
+        );
+    }
 }
 
 /// Finds a linter on PATH; `None` (with a message) when it is absent and not required.

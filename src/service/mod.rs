@@ -8,12 +8,18 @@
 //! the CPU work runs on a bounded number of blocking threads; at most
 //! [`ServiceConfig::max_in_flight`] sources hold photo bytes or pixels at any time, so memory
 //! stays bounded whatever the payload's size.
+//!
+//! The Lambda handler (`function`) is built with the `lambda` feature; the batch command and the
+//! local invoke endpoint (`batch`, `serve`) with `cli`, which the Lambda binary leaves out.
 
+#[cfg(feature = "cli")]
 pub mod batch;
+#[cfg(feature = "lambda")]
 pub mod function;
 pub mod http;
 pub mod outcome;
 pub mod payload;
+#[cfg(feature = "cli")]
 pub mod serve;
 
 use std::sync::Arc;
