@@ -687,6 +687,28 @@ fn logs_are_kept_for_a_while_and_registries_expire_old_images() {
         text(expect_attr(repositories, "for_each")),
         "var.repositories"
     );
+
+    // Lambda pulls with the repository's policy: its pattern must match the function's name.
+    let pattern = eval(
+        &"var.lambda_function_name_pattern"
+            .parse::<Expression>()
+            .unwrap(),
+        &variable_defaults(&registry),
+    );
+    let Value::String(pattern) = pattern else {
+        panic!()
+    };
+    let lambda = module("lambda");
+    let Expression::TemplateExpr(name) = local(&lambda, "function_name") else {
+        panic!()
+    };
+    let name = name.to_string().replace("${var.stage}", "staging");
+    let (prefix, suffix) = pattern.split_once('*').unwrap();
+    let name = name.trim_matches('"');
+    assert!(
+        name.starts_with(prefix) && name.ends_with(suffix),
+        "{pattern} does not match {name}"
+    );
 }
 
 #[test]

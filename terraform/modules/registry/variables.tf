@@ -16,7 +16,7 @@ variable "keep_images" {
 variable "lambda_function_name_pattern" {
   description = "Functions allowed to pull the Lambda image (Lambda pulls with the repository's policy, not the function's role)"
   type        = string
-  default     = "concrexit-*-facedetection"
+  default     = "concrexit-*-facedetection-lambda"
 }
 
 variable "aws_region" {
