@@ -17,7 +17,7 @@ fi
 newest=$(tail -n 1 <<<"$needed")
 if [ "$(printf '%s\n%s\n' "$newest" "$limit" | sort -V | tail -n 1)" != "$limit" ]; then
     echo "$binary needs glibc $newest, newer than $limit:" >&2
-    readelf --dyn-syms --wide "$binary" | grep -E "GLIBC_$(sed 's/\./\\./g' <<<"$newest")( |$)" >&2
+    readelf --dyn-syms --wide "$binary" | grep -F "GLIBC_$newest " >&2
     exit 1
 fi
 echo "$binary: newest glibc symbol version $newest (limit $limit)"
