@@ -12,14 +12,20 @@
 //! With a deadline (Lambda's), sources are not started when too little time is left, and work
 //! still running just before the deadline is reported as failed, so the invocation always
 //! answers.
+//!
+//! The Lambda handler (`lambda`) is built with the `lambda` feature; the batch command and the
+//! local invoke endpoint (`batch`, `serve`) with `cli`, which the Lambda binary leaves out.
 
+#[cfg(feature = "cli")]
 pub mod batch;
 pub mod budget;
 pub mod client;
 pub mod destination;
+#[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod outcome;
 pub mod payload;
+#[cfg(feature = "cli")]
 pub mod serve;
 
 use std::panic::AssertUnwindSafe;

@@ -30,9 +30,11 @@ mod cli;
 mod hardening;
 mod lambda;
 mod lambda_binary;
+mod lambda_zip;
 mod service;
 mod service_cli;
 mod service_pipeline;
 
 // The deployment files.
+mod deployment;
 mod lint;

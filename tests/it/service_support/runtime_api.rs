@@ -24,6 +24,9 @@ pub struct RuntimeApi {
     queued: Notify,
     answers: Mutex<HashMap<String, Answer>>,
     pub init_error: Mutex<Option<Value>>,
+    /// When the runtime first asked for an invocation: the end of its init phase, as Lambda
+    /// counts it ("Init Duration").
+    first_poll: Mutex<Option<Instant>>,
 }
 
 impl RuntimeApi {
@@ -57,6 +60,25 @@ impl RuntimeApi {
         self.queued.notify_one();
     }
 
+    /// Waits until the runtime has finished its init and polls for an invocation; returns when
+    /// it first polled.
+    pub async fn initialised(&self, timeout: Duration) -> Instant {
+        let started = Instant::now();
+        loop {
+            if let Some(at) = *self.first_poll.lock().unwrap() {
+                return at;
+            }
+            if let Some(error) = self.init_error.lock().unwrap().clone() {
+                panic!("the function failed to start: {error}");
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "the function did not poll within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Waits for the answer to an invocation.
     pub async fn answer(&self, id: &str, timeout: Duration) -> Answer {
         let started = Instant::now();
@@ -77,6 +99,10 @@ impl RuntimeApi {
 }
 
 async fn next(State(api): State<Arc<RuntimeApi>>) -> Response {
+    api.first_poll
+        .lock()
+        .unwrap()
+        .get_or_insert_with(Instant::now);
     let (id, event, time) = loop {
         let notified = api.queued.notified();
         if let Some(item) = api.queue.lock().unwrap().pop_front() {
