@@ -165,6 +165,31 @@ pub struct CnnFaceDetector {
 /// A face found by [`CnnFaceDetector`]: dlib's `mmod_rectangle`.
 pub type Detection = (Rect, f32);
 
+/// A photo made ready for the network by [`CnnFaceDetector::prepare`].
+pub struct CnnInput {
+    pyramid: TiledPyramid,
+    upsample: u32,
+    /// The tiled pyramid's three planes, or `None` when the photo is too small for the
+    /// network's filters (it holds no face).
+    planes: Option<Vec<f32>>,
+}
+
+impl CnnInput {
+    /// The tiled pyramid's (rows, cols), or `None` when the photo is too small to hold a face.
+    pub fn shape(&self) -> Option<(usize, usize)> {
+        self.planes
+            .as_ref()
+            .map(|_| (self.pyramid.rows, self.pyramid.cols))
+    }
+}
+
+/// The detector's scores for one input, `[windows, rows, cols]`.
+struct ScoreMap {
+    scores: Vec<f32>,
+    rows: usize,
+    cols: usize,
+}
+
 impl CnnFaceDetector {
     pub fn load(vb: VarBuilder) -> Result<Self> {
         let device = vb.device().clone();
@@ -267,35 +292,44 @@ impl CnnFaceDetector {
     /// together as one batch, so memory grows with the number of photos given at once
     /// (about 0.25 GB per 1200x900 photo at upsample 0 and 1 GB at upsample 1).
     pub fn detect_batch(&self, images: &[RgbImage], upsample: u32) -> Result<Vec<Vec<Detection>>> {
-        let mut results = vec![Vec::new(); images.len()];
-        let mut sizes: Vec<(u32, u32)> = images.iter().map(|i| i.dimensions()).collect();
-        sizes.sort_unstable();
-        sizes.dedup();
-        for size in sizes {
-            let indices: Vec<usize> = (0..images.len())
-                .filter(|&i| images[i].dimensions() == size)
+        let inputs: Vec<CnnInput> = images
+            .iter()
+            .map(|image| self.prepare(image, upsample))
+            .collect();
+        self.detect_prepared(&inputs)
+    }
+
+    /// Detects faces in prepared photos: those of the same shape go through the network
+    /// together, one pass per shape.
+    pub fn detect_prepared(&self, inputs: &[CnnInput]) -> Result<Vec<Vec<Detection>>> {
+        let mut results = vec![Vec::new(); inputs.len()];
+        let mut shapes: Vec<(usize, usize)> = inputs.iter().filter_map(CnnInput::shape).collect();
+        shapes.sort_unstable();
+        shapes.dedup();
+        for shape in shapes {
+            let indices: Vec<usize> = (0..inputs.len())
+                .filter(|&i| inputs[i].shape() == Some(shape))
                 .collect();
-            let upsampled: Vec<RgbImage> = indices
-                .iter()
-                .map(|&i| pyramid::upsample(&images[i], upsample))
-                .collect();
-            let found = self.detect_same_size(&upsampled)?;
-            for (index, detections) in indices.into_iter().zip(found) {
-                results[index] = detections
-                    .into_iter()
-                    .map(|(rect, score)| (rect_from_upsampled(rect, upsample), score))
-                    .collect();
+            let batch: Vec<&CnnInput> = indices.iter().map(|&i| &inputs[i]).collect();
+            for (&index, scores) in indices.iter().zip(self.score_maps(&batch)?) {
+                results[index] = self.detections(&inputs[index], &scores);
             }
         }
         Ok(results)
     }
 
-    /// Runs the detector on photos that all have the same size, without upsampling.
-    fn detect_same_size(&self, images: &[RgbImage]) -> Result<Vec<Vec<Detection>>> {
-        let Some(first) = images.first() else {
-            return Ok(Vec::new());
+    /// The CPU half of a detection before the network: the photo upsampled `upsample` times,
+    /// packed into the tiled pyramid and normalised. Inputs of the same
+    /// [`shape`](CnnInput::shape) go through the network together in [`Self::detect_prepared`].
+    pub fn prepare(&self, image: &RgbImage, upsample: u32) -> CnnInput {
+        let upsampled;
+        let image = if upsample == 0 {
+            image
+        } else {
+            upsampled = pyramid::upsample(image, upsample);
+            &upsampled
         };
-        let (width, height) = first.dimensions();
+        let (width, height) = image.dimensions();
         let pyramid = TiledPyramid::new(
             height as usize,
             width as usize,
@@ -309,26 +343,62 @@ impl CnnFaceDetector {
             .try_fold((pyramid.rows, pyramid.cols), |(h, w), layer| {
                 Some((layer.output_len(h)?, layer.output_len(w)?))
             });
-        if pyramid.levels.is_empty() || fits.is_none() {
-            return Ok(vec![Vec::new(); images.len()]);
+        let planes = (!pyramid.levels.is_empty() && fits.is_some()).then(|| {
+            let mut planes = vec![0f32; 3 * pyramid.rows * pyramid.cols];
+            pyramid.fill(image, self.mean, &mut planes);
+            planes
+        });
+        CnnInput {
+            pyramid,
+            upsample,
+            planes,
         }
-        let plane = 3 * pyramid.rows * pyramid.cols;
-        let mut data = vec![0f32; images.len() * plane];
-        for (image, out) in images.iter().zip(data.chunks_exact_mut(plane)) {
-            pyramid.fill(image, self.mean, out);
+    }
+
+    /// Runs the network on prepared inputs that all have the same shape, as one batch on the
+    /// detector's device, and returns each one's score map.
+    fn score_maps(&self, inputs: &[&CnnInput]) -> Result<Vec<ScoreMap>> {
+        let mut samples = Vec::with_capacity(inputs.len());
+        let mut shape = None;
+        for input in inputs {
+            let (Some(planes), Some(input_shape)) = (&input.planes, input.shape()) else {
+                return Err(Error::InvalidInput(
+                    "a photo too small for the CNN detector has no score map".to_string(),
+                ));
+            };
+            if *shape.get_or_insert(input_shape) != input_shape {
+                return Err(Error::InvalidInput(format!(
+                    "CNN inputs of different shapes in one batch: {shape:?} and {input_shape:?}"
+                )));
+            }
+            let (rows, cols) = input_shape;
+            samples.push(Tensor::from_slice(planes, (1, 3, rows, cols), &self.device)?);
         }
-        let input = Tensor::from_vec(
-            data,
-            (images.len(), 3, pyramid.rows, pyramid.cols),
-            &self.device,
-        )?;
+        if samples.is_empty() {
+            return Ok(Vec::new());
+        }
+        let input = Tensor::cat(&samples, 0)?;
+        drop(samples);
         let scores = self.forward(&input)?.to_device(&Device::Cpu)?;
         let (_, channels, rows, cols) = scores.dims4()?;
         let scores = scores.flatten_all()?.to_vec1::<f32>()?;
         Ok(scores
             .chunks_exact(channels * rows * cols)
-            .map(|sample| self.to_detections(&pyramid, sample, rows, cols))
+            .map(|sample| ScoreMap {
+                scores: sample.to_vec(),
+                rows,
+                cols,
+            })
             .collect())
+    }
+
+    /// The CPU half of a detection after the network: the faces an input's score map holds,
+    /// best first, in the coordinates of the photo given to [`Self::prepare`].
+    fn detections(&self, input: &CnnInput, scores: &ScoreMap) -> Vec<Detection> {
+        self.to_detections(&input.pyramid, &scores.scores, scores.rows, scores.cols)
+            .into_iter()
+            .map(|(rect, score)| (rect_from_upsampled(rect, input.upsample), score))
+            .collect()
     }
 
     /// dlib's `loss_mmod_::to_label` with `adjust_threshold` 0 for one sample's score map.

@@ -2,6 +2,7 @@
 //! numbers as dlib's `face_recognition` pipeline, with candle for the neural parts.
 
 pub mod alignment;
+pub mod backfill;
 pub mod cnn;
 pub mod convert;
 pub mod decode;

@@ -115,17 +115,7 @@ impl FacePipeline {
         Ok(match options.detector {
             Detector::Hog => self.hog.detect(image, options.upsample)?,
             Detector::Cnn => {
-                let scale = 4u64.saturating_pow(options.upsample);
-                let pixels = u64::from(image.width()) * u64::from(image.height());
-                if pixels.saturating_mul(scale) > CNN_MAX_PIXELS {
-                    return Err(Error::InvalidInput(format!(
-                        "{}x{} upsampled {} times is more than the CNN detector's {} megapixels",
-                        image.width(),
-                        image.height(),
-                        options.upsample,
-                        CNN_MAX_PIXELS / 1_000_000
-                    )));
-                }
+                check_cnn_size(image, options.upsample)?;
                 self.cnn
                     .detect(image, options.upsample)?
                     .into_iter()
@@ -133,6 +123,16 @@ impl FacePipeline {
                     .collect()
             }
         })
+    }
+
+    /// The CNN detector, for running its halves separately (see [`crate::cnn`]).
+    pub fn cnn(&self) -> &CnnFaceDetector {
+        &self.cnn
+    }
+
+    /// The face embedder, for embedding chips of many photos together.
+    pub fn embedder(&self) -> &FaceEmbedder {
+        &self.embedder
     }
 
     /// Finds the faces in `image` and encodes each.
@@ -151,9 +151,16 @@ impl FacePipeline {
         self.encode_jittered(image, rects, 1)
     }
 
-    fn encode_jittered(&self, image: &RgbImage, rects: &[Rect], jitters: u32) -> Result<Vec<Face>> {
+    /// The landmarks and the aligned 150x150 chip of each face at `rects`: everything of
+    /// encoding but the embedder.
+    pub fn align(&self, image: &RgbImage, rects: &[Rect]) -> (Vec<Landmarks>, Vec<RgbImage>) {
         let landmarks = self.shape_predictor.predict_batch(image, rects);
         let chips = face_chips(image, &landmarks);
+        (landmarks, chips)
+    }
+
+    fn encode_jittered(&self, image: &RgbImage, rects: &[Rect], jitters: u32) -> Result<Vec<Face>> {
+        let (landmarks, chips) = self.align(image, rects);
         let encodings = if jitters <= 1 {
             self.embed_chips(&chips)?
         } else {
@@ -204,4 +211,20 @@ impl FacePipeline {
         }
         Ok(encodings)
     }
+}
+
+/// Refuses a photo that upsampled `upsample` times is more than [`CNN_MAX_PIXELS`].
+pub fn check_cnn_size(image: &RgbImage, upsample: u32) -> Result<()> {
+    let scale = 4u64.saturating_pow(upsample);
+    let pixels = u64::from(image.width()) * u64::from(image.height());
+    if pixels.saturating_mul(scale) > CNN_MAX_PIXELS {
+        return Err(Error::InvalidInput(format!(
+            "{}x{} upsampled {} times is more than the CNN detector's {} megapixels",
+            image.width(),
+            image.height(),
+            upsample,
+            CNN_MAX_PIXELS / 1_000_000
+        )));
+    }
+    Ok(())
 }
