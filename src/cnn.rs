@@ -372,7 +372,11 @@ impl CnnFaceDetector {
                 )));
             }
             let (rows, cols) = input_shape;
-            samples.push(Tensor::from_slice(planes, (1, 3, rows, cols), &self.device)?);
+            samples.push(Tensor::from_slice(
+                planes,
+                (1, 3, rows, cols),
+                &self.device,
+            )?);
         }
         if samples.is_empty() {
             return Ok(Vec::new());

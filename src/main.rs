@@ -201,8 +201,11 @@ struct BenchDeviceArgs {
     /// Photos to time, cycling through the folder's.
     #[arg(long, default_value_t = 200)]
     photos: usize,
-    /// Embedder batch sizes to time (comma-separated; none: skip).
-    #[arg(long, value_delimiter = ',', default_value = "16,64,256")]
+    /// Start no photo after this many seconds (the result counts the photos done).
+    #[arg(long, default_value_t = 60.0)]
+    max_seconds: f64,
+    /// Embedder batch sizes to time, comma-separated (e.g. 16,64,256; default: none).
+    #[arg(long, value_delimiter = ',')]
     embed_sizes: Vec<usize>,
     /// Seconds to time each embedder batch size for, at least.
     #[arg(long, default_value_t = 2.0)]
@@ -452,8 +455,13 @@ fn bench_device(args: &BenchDeviceArgs) -> anyhow::Result<ExitCode> {
     let (batcher, device, sizes) =
         device_batcher(&args.models, &args.batching, args.detector, args.upsample)?;
     let concurrency = args.batching.concurrency(&device, sizes);
-    let (photos, faces) =
-        throughput::photo_throughput(&batcher, &files, args.photos, concurrency)?;
+    let (photos, faces) = throughput::photo_throughput(
+        &batcher,
+        &files,
+        args.photos,
+        concurrency,
+        std::time::Duration::from_secs_f64(args.max_seconds),
+    )?;
     let device_name = match args.models.device {
         DeviceArg::Cpu => "cpu",
         DeviceArg::Cuda => "cuda",

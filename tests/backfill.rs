@@ -142,7 +142,10 @@ impl Moto {
             .client
             .create_queue()
             .queue_name(name)
-            .attributes(QueueAttributeName::VisibilityTimeout, visibility.to_string())
+            .attributes(
+                QueueAttributeName::VisibilityTimeout,
+                visibility.to_string(),
+            )
             .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
             .send()
             .await
@@ -293,7 +296,12 @@ impl Worker {
 }
 
 /// Polls `done` until it holds, failing after `limit` with `what` and the worker's logs.
-async fn wait_for(limit: Duration, what: &str, worker: &Worker, mut done: impl AsyncFnMut() -> bool) {
+async fn wait_for(
+    limit: Duration,
+    what: &str,
+    worker: &Worker,
+    mut done: impl AsyncFnMut() -> bool,
+) {
     let started = Instant::now();
     while !done().await {
         assert!(
@@ -321,7 +329,12 @@ fn small_sources(
     pks.map(|pk| {
         photos.add(&format!("p{pk}.png"), png(48, 40, pk as u8));
         receiver.expect("photo", pk, &format!("token-{pk}"));
-        source(pk, "photo", &format!("{photo_base}/photo/p{pk}.png"), &format!("token-{pk}"))
+        source(
+            pk,
+            "photo",
+            &format!("{photo_base}/photo/p{pk}.png"),
+            &format!("token-{pk}"),
+        )
     })
     .collect()
 }
@@ -344,7 +357,10 @@ async fn worker_posts_every_source_exactly_once() {
     let (queue, dlq) = moto.queue("all", 5, 2).await;
     let (photos, photo_base) = PhotoServer::start().await;
     let (receiver, api) = Receiver::start().await;
-    photos.add("obama.webp", common::pkg_fixture("images/medium/obama.webp"));
+    photos.add(
+        "obama.webp",
+        common::pkg_fixture("images/medium/obama.webp"),
+    );
     receiver.expect("reference", 100, "token-100");
     let mut first = small_sources(&photos, &receiver, &photo_base, 1..12);
     first.push(source(
@@ -358,7 +374,8 @@ async fn worker_posts_every_source_exactly_once() {
         payload(&api, small_sources(&photos, &receiver, &photo_base, 12..14)),
         payload(&api, small_sources(&photos, &receiver, &photo_base, 14..20)),
     ];
-    let input = std::env::temp_dir().join(format!("facedetect-worker-{}.jsonl", std::process::id()));
+    let input =
+        std::env::temp_dir().join(format!("facedetect-worker-{}.jsonl", std::process::id()));
     std::fs::write(&input, lines.join("\n")).unwrap();
     let sent = facedetect(&moto)
         .args(["enqueue", &input.to_string_lossy(), "--queue-url", &queue])
@@ -410,7 +427,11 @@ async fn worker_posts_every_source_exactly_once() {
     }
     let sources = worker.lines("source done");
     assert_eq!(sources.len(), 20);
-    assert!(sources.iter().all(|line| line["span"]["message_id"].is_string()));
+    assert!(
+        sources
+            .iter()
+            .all(|line| line["span"]["message_id"].is_string())
+    );
     assert_eq!(moto.counts(&dlq).await, (0, 0));
     assert_no_token_logged(&worker);
 
@@ -446,8 +467,14 @@ async fn sigkill_mid_batch_loses_nothing() {
     first.child().kill().unwrap();
     first.exit_within(Duration::from_secs(5)).await;
     let before = receiver.delivered_count();
-    assert!(before < 20, "the first worker finished before it was killed");
-    assert!(worker_held_messages(&first), "the first worker held no message");
+    assert!(
+        before < 20,
+        "the first worker finished before it was killed"
+    );
+    assert!(
+        worker_held_messages(&first),
+        "the first worker held no message"
+    );
 
     *photos.delay.lock().unwrap() = Duration::ZERO;
     let second = Worker::start(&moto, &queue, &[]);
@@ -459,7 +486,11 @@ async fn sigkill_mid_batch_loses_nothing() {
         moto.counts(&queue).await == (0, 0)
     })
     .await;
-    assert!(second.lines("source failed").is_empty(), "{}", second.all_logs());
+    assert!(
+        second.lines("source failed").is_empty(),
+        "{}",
+        second.all_logs()
+    );
     let done = second.lines("message done");
     assert!(!done.is_empty());
     assert!(done.iter().all(|line| line["failed"] == 0));
@@ -503,31 +534,41 @@ async fn invalid_bodies_go_to_the_dead_letter_queue_unprocessed() {
     receiver.expect("photo", 1, "token-1");
     let bad_pk = payload(
         &api,
-        vec![json!({"pk": "1", "type": "photo", "photo_url": format!("{photo_base}/photo/never.png"), "token": "token-1"})],
+        vec![
+            json!({"pk": "1", "type": "photo", "photo_url": format!("{photo_base}/photo/never.png"), "token": "token-1"}),
+        ],
     );
     let bodies = ["this is not json", bad_pk.as_str()];
     for body in bodies {
         moto.send(&queue, body).await;
     }
     let worker = Worker::start(&moto, &queue, &[]);
-    wait_for(MINUTE, "both messages in the dead-letter queue", &worker, async || {
-        moto.counts(&dlq).await.0 == 2
-    })
+    wait_for(
+        MINUTE,
+        "both messages in the dead-letter queue",
+        &worker,
+        async || moto.counts(&dlq).await.0 == 2,
+    )
     .await;
     let mut in_dlq = moto.drain(&dlq).await;
     in_dlq.sort();
     let mut sent: Vec<String> = bodies.iter().map(|b| b.to_string()).collect();
     sent.sort();
     assert_eq!(in_dlq, sent);
-    assert_eq!(photos.gauge.total(), 0, "a photo of an invalid payload was downloaded");
+    assert_eq!(
+        photos.gauge.total(),
+        0,
+        "a photo of an invalid payload was downloaded"
+    );
     assert_eq!(receiver.attempts("photo", 1), 0);
     let released = worker.lines("message is not a valid payload: released unprocessed");
     // Each message was received twice (the maximum) before the queue moved it.
     assert_eq!(released.len(), 4, "{}", worker.all_logs());
-    assert!(released.iter().any(|line| line["error"]
-        .as_str()
-        .unwrap()
-        .contains("sources[0].pk")));
+    assert!(
+        released
+            .iter()
+            .any(|line| line["error"].as_str().unwrap().contains("sources[0].pk"))
+    );
     assert_no_token_logged(&worker);
     assert_eq!(moto.counts(&queue).await, (0, 0));
 }
@@ -547,7 +588,12 @@ async fn a_failing_source_sends_its_message_to_the_dead_letter_queue() {
     receiver.expect("photo", 3, "token-3");
     sources.insert(
         1,
-        source(3, "photo", &format!("{photo_base}/photo/missing.png"), "token-3"),
+        source(
+            3,
+            "photo",
+            &format!("{photo_base}/photo/missing.png"),
+            "token-3",
+        ),
     );
     let body = payload(&api, sources);
     moto.send(&queue, &body).await;
@@ -555,9 +601,12 @@ async fn a_failing_source_sends_its_message_to_the_dead_letter_queue() {
     moto.send(&queue, &payload(&api, good)).await;
 
     let worker = Worker::start(&moto, &queue, &[]);
-    wait_for(MINUTE, "the message in the dead-letter queue", &worker, async || {
-        moto.counts(&dlq).await.0 == 1
-    })
+    wait_for(
+        MINUTE,
+        "the message in the dead-letter queue",
+        &worker,
+        async || moto.counts(&dlq).await.0 == 1,
+    )
     .await;
     assert_eq!(moto.drain(&dlq).await, vec![body]);
     let retries = worker.lines("message has failed sources: left to be retried");
@@ -577,7 +626,11 @@ async fn a_failing_source_sends_its_message_to_the_dead_letter_queue() {
     }
     let failed = worker.lines("source failed");
     assert_eq!(failed.len(), 2);
-    assert!(failed.iter().all(|line| line["stage"] == "download" && line["pk"] == 3));
+    assert!(
+        failed
+            .iter()
+            .all(|line| line["stage"] == "download" && line["pk"] == 3)
+    );
     assert_no_token_logged(&worker);
 }
 
@@ -600,7 +653,12 @@ async fn sigterm_finishes_or_releases_the_work_in_flight() {
     receiver.expect("photo", 9, "token-9");
     let stuck = payload(
         &api,
-        vec![source(9, "photo", &format!("{slow_base}/photo/p9.png"), "token-9")],
+        vec![source(
+            9,
+            "photo",
+            &format!("{slow_base}/photo/p9.png"),
+            "token-9",
+        )],
     );
     moto.send(&queue, &stuck).await;
 
@@ -616,7 +674,10 @@ async fn sigterm_finishes_or_releases_the_work_in_flight() {
     let took = signalled.elapsed();
     assert!(status.success(), "{status:?}\n{}", worker.all_logs());
     println!("exited {took:?} after SIGTERM (bound {bound:?})");
-    assert!(took >= bound, "the worker did not wait for the slow message");
+    assert!(
+        took >= bound,
+        "the worker did not wait for the slow message"
+    );
 
     // The quick message finished within the bound and was deleted...
     assert!(receiver.delivered("photo", 1).is_some());
@@ -641,8 +702,15 @@ async fn enqueue_splits_counts_and_refuses_invalid_input() {
     let (queue, _) = moto.queue("enqueue", 30, 2).await;
     let api = "https://thalia.example";
     let sources = |pks: std::ops::Range<u64>| -> Vec<Value> {
-        pks.map(|pk| source(pk, "photo", &format!("https://media.example/{pk}.jpg?sig=s"), &format!("token-{pk}")))
-            .collect()
+        pks.map(|pk| {
+            source(
+                pk,
+                "photo",
+                &format!("https://media.example/{pk}.jpg?sig=s"),
+                &format!("token-{pk}"),
+            )
+        })
+        .collect()
     };
     let lines = [
         payload(api, sources(0..45)),
@@ -669,7 +737,14 @@ async fn enqueue_splits_counts_and_refuses_invalid_input() {
 
     // 45 + 1 + 20 sources in messages of at most 4: 12 + 1 + 5, in two SendMessageBatch calls.
     let sent = run_with_stdin(
-        facedetect(&moto).args(["enqueue", "-", "--queue-url", &queue, "--sources-per-message", "4"]),
+        facedetect(&moto).args([
+            "enqueue",
+            "-",
+            "--queue-url",
+            &queue,
+            "--sources-per-message",
+            "4",
+        ]),
         &input,
     );
     assert!(sent.status.success(), "{sent:?}");
@@ -688,7 +763,10 @@ async fn enqueue_splits_counts_and_refuses_invalid_input() {
         for source in sources {
             let pk = source["pk"].as_u64().unwrap();
             assert_eq!(source["token"], format!("token-{pk}"));
-            assert_eq!(source["photo_url"], format!("https://media.example/{pk}.jpg?sig=s"));
+            assert_eq!(
+                source["photo_url"],
+                format!("https://media.example/{pk}.jpg?sig=s")
+            );
             assert_eq!(source["type"], "photo");
             seen.push(pk);
         }
@@ -716,7 +794,12 @@ fn run_with_stdin(command: &mut Command, input: &str) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -729,7 +812,13 @@ fn cuda_device_without_the_feature_is_refused() {
         return;
     }
     let output = Command::new(env!("CARGO_BIN_EXE_facedetect"))
-        .args(["worker", "--queue-url", "http://127.0.0.1:9/q", "--device", "cuda"])
+        .args([
+            "worker",
+            "--queue-url",
+            "http://127.0.0.1:9/q",
+            "--device",
+            "cuda",
+        ])
         .env("FACEDETECT_WEIGHTS", common::weights_dir())
         .output()
         .unwrap();

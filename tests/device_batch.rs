@@ -23,10 +23,21 @@ fn pipeline(device: &Device) -> Arc<FacePipeline> {
 fn photos() -> Vec<(String, RgbImage)> {
     let limits = DecodeLimits::default();
     let dir = common::crate_dir().join("tests/fixtures/pkg/images");
-    ["large/t1.webp", "large/obama.webp", "large/biden.webp", "large/obama2.webp", "medium/astronaut.webp"]
-        .iter()
-        .map(|name| (name.to_string(), open_image(&dir.join(name), &limits).unwrap()))
-        .collect()
+    [
+        "large/t1.webp",
+        "large/obama.webp",
+        "large/biden.webp",
+        "large/obama2.webp",
+        "medium/astronaut.webp",
+    ]
+    .iter()
+    .map(|name| {
+        (
+            name.to_string(),
+            open_image(&dir.join(name), &limits).unwrap(),
+        )
+    })
+    .collect()
 }
 
 /// Every photo through the batcher from its own thread at once, so that they meet in batches.
@@ -51,7 +62,10 @@ fn compare(name: &str, got: &[Face], want: &[Face], score_tolerance: f64) -> f32
     for (g, w) in got.iter().zip(want) {
         assert_eq!(g.landmarks, w.landmarks, "{name}: landmarks");
         let (gs, ws) = (g.score.unwrap(), w.score.unwrap());
-        assert!((gs - ws).abs() <= score_tolerance, "{name}: score {gs} vs {ws}");
+        assert!(
+            (gs - ws).abs() <= score_tolerance,
+            "{name}: score {gs} vs {ws}"
+        );
         for (a, b) in g.encoding.iter().zip(&w.encoding) {
             worst = worst.max((a - b).abs());
         }
@@ -87,13 +101,27 @@ fn check_cpu(detector: Detector, upsample: u32, sizes: BatchSizes) {
 
 #[test]
 fn batched_hog_equals_the_per_photo_pipeline_on_the_cpu() {
-    check_cpu(Detector::Hog, 1, BatchSizes { detect: 4, embed: 64 });
+    check_cpu(
+        Detector::Hog,
+        1,
+        BatchSizes {
+            detect: 4,
+            embed: 64,
+        },
+    );
 }
 
 #[test]
 fn batched_cnn_equals_the_per_photo_pipeline_on_the_cpu() {
     // Upsample 0 keeps the batch of four 1200x900 photos within 1 GB on the CPU.
-    check_cpu(Detector::Cnn, 0, BatchSizes { detect: 4, embed: 7 });
+    check_cpu(
+        Detector::Cnn,
+        0,
+        BatchSizes {
+            detect: 4,
+            embed: 7,
+        },
+    );
 }
 
 /// On a CUDA device the batched pipeline finds the CPU's rectangles with encodings within 1e-4.

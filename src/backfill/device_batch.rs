@@ -261,10 +261,7 @@ impl<I: Send + 'static, O: Send + 'static> BatchQueue<I, O> {
 
 /// Runs the items of `jobs` as one batch and hands every job its share of the results, or
 /// the batch's error. A panic in the model fails the batch, not the thread.
-fn run_batch<I, O>(
-    process: &mut impl FnMut(Vec<I>) -> Result<Vec<O>>,
-    jobs: Vec<Job<I, O>>,
-) {
+fn run_batch<I, O>(process: &mut impl FnMut(Vec<I>) -> Result<Vec<O>>, jobs: Vec<Job<I, O>>) {
     let mut replies = Vec::with_capacity(jobs.len());
     let mut items = Vec::new();
     for job in jobs {
@@ -322,13 +319,16 @@ mod tests {
             })
             .collect();
         for (i, caller) in (0..9u32).zip(callers) {
-            assert_eq!(caller.join().unwrap().unwrap(), vec![i * 10, (i + 100) * 10]);
+            assert_eq!(
+                caller.join().unwrap().unwrap(),
+                vec![i * 10, (i + 100) * 10]
+            );
         }
         drop(queue);
         let sizes: Vec<usize> = sizes.iter().collect();
         assert_eq!(sizes.iter().sum::<usize>(), 18);
         assert!(sizes.iter().all(|&n| n <= 4), "{sizes:?}");
-        assert!(sizes.iter().any(|&n| n == 4), "no batch was shared: {sizes:?}");
+        assert!(sizes.contains(&4), "no batch was shared: {sizes:?}");
     }
 
     #[test]
@@ -343,8 +343,20 @@ mod tests {
             Ok(items)
         })
         .unwrap();
-        assert!(queue.run(vec![-1]).unwrap_err().to_string().contains("panicked"));
-        assert!(queue.run(vec![-2]).unwrap_err().to_string().contains("refused"));
+        assert!(
+            queue
+                .run(vec![-1])
+                .unwrap_err()
+                .to_string()
+                .contains("panicked")
+        );
+        assert!(
+            queue
+                .run(vec![-2])
+                .unwrap_err()
+                .to_string()
+                .contains("refused")
+        );
         assert_eq!(queue.run(vec![1, 2]).unwrap(), vec![1, 2]);
         assert_eq!(queue.run(Vec::new()).unwrap(), Vec::<i32>::new());
     }

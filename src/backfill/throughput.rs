@@ -30,12 +30,10 @@ pub fn read_photos(dir: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>> {
         .map_err(io)?
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
         .filter(|path| {
-            path.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| {
-                    ["jpg", "jpeg", "png", "webp", "gif", "bmp"]
-                        .contains(&e.to_ascii_lowercase().as_str())
-                })
+            path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                ["jpg", "jpeg", "png", "webp", "gif", "bmp"]
+                    .contains(&e.to_ascii_lowercase().as_str())
+            })
         })
         .collect();
     paths.sort();
@@ -78,21 +76,26 @@ pub struct PhotoThroughput {
     pub mean: StageMeans,
 }
 
+/// One photo with its faces.
+pub type FoundFaces = (PathBuf, RgbImage, Vec<Face>);
 /// The faces of each distinct photo, from the timed run (the batched results).
-pub type PhotoFaces = Vec<(PathBuf, RgbImage, Vec<Face>)>;
+pub type PhotoFaces = Vec<FoundFaces>;
 
 /// Runs `photos` photos (cycling through `files`) through `batcher` on `concurrency` threads,
-/// after an untimed warm-up. Returns the timing and the faces of each distinct photo.
+/// after an untimed warm-up; no photo is started after `budget` (the count is then what was
+/// done). Returns the timing and the faces of each distinct photo.
 pub fn photo_throughput(
     batcher: &DeviceBatcher,
     files: &[(PathBuf, Vec<u8>)],
     photos: usize,
     concurrency: usize,
+    budget: Duration,
 ) -> Result<(PhotoThroughput, PhotoFaces)> {
     let concurrency = concurrency.max(1);
-    run_photos(batcher, files, concurrency.min(photos.max(1)), concurrency)?;
+    let warm_up = concurrency.min(photos.max(1));
+    run_photos(batcher, files, warm_up, concurrency, Duration::MAX)?;
     let started = Instant::now();
-    let (faces, means, found) = run_photos(batcher, files, photos, concurrency)?;
+    let (photos, faces, means, found) = run_photos(batcher, files, photos, concurrency, budget)?;
     let seconds = started.elapsed().as_secs_f64();
     Ok((
         PhotoThroughput {
@@ -108,24 +111,29 @@ pub fn photo_throughput(
     ))
 }
 
-type PhotoRun = (usize, StageMeans, PhotoFaces);
+/// Photos done, faces found, stage means and the faces of each distinct photo.
+type PhotoRun = (usize, usize, StageMeans, PhotoFaces);
 
 fn run_photos(
     batcher: &DeviceBatcher,
     files: &[(PathBuf, Vec<u8>)],
     photos: usize,
     concurrency: usize,
+    budget: Duration,
 ) -> Result<PhotoRun> {
+    let started = Instant::now();
     let limits = DecodeLimits::default();
     let next = AtomicUsize::new(0);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    let found: Mutex<Vec<Option<(PathBuf, RgbImage, Vec<Face>)>>> =
-        Mutex::new(vec![None; files.len()]);
-    let totals: Mutex<(usize, [Duration; 3])> = Mutex::new((0, [Duration::ZERO; 3]));
+    let found: Mutex<Vec<Option<FoundFaces>>> = Mutex::new(vec![None; files.len()]);
+    let totals: Mutex<(usize, usize, [Duration; 3])> = Mutex::new((0, 0, [Duration::ZERO; 3]));
     std::thread::scope(|scope| {
         for _ in 0..concurrency {
             scope.spawn(|| {
                 loop {
+                    if started.elapsed() > budget {
+                        return;
+                    }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= photos {
                         return;
@@ -146,8 +154,9 @@ fn run_photos(
                     match result {
                         Ok((image, faces, times)) => {
                             let mut totals = lock(&totals);
-                            totals.0 += faces.len();
-                            for (total, time) in totals.1.iter_mut().zip(times) {
+                            totals.0 += 1;
+                            totals.1 += faces.len();
+                            for (total, time) in totals.2.iter_mut().zip(times) {
                                 *total += time;
                             }
                             drop(totals);
@@ -170,10 +179,11 @@ fn run_photos(
     if let Some(error) = lock(&first_error).take() {
         return Err(error);
     }
-    let (faces, times) = *lock(&totals);
-    let mean = |d: Duration| d.as_secs_f64() * 1000.0 / photos.max(1) as f64;
+    let (done, faces, times) = *lock(&totals);
+    let mean = |d: Duration| d.as_secs_f64() * 1000.0 / done.max(1) as f64;
     let found = lock(&found).drain(..).flatten().collect();
     Ok((
+        done,
         faces,
         StageMeans {
             decode_ms: mean(times[0]),
@@ -185,7 +195,9 @@ fn run_photos(
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The embedder's speed at one batch size.

@@ -171,7 +171,8 @@ pub async fn run<E: FaceEncoder>(
             }
             Err(error) => {
                 receive_failures += 1;
-                let pause = Duration::from_secs(1 << receive_failures.min(5)).min(MAX_RECEIVE_PAUSE);
+                let pause =
+                    Duration::from_secs(1 << receive_failures.min(5)).min(MAX_RECEIVE_PAUSE);
                 tracing::warn!(%error, pause_s = pause.as_secs(), "receiving messages failed");
                 tokio::select! {
                     _ = shutdown.recv() => break,
@@ -319,7 +320,10 @@ impl<E: FaceEncoder> Context<E> {
                 );
                 MessageEnd::Invalid
             }
-            Ok(payload) => self.process(&id, &receipt, receives, &payload, started).await,
+            Ok(payload) => {
+                self.process(&id, &receipt, receives, &payload, started)
+                    .await
+            }
         };
         self.held_mut().remove(&id);
         end
@@ -465,7 +469,9 @@ impl<E: FaceEncoder> Context<E> {
 
     fn held_mut(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         // The map stays consistent whatever panicked while holding it.
-        self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
