@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
-use concrexit_facedetection::embedder::FaceEmbedder;
+use concrexit_facedetection::face::embedder::FaceEmbedder;
 
 fn chips(root: &Path) -> Vec<image::RgbImage> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(root)

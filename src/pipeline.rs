@@ -11,14 +11,14 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::Serialize;
 
-use crate::alignment::face_chips;
-use crate::cnn::CnnFaceDetector;
-use crate::embedder::{DESCRIPTOR_LEN, FaceEmbedder};
+use crate::detect::cnn::CnnFaceDetector;
+use crate::detect::hog::HogDetector;
 use crate::error::{Error, Result};
+use crate::face::alignment::face_chips;
+use crate::face::embedder::{DESCRIPTOR_LEN, FaceEmbedder};
+use crate::face::jitter::jitter_chip;
+use crate::face::landmarks::{Landmarks, ShapePredictor};
 use crate::geometry::Rect;
-use crate::hog::HogDetector;
-use crate::jitter::jitter_chip;
-use crate::landmarks::{Landmarks, ShapePredictor};
 use crate::weights::{WeightsLocation, files};
 
 /// Chips embedded together (dlib uses 16 too); bounds memory on photos with many faces.

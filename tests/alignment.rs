@@ -5,11 +5,11 @@ mod common;
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use concrexit_facedetection::alignment::{
+use concrexit_facedetection::face::alignment::{
     FACE_CHIP_PADDING, FACE_CHIP_SIZE, face_chip, get_face_chip_details,
 };
+use concrexit_facedetection::face::landmarks::ShapePredictor;
 use concrexit_facedetection::geometry::{Point, Rect};
-use concrexit_facedetection::landmarks::ShapePredictor;
 
 fn load_predictor() -> ShapePredictor {
     let path = common::weights_dir().join("shape_predictor_5_face_landmarks.safetensors");

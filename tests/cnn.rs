@@ -3,7 +3,7 @@
 mod common;
 
 use candle_core::Device;
-use concrexit_facedetection::cnn::{CnnFaceDetector, Detection};
+use concrexit_facedetection::detect::cnn::{CnnFaceDetector, Detection};
 use concrexit_facedetection::geometry::Rect;
 use image::RgbImage;
 

@@ -10,12 +10,13 @@ mod common;
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
+use concrexit_facedetection::convert::dlib_format::DlibReader;
 use concrexit_facedetection::convert::dnn::{
     self, ConSpec, InputSpec, Layer, LayerSpec, LossSpec, NetworkSpec, PoolSpec,
 };
 use concrexit_facedetection::convert::{convert_bytes, mmod, resnet};
-use concrexit_facedetection::dlib_format::DlibReader;
 use concrexit_facedetection::error::FormatError;
+use concrexit_facedetection::face::embedder::BLOCKS;
 
 const RESNET: &str = "dlib_face_recognition_resnet_model_v1";
 const MMOD: &str = "mmod_human_face_detector";
@@ -76,7 +77,7 @@ fn resnet_weights_have_the_documented_tensors() {
     assert_eq!(shape("stem.affine.gamma"), [32]);
     assert_eq!(shape("stem.affine.beta"), [32]);
     let mut in_channels = 32;
-    for (i, (channels, _)) in resnet::BLOCKS.iter().copied().enumerate() {
+    for (i, (channels, _)) in BLOCKS.iter().copied().enumerate() {
         assert_eq!(
             shape(&format!("blocks.{i}.conv1.weight")),
             [channels, in_channels, 3, 3]

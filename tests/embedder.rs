@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::Device;
-use concrexit_facedetection::embedder::FaceEmbedder;
+use concrexit_facedetection::face::embedder::FaceEmbedder;
 
 const TOLERANCE: f32 = 1e-4;
 

@@ -5,8 +5,8 @@ mod common;
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
+use concrexit_facedetection::detect::hog::HogDetector;
 use concrexit_facedetection::geometry::Rect;
-use concrexit_facedetection::hog::HogDetector;
 use image::{Rgb, RgbImage};
 
 fn detector() -> HogDetector {

@@ -8,8 +8,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use concrexit_facedetection::logging::{LogFormat, init_with_writer};
 use concrexit_facedetection::service::function::run_lambda;
-use concrexit_facedetection::service::logging::{LogFormat, init_with_writer};
 use serde_json::{Value, json};
 use service_support::runtime_api::RuntimeApi;
 use service_support::*;

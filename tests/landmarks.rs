@@ -6,8 +6,8 @@ mod common;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use concrexit_facedetection::convert::convert_bytes;
+use concrexit_facedetection::face::landmarks::ShapePredictor;
 use concrexit_facedetection::geometry::{Point, Rect};
-use concrexit_facedetection::landmarks::ShapePredictor;
 
 fn load_predictor() -> ShapePredictor {
     let path = common::weights_dir().join("shape_predictor_5_face_landmarks.safetensors");

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use concrexit_facedetection::pyramid::{PyramidDown, pyramid_up};
+use concrexit_facedetection::detect::pyramid::{PyramidDown, pyramid_up};
 use image::RgbImage;
 
 fn fixture(name: &str) -> RgbImage {

@@ -9,13 +9,13 @@
 //! takes whatever is waiting):
 //! - decoding: on the calling thread (the service's blocking threads);
 //! - the CNN detector: upsampling and the tiled pyramid on the calling thread
-//!   ([`CnnFaceDetector::prepare`](crate::cnn::CnnFaceDetector::prepare)), the network on
+//!   ([`CnnFaceDetector::prepare`](crate::detect::cnn::CnnFaceDetector::prepare)), the network on
 //!   batches of up to [`BatchSizes::detect`] photos, one pass per input shape, the score maps
 //!   turned back into rectangles on the model's thread (a short scan and dlib's non-max
 //!   suppression);
 //! - the HOG detector: on the calling thread with the pipeline's device, i.e. the filter
 //!   scoring as matrix products on a GPU and the separable kernel on the CPU (see
-//!   [`crate::hog`]); the image pyramid and FHOG stay on the CPU;
+//!   [`crate::detect::hog`]); the image pyramid and FHOG stay on the CPU;
 //! - landmarks and chip extraction: on the calling thread (CPU);
 //! - the embedder: chips of many photos together in batches of up to [`BatchSizes::embed`].
 //!
@@ -34,8 +34,8 @@ use std::sync::mpsc;
 use candle_core::Device;
 use image::RgbImage;
 
-use crate::cnn::{CnnInput, Detection};
-use crate::embedder::DESCRIPTOR_LEN;
+use crate::detect::cnn::{CnnInput, Detection};
+use crate::face::embedder::DESCRIPTOR_LEN;
 use crate::error::{Error, Result};
 use crate::geometry::Rect;
 use crate::pipeline::{Detector, Face, FacePipeline, check_cnn_size};

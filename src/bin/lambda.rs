@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
+use concrexit_facedetection::logging::{self, LogFormat};
 use concrexit_facedetection::pipeline::FacePipeline;
 use concrexit_facedetection::service::function::run_lambda;
-use concrexit_facedetection::service::logging::{self, LogFormat};
 use concrexit_facedetection::service::{Service, ServiceConfig};
 use concrexit_facedetection::weights::WeightsLocation;
 

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 
-use crate::dlib_format::{DlibReader, DlibTensor};
+use crate::convert::dlib_format::{DlibReader, DlibTensor};
 use crate::error::FormatError;
 
 type Result<T> = std::result::Result<T, FormatError>;

@@ -12,7 +12,6 @@
 pub mod batch;
 pub mod function;
 pub mod http;
-pub mod logging;
 pub mod outcome;
 pub mod payload;
 pub mod serve;

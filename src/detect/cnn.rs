@@ -2,7 +2,7 @@
 //! `mmod_human_face_detector.dat`).
 //!
 //! The photo is upsampled `upsample` times with `pyramid_up`, packed into a tiled 5/6-rate
-//! image pyramid ([`crate::tiled_pyramid`]), and scanned by a fully convolutional network:
+//! image pyramid ([`crate::detect::tiled_pyramid`]), and scanned by a fully convolutional network:
 //! three stride-2 5x5 convolutions, three 5x5 convolutions with 45 filters (each followed
 //! by dlib's `affine` and `relu`) and a 9x9 single-filter head. As dlib's `loss_mmod_`,
 //! every positive output is a detection of the sliding window centred on the input position
@@ -13,10 +13,20 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use image::RgbImage;
 
+use crate::detect::nms::BoxOverlap;
+use crate::detect::pyramid::{self, rect_from_upsampled};
+use crate::detect::tiled_pyramid::TiledPyramid;
 use crate::error::{Error, Result};
-use crate::geometry::{BoxOverlap, DPoint, DRect, Rect};
-use crate::pyramid::{self, rect_from_upsampled};
-use crate::tiled_pyramid::TiledPyramid;
+use crate::geometry::{DPoint, DRect, Rect};
+
+/// Filters of the `downsampler`'s three convolutions (stride 2), forward order.
+pub const DOWNSAMPLER_FILTERS: [usize; 3] = [16, 32, 32];
+/// Filters of the three `rcon5` convolutions (stride 1), forward order.
+pub const RCON_FILTERS: [usize; 3] = [45, 45, 45];
+/// Filter size of the `downsampler`'s and `rcon5`'s convolutions.
+pub const FILTER_SIZE: usize = 5;
+/// Filter size of the head, one filter per detector window (`con<1,9,9,1,1>`).
+pub const HEAD_SIZE: usize = 9;
 
 /// A square convolution followed by dlib's per-channel `affine` layer and `relu` (or
 /// neither, for the head), on NCHW tensors. The affine transform is folded into the filters
@@ -218,33 +228,33 @@ impl CnnFaceDetector {
 
         let mut layers = Vec::new();
         let mut channels = 3;
-        for (i, filters) in [16, 32, 32].into_iter().enumerate() {
+        for (i, filters) in DOWNSAMPLER_FILTERS.into_iter().enumerate() {
             layers.push(ConvLayer::load(
                 vb.pp(format!("downsampler.{i}")),
                 channels,
                 filters,
-                5,
+                FILTER_SIZE,
                 2,
                 true,
             )?);
             channels = filters;
         }
-        for i in 0..3 {
+        for (i, filters) in RCON_FILTERS.into_iter().enumerate() {
             layers.push(ConvLayer::load(
                 vb.pp(format!("rcon.{i}")),
                 channels,
-                45,
-                5,
+                filters,
+                FILTER_SIZE,
                 1,
                 true,
             )?);
-            channels = 45;
+            channels = filters;
         }
         layers.push(ConvLayer::load(
             vb.pp("head"),
             channels,
             windows.len(),
-            9,
+            HEAD_SIZE,
             1,
             false,
         )?);

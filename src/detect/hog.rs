@@ -4,7 +4,7 @@
 //!
 //! The image is first enlarged `upsample` times with `pyramid_up`. The scanner then builds a
 //! `pyramid_down<6>` image pyramid until a level would be smaller than the minimum layer size
-//! (on a second thread), extracts FHOG features per level ([`crate::fhog`]) and slides each of
+//! (on a second thread), extracts FHOG features per level ([`crate::detect::fhog`]) and slides each of
 //! the detector's filters over them, the levels in parallel as soon as they are built. dlib
 //! scores with the separable factorisation of every filter plane (see
 //! [`crate::convert::hog`]): a row filter along each feature row, then a column filter down
@@ -34,10 +34,11 @@ use std::sync::Arc;
 use image::RgbImage;
 use rayon::prelude::*;
 
+use crate::detect::fhog::{self, extract_fhog};
+use crate::detect::nms::BoxOverlap;
+use crate::detect::pyramid::{self, PyramidDown, rect_from_upsampled};
 use crate::error::{Error, Result};
-use crate::fhog::{self, extract_fhog};
-use crate::geometry::{BoxOverlap, DRect, Rect};
-use crate::pyramid::{self, PyramidDown, rect_from_upsampled};
+use crate::geometry::{DRect, Rect};
 
 /// Most filter output positions scored at once by the matrix products; larger levels are
 /// scored in bands of rows.

@@ -11,7 +11,7 @@ use image::RgbImage;
 use image::imageops::flip_horizontal;
 use rand::{Rng, RngExt};
 
-use crate::alignment::{ChipDetails, extract_image_chip};
+use crate::face::alignment::{ChipDetails, extract_image_chip};
 use crate::geometry::{DPoint, DRect, Rect};
 
 const MAX_ROTATION_DEGREES: f64 = 3.0;

@@ -1,5 +1,6 @@
-//! Log output: JSON lines (one object per event, as CloudWatch expects from the Lambda function)
-//! or plain text, on stderr, filtered by `RUST_LOG` (or a default level when it is unset).
+//! Log output of both binaries: JSON lines (one object per event, as CloudWatch expects from the
+//! Lambda function) or plain text, on stderr, filtered by `RUST_LOG` (or a default level when it
+//! is unset).
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;

@@ -16,7 +16,7 @@
 
 use image::RgbImage;
 
-/// Number of feature planes.
+/// Feature planes per cell (dlib's `default_fhog_feature_extractor`).
 pub const PLANES: usize = 31;
 
 /// Unit vectors of the 9 unsigned orientations, in dlib's single precision.

@@ -18,13 +18,37 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use image::RgbImage;
 
-use crate::convert::resnet::BLOCKS;
 use crate::error::{Error, Result};
 
 /// Side of the square chips the network takes.
 pub const CHIP_SIZE: u32 = 150;
 /// Length of a face descriptor.
 pub const DESCRIPTOR_LEN: usize = 128;
+/// The stem's convolution: output channels, filter size and stride.
+pub const STEM_CONV: (usize, usize, usize) = (32, 7, 2);
+/// The stem's max pooling: window size and stride.
+pub const STEM_POOL: (usize, usize) = (3, 2);
+/// Filter size of the residual blocks' convolutions.
+pub const BLOCK_CONV_SIZE: usize = 3;
+/// Channels and stride of each residual block's first convolution, in forward order: three
+/// `ares<32>`, `ares_down<64>` and three `ares<64>`, `ares_down<128>` and two `ares<128>`,
+/// `ares_down<256>` and two `ares<256>`, and a final `ares_down<256>`.
+pub const BLOCKS: [(usize, usize); 14] = [
+    (32, 1),
+    (32, 1),
+    (32, 1),
+    (64, 2),
+    (64, 1),
+    (64, 1),
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (256, 1),
+    (256, 2),
+];
 /// Chips per forward pass on the CPU (measured fastest per chip on a 2-core machine).
 const CPU_SLICE: usize = 4;
 /// Size of the gathered convolution windows multiplied at once on the CPU.
@@ -246,7 +270,7 @@ impl ResidualBlock {
     ) -> candle_core::Result<Self> {
         let first = ConvAffine::load(
             (in_channels, channels),
-            (3, stride),
+            (BLOCK_CONV_SIZE, stride),
             in_side,
             vb.pp("conv1"),
             vb.pp("affine1"),
@@ -254,7 +278,7 @@ impl ResidualBlock {
         let side = first.windows.out_side;
         let second = ConvAffine::load(
             (channels, channels),
-            (3, 1),
+            (BLOCK_CONV_SIZE, 1),
             side,
             vb.pp("conv2"),
             vb.pp("affine2"),
@@ -302,16 +326,24 @@ impl FaceEmbedder {
     /// Loads the weights written by the converter (`dlib_face_recognition_resnet_model_v1`).
     pub fn load(vb: VarBuilder) -> Result<Self> {
         let mean = vb.get(3, "input.mean")?;
+        let (stem_channels, stem_size, stem_stride) = STEM_CONV;
         let stem = ConvAffine::load(
-            (3, 32),
-            (7, 2),
+            (3, stem_channels),
+            (stem_size, stem_stride),
             CHIP_SIZE as usize,
             vb.pp("stem.conv"),
             vb.pp("stem.affine"),
         )?;
-        let stem_pool = Pool::new(stem.windows.out_side, 3, 2, true, vb.device())?;
+        let (pool_size, pool_stride) = STEM_POOL;
+        let stem_pool = Pool::new(
+            stem.windows.out_side,
+            pool_size,
+            pool_stride,
+            true,
+            vb.device(),
+        )?;
         let mut side = stem_pool.windows.out_side;
-        let mut in_channels = 32;
+        let mut in_channels = stem_channels;
         let mut blocks = Vec::with_capacity(BLOCKS.len());
         for (index, &(channels, stride)) in BLOCKS.iter().enumerate() {
             let vb = vb.pp(format!("blocks.{index}"));

@@ -10,16 +10,18 @@
 //! zero outside the image, and the final parts rounded the same way.
 //!
 //! The weights come through a candle [`VarBuilder`] from the safetensors written by
-//! [`crate::convert::shape_predictor`]; the tree walk itself is branchy scalar code, so they
+//! [`crate::convert::shape_predictor`] (which checks the file against [`NUM_PARTS`]); the tree walk itself is branchy scalar code, so they
 //! are kept as plain vectors.
 
 use candle_core::DType;
 use candle_nn::VarBuilder;
 use image::RgbImage;
 
-use crate::convert::shape_predictor::NUM_PARTS;
 use crate::error::{Error, Result};
 use crate::geometry::{AffineTransform, DPoint, Point, Rect, find_similarity_transform};
+
+/// The number of landmarks of the supported model (dlib's 5-point face landmark model).
+pub const NUM_PARTS: usize = 5;
 
 /// The landmarks of one face, in the order of dlib's 5-point model: the outer and inner
 /// corner of the eye on the image's right (the person's left eye), the outer and inner corner

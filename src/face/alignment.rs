@@ -12,8 +12,8 @@
 
 use image::RgbImage;
 
+use crate::face::landmarks::Landmarks;
 use crate::geometry::{DPoint, DRect, Rect, find_affine_transform, find_similarity_transform};
-use crate::landmarks::Landmarks;
 
 /// Side of the chips the face recognition network reads.
 pub const FACE_CHIP_SIZE: u32 = 150;

@@ -10,8 +10,8 @@
 
 use image::RgbImage;
 
+use crate::detect::pyramid::PyramidDown;
 use crate::geometry::{DRect, Rect};
-use crate::pyramid::PyramidDown;
 
 /// `pyramid_down<6>`: each level is 5/6 the size of the previous one.
 const PYRAMID: PyramidDown = PyramidDown::new(6);
