@@ -29,10 +29,13 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::time::Instant;
 
 use candle_core::Device;
 use image::RgbImage;
+use serde::Serialize;
 
 use crate::detect::cnn::{CnnInput, Detection};
 use crate::face::embedder::DESCRIPTOR_LEN;
@@ -169,6 +172,14 @@ impl DeviceBatcher {
         Ok(faces)
     }
 
+    /// What the batched models did since the batcher started.
+    pub fn stats(&self) -> BatcherStats {
+        BatcherStats {
+            cnn: self.cnn.stats(),
+            embedder: self.embedder.stats(),
+        }
+    }
+
     /// The pipeline whose models the batches run.
     pub fn pipeline(&self) -> &FacePipeline {
         &self.pipeline
@@ -206,6 +217,31 @@ struct Job<I, O> {
 /// batch (a single caller's items may exceed it: they are never split).
 struct BatchQueue<I, O> {
     sender: mpsc::Sender<Job<I, O>>,
+    stats: Arc<QueueCounters>,
+}
+
+/// What a model thread did so far: batches run, items in them, time spent running them.
+#[derive(Default)]
+struct QueueCounters {
+    batches: AtomicU64,
+    items: AtomicU64,
+    busy_nanos: AtomicU64,
+}
+
+/// What one model of the batcher did: with the wall time of a run, `busy_seconds` tells
+/// whether the model's thread was the bottleneck (busy all along) or waited for photos.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct QueueStats {
+    pub batches: u64,
+    pub items: u64,
+    pub busy_seconds: f64,
+}
+
+/// [`QueueStats`] of both batched models.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct BatcherStats {
+    pub cnn: QueueStats,
+    pub embedder: QueueStats,
 }
 
 impl<I: Send + 'static, O: Send + 'static> BatchQueue<I, O> {
@@ -215,6 +251,8 @@ impl<I: Send + 'static, O: Send + 'static> BatchQueue<I, O> {
         mut process: impl FnMut(Vec<I>) -> Result<Vec<O>> + Send + 'static,
     ) -> Result<Self> {
         let (sender, receiver) = mpsc::channel::<Job<I, O>>();
+        let stats = Arc::new(QueueCounters::default());
+        let counters = Arc::clone(&stats);
         std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
@@ -236,11 +274,26 @@ impl<I: Send + 'static, O: Send + 'static> BatchQueue<I, O> {
                             Err(_) => break,
                         }
                     }
+                    let started = Instant::now();
                     run_batch(&mut process, jobs);
+                    counters.batches.fetch_add(1, Ordering::Relaxed);
+                    counters.items.fetch_add(count as u64, Ordering::Relaxed);
+                    counters.busy_nanos.fetch_add(
+                        u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+                        Ordering::Relaxed,
+                    );
                 }
             })
             .map_err(|e| Error::Batch(format!("cannot start the {name} thread: {e}")))?;
-        Ok(Self { sender })
+        Ok(Self { sender, stats })
+    }
+
+    fn stats(&self) -> QueueStats {
+        QueueStats {
+            batches: self.stats.batches.load(Ordering::Relaxed),
+            items: self.stats.items.load(Ordering::Relaxed),
+            busy_seconds: self.stats.busy_nanos.load(Ordering::Relaxed) as f64 * 1e-9,
+        }
     }
 
     /// Runs `items` in the next batch and waits for their results, in order.

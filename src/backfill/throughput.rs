@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 use serde::Serialize;
 
-use super::device_batch::DeviceBatcher;
+use super::device_batch::{BatcherStats, DeviceBatcher, QueueStats};
 use crate::decode::{DecodeLimits, decode_image};
 use crate::error::{Error, Result};
 use crate::pipeline::Face;
@@ -74,6 +74,8 @@ pub struct PhotoThroughput {
     pub photos_per_second: f64,
     pub faces: usize,
     pub mean: StageMeans,
+    /// What the batched models did in the timed run.
+    pub batches: BatcherStats,
 }
 
 /// One photo with its faces.
@@ -94,6 +96,7 @@ pub fn photo_throughput(
     let concurrency = concurrency.max(1);
     let warm_up = concurrency.min(photos.max(1));
     run_photos(batcher, files, warm_up, concurrency, Duration::MAX)?;
+    let before = batcher.stats();
     let started = Instant::now();
     let (photos, faces, means, found) = run_photos(batcher, files, photos, concurrency, budget)?;
     let seconds = started.elapsed().as_secs_f64();
@@ -106,6 +109,7 @@ pub fn photo_throughput(
             photos_per_second: photos as f64 / seconds,
             faces,
             mean: means,
+            batches: since(before, batcher.stats()),
         },
         found,
     ))
@@ -192,6 +196,19 @@ fn run_photos(
         },
         found,
     ))
+}
+
+/// The counts of `after` less those of `before`.
+fn since(before: BatcherStats, after: BatcherStats) -> BatcherStats {
+    let less = |b: QueueStats, a: QueueStats| QueueStats {
+        batches: a.batches - b.batches,
+        items: a.items - b.items,
+        busy_seconds: a.busy_seconds - b.busy_seconds,
+    };
+    BatcherStats {
+        cnn: less(before.cnn, after.cnn),
+        embedder: less(before.embedder, after.embedder),
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
