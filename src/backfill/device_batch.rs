@@ -8,8 +8,9 @@
 //! text-embeddings-inference's queue and backend (one thread owns each batched model and
 //! takes whatever is waiting):
 //! - decoding: on the calling thread (the service's blocking threads);
-//! - the CNN detector: upsampling and the tiled pyramid on the calling thread
-//!   ([`CnnFaceDetector::prepare`](crate::detect::cnn::CnnFaceDetector::prepare)), the network on
+//! - the CNN detector: upsampling, the tiled pyramid and its copy to the device on the calling
+//!   thread ([`CnnFaceDetector::prepare`](crate::detect::cnn::CnnFaceDetector::prepare)), the
+//!   network on
 //!   batches of up to [`BatchSizes::detect`] photos, one pass per input shape, the score maps
 //!   turned back into rectangles on the model's thread (a short scan and dlib's non-max
 //!   suppression);
@@ -38,8 +39,8 @@ use image::RgbImage;
 use serde::Serialize;
 
 use crate::detect::cnn::{CnnInput, Detection};
-use crate::face::embedder::DESCRIPTOR_LEN;
 use crate::error::{Error, Result};
+use crate::face::embedder::DESCRIPTOR_LEN;
 use crate::geometry::Rect;
 use crate::pipeline::{Detector, Face, FacePipeline, check_cnn_size};
 use crate::service::FaceEncoder;
@@ -131,7 +132,7 @@ impl DeviceBatcher {
             ),
             Detector::Cnn => {
                 check_cnn_size(image, self.upsample)?;
-                let input = self.pipeline.cnn().prepare(image, self.upsample);
+                let input = self.pipeline.cnn().prepare(image, self.upsample)?;
                 if input.shape().is_none() {
                     return Ok(Vec::new());
                 }
