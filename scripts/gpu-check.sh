@@ -66,19 +66,10 @@ case "$binary_in" in
 esac
 chmod +x "$binary"
 
-# The CUDA libraries: the folders holding them, on LD_LIBRARY_PATH.
-lib_root="${CUDA_LIB_ROOT:-/opt/torch/.venv}"
-lib_dirs=""
-for lib in 'libcublas.so.13' 'libcublasLt.so.13' 'libcudart.so.13' 'libcurand.so.10' 'libnvrtc.so*'; do
-    found="$(find "$lib_root" -name "$lib" -print -quit 2>/dev/null)"
-    if [ -z "$found" ]; then
-        log "not found under $lib_root: $lib"
-        continue
-    fi
-    dir="$(dirname "$found")"
-    case ":$lib_dirs:" in *":$dir:"*) ;; *) lib_dirs="${lib_dirs:+$lib_dirs:}$dir" ;; esac
-done
-export LD_LIBRARY_PATH="$lib_dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The CUDA libraries on LD_LIBRARY_PATH (scripts/gpu-env.sh names what is missing).
+# shellcheck disable=SC1091 # sourced from the repository at run time
+source "$here/scripts/gpu-env.sh" "${CUDA_LIB_ROOT:-/opt/torch/.venv}" 2>> "$out/summary.txt" \
+    || log "the CUDA libraries are incomplete; the GPU steps will fail"
 export FACEDETECT_WEIGHTS="$here/weights"
 export RUST_LOG=warn
 log "binary $binary_in, LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
@@ -99,7 +90,7 @@ for photo in "$here"/tests/fixtures/pkg/images/large/*.webp "$here"/tests/fixtur
     variant="$(basename "$(dirname "$photo")")"
     ln -s "$photo" "$fixtures/${variant}_$(basename "$photo")"
 done
-count="$(ls "$fixtures" | wc -l)"
+count="$(find "$fixtures" -mindepth 1 -maxdepth 1 | wc -l)"
 failures=0
 for detector in hog cnn; do
     run "cpu-$detector" 150 "$binary" encode --device cpu --detector "$detector" "$fixtures"/* \

@@ -225,6 +225,7 @@ impl Worker {
     fn start(moto: &Moto, queue: &str, args: &[&str]) -> Self {
         let mut child = facedetect(moto)
             .args(["worker", "--queue-url", queue, "--retry-backoff", "1"])
+            .args(["--destinations", "local"])
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -812,6 +813,7 @@ fn cuda_device_without_the_feature_is_refused() {
         return;
     }
     let output = Command::new(env!("CARGO_BIN_EXE_facedetect"))
+        .env_remove("FACEDETECT_DEVICE")
         .args([
             "worker",
             "--queue-url",
@@ -824,5 +826,8 @@ fn cuda_device_without_the_feature_is_refused() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("CUDA"), "{stderr}");
+    assert!(
+        stderr.contains("--device cuda: this facedetect was built without the `cuda` feature"),
+        "{stderr}"
+    );
 }

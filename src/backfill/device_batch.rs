@@ -38,11 +38,11 @@ use candle_core::Device;
 use image::RgbImage;
 use serde::Serialize;
 
-use crate::detect::cnn::{CnnInput, Detection};
+use crate::detect::cnn::{CnnInput, Detection, INPUT_BYTES_PER_UPSAMPLED_PIXEL};
 use crate::error::{Error, Result};
-use crate::face::embedder::DESCRIPTOR_LEN;
+use crate::face::embedder::{DESCRIPTOR_LEN, EMBED_BATCH};
 use crate::geometry::Rect;
-use crate::pipeline::{Detector, Face, FacePipeline, check_cnn_size};
+use crate::pipeline::{Detector, ENCODE_BYTES, EncodeOptions, Face, FacePipeline};
 use crate::service::FaceEncoder;
 
 /// How much one trip through the device may carry.
@@ -63,7 +63,7 @@ impl BatchSizes {
         if device.is_cpu() {
             Self {
                 detect: 1,
-                embed: crate::pipeline::EMBED_BATCH,
+                embed: EMBED_BATCH,
             }
         } else {
             Self {
@@ -106,7 +106,7 @@ impl DeviceBatcher {
         let embedder = {
             let pipeline = Arc::clone(&pipeline);
             BatchQueue::spawn("embedder", sizes.embed, move |chips| {
-                pipeline.embedder().embed(&chips)
+                pipeline.embedder().embed_batch(&chips)
             })?
         };
         Ok(Self {
@@ -122,16 +122,8 @@ impl DeviceBatcher {
     /// [`FacePipeline::detect`] finds them.
     pub fn detect(&self, image: &RgbImage) -> Result<Vec<(Rect, f64)>> {
         match self.detector {
-            Detector::Hog => self.pipeline.detect(
-                image,
-                &crate::pipeline::EncodeOptions {
-                    detector: Detector::Hog,
-                    upsample: self.upsample,
-                    jitters: 1,
-                },
-            ),
+            Detector::Hog => self.pipeline.detect(image, &self.options()),
             Detector::Cnn => {
-                check_cnn_size(image, self.upsample)?;
                 let input = self.pipeline.cnn().prepare(image, self.upsample)?;
                 if input.shape().is_none() {
                     return Ok(Vec::new());
@@ -142,6 +134,14 @@ impl DeviceBatcher {
                     .map(|(rect, score)| (rect, f64::from(score)))
                     .collect())
             }
+        }
+    }
+
+    fn options(&self) -> EncodeOptions {
+        EncodeOptions {
+            detector: self.detector,
+            upsample: self.upsample,
+            jitters: 1,
         }
     }
 
@@ -190,6 +190,31 @@ impl DeviceBatcher {
 /// The service's stages: detection, then landmarks, chips and embedding.
 impl FaceEncoder for DeviceBatcher {
     type Faces = Vec<Rect>;
+
+    fn task(&self) -> String {
+        format!(
+            "detect with the {} detector at upsample {}",
+            match self.detector {
+                Detector::Hog => "HOG",
+                Detector::Cnn => "CNN",
+            },
+            self.upsample
+        )
+    }
+
+    /// The per-photo pipeline's, except for the CNN detector on a GPU, whose activations are
+    /// in device memory: the host then holds the prepared input until it is copied over.
+    fn working_bytes(&self, pixels: u64) -> u64 {
+        let options = self.options();
+        if options.detector == Detector::Cnn && !self.pipeline.cnn().device().is_cpu() {
+            let upsampled = pixels.saturating_mul(4u64.saturating_pow(self.upsample));
+            upsampled
+                .saturating_mul(INPUT_BYTES_PER_UPSAMPLED_PIXEL)
+                .max(ENCODE_BYTES)
+        } else {
+            FacePipeline::working_bytes(pixels, &options)
+        }
+    }
 
     fn detect(&self, image: &RgbImage) -> Result<Vec<Rect>> {
         Ok(DeviceBatcher::detect(self, image)?

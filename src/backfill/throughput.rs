@@ -241,11 +241,11 @@ pub fn embed_throughput(
     }
     let input: Vec<RgbImage> = chips.iter().cycle().take(batch).cloned().collect();
     let embedder = batcher.pipeline().embedder();
-    embedder.embed(&input)?;
+    embedder.embed_batch(&input)?;
     let started = Instant::now();
     let mut rounds = 0;
     while rounds < 2 || started.elapsed() < min_time {
-        embedder.embed(&input)?;
+        embedder.embed_batch(&input)?;
         rounds += 1;
     }
     let seconds = started.elapsed().as_secs_f64();
