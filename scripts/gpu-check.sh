@@ -72,7 +72,7 @@ source "$here/scripts/gpu-env.sh" "${CUDA_LIB_ROOT:-/opt/torch/.venv}" 2>> "$out
     || log "the CUDA libraries are incomplete; the GPU steps will fail"
 export FACEDETECT_WEIGHTS="$here/weights"
 export RUST_LOG=warn
-log "binary $binary_in, LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+log "binary $binary_in, LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >> "$out/summary.txt" 2>&1
 ldd "$binary" > "$out/ldd.txt" 2>&1
