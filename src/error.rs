@@ -35,6 +35,8 @@ pub enum Error {
     Decode(String),
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    #[error("batched model: {0}")]
+    Batch(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error(transparent)]

@@ -43,6 +43,8 @@
 //! The binaries are thin: `src/main.rs` (`facedetect`: encode, serve, batch, convert-dlib) and
 //! `src/bin/lambda.rs` (`facedetect-lambda`, the AWS Lambda function).
 
+#[cfg(feature = "cli")]
+pub mod backfill;
 pub mod convert;
 pub mod decode;
 pub mod detect;

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use candle_core::Device;
 use clap::{Parser, Subcommand};
+use concrexit_facedetection::backfill::device_batch::{BatchSizes, DeviceBatcher};
+use concrexit_facedetection::backfill::shutdown::Shutdown;
+use concrexit_facedetection::backfill::{enqueue, throughput, worker};
 use concrexit_facedetection::decode::{DecodeLimits, open_image};
 use concrexit_facedetection::geometry::Rect;
 use concrexit_facedetection::logging::{self, LogFormat};
@@ -37,6 +40,14 @@ enum Command {
     Serve(ServeArgs),
     /// Run one payload, or one payload per line (JSON lines), as the Lambda function would.
     Batch(BatchArgs),
+    /// Take payloads from an SQS queue and process their photos batched through the device
+    /// (the album backfill).
+    Worker(WorkerArgs),
+    /// Send payloads to an SQS queue for the worker, split into messages of a few sources.
+    Enqueue(EnqueueArgs),
+    /// Measure the batched pipeline on a folder of photos: photos/s (decoding included) and
+    /// the embedder's chips/s by batch size, as JSON lines.
+    BenchDevice(BenchDeviceArgs),
     /// Convert a dlib model file (.dat, .svm) into safetensors.
     ConvertDlib {
         /// The dlib model file.
@@ -125,6 +136,121 @@ struct ServiceArgs {
 }
 
 #[derive(clap::Args)]
+struct WorkerArgs {
+    /// The queue's URL.
+    #[arg(long, env = "FACEDETECT_QUEUE_URL")]
+    queue_url: String,
+    /// The face detector.
+    #[arg(long, value_enum, default_value_t = DetectorArg::Hog)]
+    detector: DetectorArg,
+    /// How many times to double each photo before detection.
+    #[arg(long, default_value_t = 1)]
+    upsample: u32,
+    #[command(flatten)]
+    service: ServiceArgs,
+    /// Where photos may be fetched from and encodings posted to: public, private (in a VPC)
+    /// or local. Link-local addresses (cloud metadata) never.
+    #[arg(long, env = "FACEDETECT_DESTINATIONS", default_value = "private")]
+    destinations: Destinations,
+    #[command(flatten)]
+    batching: BatchingArgs,
+    /// Seconds a held message stays invisible past each heartbeat (default: the queue's
+    /// VisibilityTimeout).
+    #[arg(long, value_name = "SECS")]
+    visibility_timeout: Option<u64>,
+    /// The most messages held at once.
+    #[arg(long, default_value_t = 20)]
+    max_messages: usize,
+    /// Seconds before a message with a failed source is retried after its first receive,
+    /// doubled with each receive, at most the visibility timeout.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    retry_backoff: u64,
+    /// After SIGTERM or SIGINT, seconds the messages in flight may still run before they are
+    /// released. Keep it below the container's stop timeout.
+    #[arg(long, value_name = "SECS", default_value_t = 90)]
+    shutdown_timeout: u64,
+}
+
+/// How photos share the device.
+#[derive(clap::Args)]
+struct BatchingArgs {
+    /// Photos per pass of the CNN detector (default: 16 on CUDA, 1 on the CPU).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Face chips per pass of the embedder (default: 256 on CUDA, 16 on the CPU).
+    #[arg(long)]
+    embed_batch: Option<usize>,
+    /// Photos downloaded, decoded and encoded at once (default: 4 x batch size on CUDA,
+    /// 2 x cores on the CPU).
+    #[arg(long)]
+    concurrency: Option<usize>,
+}
+
+impl BatchingArgs {
+    fn sizes(&self, device: &Device) -> BatchSizes {
+        let defaults = BatchSizes::for_device(device);
+        BatchSizes {
+            detect: self.batch_size.unwrap_or(defaults.detect),
+            embed: self.embed_batch.unwrap_or(defaults.embed),
+        }
+    }
+
+    fn concurrency(&self, device: &Device, sizes: BatchSizes) -> usize {
+        self.concurrency.unwrap_or_else(|| {
+            if device.is_cpu() {
+                2 * std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                4 * sizes.detect
+            }
+        })
+    }
+}
+
+#[derive(clap::Args)]
+struct EnqueueArgs {
+    /// The payload file (one JSON document or JSON lines), or - for stdin.
+    input: String,
+    /// The queue's URL.
+    #[arg(long, env = "FACEDETECT_QUEUE_URL")]
+    queue_url: String,
+    /// The most sources in one message.
+    #[arg(long, default_value_t = 20)]
+    sources_per_message: usize,
+}
+
+#[derive(clap::Args)]
+struct BenchDeviceArgs {
+    /// A folder of photos.
+    dir: PathBuf,
+    /// The face detector.
+    #[arg(long, value_enum, default_value_t = DetectorArg::Hog)]
+    detector: DetectorArg,
+    /// How many times to double each photo before detection.
+    #[arg(long, default_value_t = 1)]
+    upsample: u32,
+    #[command(flatten)]
+    models: ModelArgs,
+    #[command(flatten)]
+    batching: BatchingArgs,
+    /// Photos to time, cycling through the folder's.
+    #[arg(long, default_value_t = 200)]
+    photos: usize,
+    /// Start no photo after this many seconds (the result counts the photos done).
+    #[arg(long, default_value_t = 60.0)]
+    max_seconds: f64,
+    /// Embedder batch sizes to time, comma-separated (e.g. 16,64,256; default: none).
+    #[arg(long, value_delimiter = ',')]
+    embed_sizes: Vec<usize>,
+    /// Seconds to time each embedder batch size for, at least.
+    #[arg(long, default_value_t = 2.0)]
+    embed_seconds: f64,
+    /// Write each distinct photo's faces from the batched run here, as JSON lines like
+    /// `encode` prints.
+    #[arg(long)]
+    faces: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
 struct ModelArgs {
     /// Where to run the models (cuda: the first NVIDIA GPU; needs a build with the `cuda`
     /// feature and never falls back to the CPU).
@@ -178,13 +304,20 @@ impl DeviceArg {
 }
 
 impl ModelArgs {
+    fn device(&self) -> anyhow::Result<Device> {
+        self.device.open()
+    }
+
     fn load(&self) -> anyhow::Result<FacePipeline> {
-        let device = self.device.open()?;
+        self.load_on(&self.device()?)
+    }
+
+    fn load_on(&self, device: &Device) -> anyhow::Result<FacePipeline> {
         let weights = match &self.weights {
             Some(text) => WeightsLocation::parse(text)?,
             None => WeightsLocation::discover()?,
         };
-        FacePipeline::load(&weights, &device).context("loading the models")
+        FacePipeline::load(&weights, device).context("loading the models")
     }
 }
 
@@ -328,12 +461,163 @@ fn batch(args: &BatchArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The batched pipeline on the models of `models`, and the device it runs on.
+fn device_batcher(
+    models: &ModelArgs,
+    batching: &BatchingArgs,
+    detector: Detector,
+    upsample: u32,
+) -> anyhow::Result<(DeviceBatcher, Device, BatchSizes)> {
+    let device = models.device()?;
+    let pipeline = Arc::new(models.load_on(&device)?);
+    let sizes = batching.sizes(&device);
+    let batcher = DeviceBatcher::new(pipeline, detector, upsample, sizes)?;
+    Ok((batcher, device, sizes))
+}
+
+fn run_worker(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
+    logging::init(
+        LogFormat::Json,
+        "info,aws_config=warn,aws_runtime=warn,aws_smithy_runtime=warn,aws_sdk_sqs=warn",
+    )?;
+    let (batcher, device, sizes) = device_batcher(
+        &args.service.models,
+        &args.batching,
+        args.detector.into(),
+        args.upsample,
+    )?;
+    let concurrency = args.batching.concurrency(&device, sizes);
+    let mut config = ServiceConfig {
+        max_in_flight: concurrency,
+        cpu_workers: concurrency,
+        memory_limit: args.service.memory_mb.saturating_mul(1024 * 1024),
+        ..ServiceConfig::default()
+    };
+    config.http.destinations = args.destinations;
+    let service = Arc::new(Service::new(Arc::new(batcher), config)?);
+    let worker_config = worker::WorkerConfig {
+        queue_url: args.queue_url.clone(),
+        visibility_timeout: args.visibility_timeout.map(std::time::Duration::from_secs),
+        max_messages: args.max_messages,
+        retry_backoff: std::time::Duration::from_secs(args.retry_backoff),
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_timeout),
+    };
+    tracing::info!(
+        detector = ?Detector::from(args.detector),
+        upsample = args.upsample,
+        memory_mb = args.service.memory_mb,
+        device = ?device,
+        batch_size = sizes.detect,
+        embed_batch = sizes.embed,
+        concurrency,
+        "models loaded"
+    );
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let result = runtime.block_on(async {
+        let shutdown = Shutdown::on_signals().context("installing the signal handlers")?;
+        let sqs = aws_sdk_sqs::Client::new(
+            &aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+        );
+        Ok::<_, anyhow::Error>(worker::run(sqs, service, worker_config, shutdown).await?)
+    });
+    // Encodings still running for released messages are abandoned, not awaited.
+    runtime.shutdown_background();
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_enqueue(args: &EnqueueArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let input = BatchInput::from_arg(&args.input);
+    let summary = runtime.block_on(async {
+        let sqs = aws_sdk_sqs::Client::new(
+            &aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+        );
+        enqueue::run(&sqs, &args.queue_url, &input, args.sources_per_message).await
+    })?;
+    println!(
+        "{} payloads sent as {} messages ({} sources)",
+        summary.payloads, summary.messages, summary.sources
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_device(args: &BenchDeviceArgs) -> anyhow::Result<ExitCode> {
+    let files = throughput::read_photos(&args.dir)?;
+    let (batcher, device, sizes) = device_batcher(
+        &args.models,
+        &args.batching,
+        args.detector.into(),
+        args.upsample,
+    )?;
+    let concurrency = args.batching.concurrency(&device, sizes);
+    let (photos, faces) = throughput::photo_throughput(
+        &batcher,
+        &files,
+        args.photos,
+        concurrency,
+        std::time::Duration::from_secs_f64(args.max_seconds),
+    )?;
+    let device_name = match args.models.device {
+        DeviceArg::Cpu => "cpu",
+        DeviceArg::Cuda => "cuda",
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "kind": "photos",
+            "detector": Detector::from(args.detector),
+            "upsample": args.upsample,
+            "device": device_name,
+            "batch_size": sizes.detect,
+            "embed_batch": sizes.embed,
+            "result": photos,
+        })
+    );
+    if let Some(path) = &args.faces {
+        let mut lines = String::new();
+        for (image_path, image, found) in &faces {
+            lines.push_str(&serde_json::to_string(&ImageFaces {
+                image: &image_path.to_string_lossy(),
+                width: image.width(),
+                height: image.height(),
+                faces: found.iter().cloned().map(FaceOutput::Located).collect(),
+            })?);
+            lines.push('\n');
+        }
+        std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let chips: Vec<image::RgbImage> = faces
+        .iter()
+        .flat_map(|(_, image, found)| {
+            let rects: Vec<Rect> = found.iter().map(|face| face.rect).collect();
+            batcher.pipeline().align(image, &rects).1
+        })
+        .collect();
+    for &batch in &args.embed_sizes {
+        let result = throughput::embed_throughput(
+            &batcher,
+            &chips,
+            batch,
+            std::time::Duration::from_secs_f64(args.embed_seconds),
+        )?;
+        println!(
+            "{}",
+            serde_json::json!({"kind": "embed", "device": device_name, "result": result})
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Encode(args) => encode(&args),
         Command::Serve(args) => serve(&args),
         Command::Batch(args) => batch(&args),
+        Command::Worker(args) => run_worker(&args),
+        Command::Enqueue(args) => run_enqueue(&args),
+        Command::BenchDevice(args) => bench_device(&args),
         Command::ConvertDlib { input, output } => {
             let kind = concrexit_facedetection::convert::convert_file(&input, &output)
                 .with_context(|| format!("converting {}", input.display()))?;

@@ -135,6 +135,16 @@ impl FacePipeline {
             .max(ENCODE_BYTES)
     }
 
+    /// The CNN detector, for running its halves separately (see [`crate::detect::cnn`]).
+    pub fn cnn(&self) -> &CnnFaceDetector {
+        &self.cnn
+    }
+
+    /// The face embedder, for embedding chips of many photos together.
+    pub fn embedder(&self) -> &FaceEmbedder {
+        &self.embedder
+    }
+
     /// Finds the faces in `image` and encodes each.
     pub fn encode(&self, image: &RgbImage, options: &EncodeOptions) -> Result<Vec<Face>> {
         let detections = self.detect(image, options)?;
@@ -151,9 +161,16 @@ impl FacePipeline {
         self.encode_jittered(image, rects, 1)
     }
 
-    fn encode_jittered(&self, image: &RgbImage, rects: &[Rect], jitters: u32) -> Result<Vec<Face>> {
+    /// The landmarks and the aligned 150x150 chip of each face at `rects`: everything of
+    /// encoding but the embedder.
+    pub fn align(&self, image: &RgbImage, rects: &[Rect]) -> (Vec<Landmarks>, Vec<RgbImage>) {
         let landmarks = self.shape_predictor.predict_batch(image, rects);
         let chips = face_chips(image, &landmarks);
+        (landmarks, chips)
+    }
+
+    fn encode_jittered(&self, image: &RgbImage, rects: &[Rect], jitters: u32) -> Result<Vec<Face>> {
+        let (landmarks, chips) = self.align(image, rects);
         let encodings = if jitters <= 1 {
             self.embed_chips(&chips)?
         } else {

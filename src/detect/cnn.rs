@@ -173,8 +173,40 @@ pub struct CnnFaceDetector {
 /// upsampled once is 4.3 megapixels.
 pub const MAX_PIXELS: u64 = 16_000_000;
 
+/// Bytes of host memory [`CnnFaceDetector::prepare`] holds per pixel of the upsampled photo: the
+/// tiled pyramid's three float planes (about 3.7 times the upsampled photo's pixels: 15.8 M for
+/// a 1200x900 photo at upsample 1) and the upsampled photo itself, rounded up. On a GPU the
+/// network's activations are in device memory, so this is what a prepared photo costs the host.
+pub const INPUT_BYTES_PER_UPSAMPLED_PIXEL: u64 = 52;
+
 /// A face found by [`CnnFaceDetector`]: dlib's `mmod_rectangle`.
 pub type Detection = (Rect, f32);
+
+/// A photo made ready for the network by [`CnnFaceDetector::prepare`].
+pub struct CnnInput {
+    pyramid: TiledPyramid,
+    upsample: u32,
+    /// The tiled pyramid's three planes `[1, 3, rows, cols]`, already on the detector's
+    /// device, or `None` when the photo is too small for the network's filters (it holds no
+    /// face).
+    planes: Option<Tensor>,
+}
+
+impl CnnInput {
+    /// The tiled pyramid's (rows, cols), or `None` when the photo is too small to hold a face.
+    pub fn shape(&self) -> Option<(usize, usize)> {
+        self.planes
+            .as_ref()
+            .map(|_| (self.pyramid.rows, self.pyramid.cols))
+    }
+}
+
+/// The detector's scores for one input, `[windows, rows, cols]`.
+struct ScoreMap {
+    scores: Vec<f32>,
+    rows: usize,
+    cols: usize,
+}
 
 impl Model for CnnFaceDetector {
     fn load(vb: VarBuilder) -> Result<Self> {
@@ -261,6 +293,11 @@ impl CnnFaceDetector {
         Ok(x)
     }
 
+    /// The device the network runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// Detects faces in one photo, best first.
     pub fn detect(&self, image: &RgbImage, upsample: u32) -> Result<Vec<Detection>> {
         Ok(self
@@ -274,47 +311,50 @@ impl CnnFaceDetector {
     /// (about 0.25 GB per 1200x900 photo at upsample 0 and 1 GB at upsample 1). A photo of
     /// more than [`MAX_PIXELS`] after upsampling is refused.
     pub fn detect_batch(&self, images: &[RgbImage], upsample: u32) -> Result<Vec<Vec<Detection>>> {
-        let scale = 4u64.saturating_pow(upsample);
-        if let Some(image) = images.iter().find(|image| {
-            let pixels = u64::from(image.width()) * u64::from(image.height());
-            pixels.saturating_mul(scale) > MAX_PIXELS
-        }) {
-            return Err(Error::InvalidInput(format!(
-                "{}x{} upsampled {upsample} times is more than the CNN detector's {} megapixels",
-                image.width(),
-                image.height(),
-                MAX_PIXELS / 1_000_000
-            )));
+        for image in images {
+            check_size(image, upsample)?;
         }
-        let mut results = vec![Vec::new(); images.len()];
-        let mut sizes: Vec<(u32, u32)> = images.iter().map(|i| i.dimensions()).collect();
-        sizes.sort_unstable();
-        sizes.dedup();
-        for size in sizes {
-            let indices: Vec<usize> = (0..images.len())
-                .filter(|&i| images[i].dimensions() == size)
+        let inputs = images
+            .iter()
+            .map(|image| self.prepare(image, upsample))
+            .collect::<Result<Vec<_>>>()?;
+        self.detect_prepared(&inputs)
+    }
+
+    /// Detects faces in prepared photos: those of the same shape go through the network
+    /// together, one pass per shape.
+    pub fn detect_prepared(&self, inputs: &[CnnInput]) -> Result<Vec<Vec<Detection>>> {
+        let mut results = vec![Vec::new(); inputs.len()];
+        let mut shapes: Vec<(usize, usize)> = inputs.iter().filter_map(CnnInput::shape).collect();
+        shapes.sort_unstable();
+        shapes.dedup();
+        for shape in shapes {
+            let indices: Vec<usize> = (0..inputs.len())
+                .filter(|&i| inputs[i].shape() == Some(shape))
                 .collect();
-            let upsampled: Vec<RgbImage> = indices
-                .iter()
-                .map(|&i| pyramid::upsample(&images[i], upsample))
-                .collect();
-            let found = self.detect_same_size(&upsampled)?;
-            for (index, detections) in indices.into_iter().zip(found) {
-                results[index] = detections
-                    .into_iter()
-                    .map(|(rect, score)| (rect_from_upsampled(rect, upsample), score))
-                    .collect();
+            let batch: Vec<&CnnInput> = indices.iter().map(|&i| &inputs[i]).collect();
+            for (&index, scores) in indices.iter().zip(self.score_maps(&batch)?) {
+                results[index] = self.detections(&inputs[index], &scores);
             }
         }
         Ok(results)
     }
 
-    /// Runs the detector on photos that all have the same size, without upsampling.
-    fn detect_same_size(&self, images: &[RgbImage]) -> Result<Vec<Vec<Detection>>> {
-        let Some(first) = images.first() else {
-            return Ok(Vec::new());
+    /// The CPU half of a detection before the network: the photo upsampled `upsample` times,
+    /// packed into the tiled pyramid, normalised and copied to the detector's device (on a
+    /// GPU, callers on many threads thus share the copying). Inputs of the same
+    /// [`shape`](CnnInput::shape) go through the network together in [`Self::detect_prepared`].
+    /// A photo of more than [`MAX_PIXELS`] after upsampling is refused.
+    pub fn prepare(&self, image: &RgbImage, upsample: u32) -> Result<CnnInput> {
+        check_size(image, upsample)?;
+        let upsampled;
+        let image = if upsample == 0 {
+            image
+        } else {
+            upsampled = pyramid::upsample(image, upsample);
+            &upsampled
         };
-        let (width, height) = first.dimensions();
+        let (width, height) = image.dimensions();
         let pyramid = TiledPyramid::new(
             height as usize,
             width as usize,
@@ -328,26 +368,67 @@ impl CnnFaceDetector {
             .try_fold((pyramid.rows, pyramid.cols), |(h, w), layer| {
                 Some((layer.output_len(h)?, layer.output_len(w)?))
             });
-        if pyramid.levels.is_empty() || fits.is_none() {
-            return Ok(vec![Vec::new(); images.len()]);
+        let planes = if !pyramid.levels.is_empty() && fits.is_some() {
+            let mut planes = vec![0f32; 3 * pyramid.rows * pyramid.cols];
+            pyramid.fill(image, self.mean, &mut planes);
+            Some(Tensor::from_vec(
+                planes,
+                (1, 3, pyramid.rows, pyramid.cols),
+                &self.device,
+            )?)
+        } else {
+            None
+        };
+        Ok(CnnInput {
+            pyramid,
+            upsample,
+            planes,
+        })
+    }
+
+    /// Runs the network on prepared inputs that all have the same shape, as one batch on the
+    /// detector's device, and returns each one's score map.
+    fn score_maps(&self, inputs: &[&CnnInput]) -> Result<Vec<ScoreMap>> {
+        let mut samples = Vec::with_capacity(inputs.len());
+        let mut shape = None;
+        for input in inputs {
+            let (Some(planes), Some(input_shape)) = (&input.planes, input.shape()) else {
+                return Err(Error::InvalidInput(
+                    "a photo too small for the CNN detector has no score map".to_string(),
+                ));
+            };
+            if *shape.get_or_insert(input_shape) != input_shape {
+                return Err(Error::InvalidInput(format!(
+                    "CNN inputs of different shapes in one batch: {shape:?} and {input_shape:?}"
+                )));
+            }
+            samples.push(planes);
         }
-        let plane = 3 * pyramid.rows * pyramid.cols;
-        let mut data = vec![0f32; images.len() * plane];
-        for (image, out) in images.iter().zip(data.chunks_exact_mut(plane)) {
-            pyramid.fill(image, self.mean, out);
-        }
-        let input = Tensor::from_vec(
-            data,
-            (images.len(), 3, pyramid.rows, pyramid.cols),
-            &self.device,
-        )?;
+        let input = match samples[..] {
+            [] => return Ok(Vec::new()),
+            [single] => single.clone(),
+            _ => Tensor::cat(&samples, 0)?,
+        };
         let scores = self.forward(&input)?.to_device(&Device::Cpu)?;
         let (_, channels, rows, cols) = scores.dims4()?;
         let scores = scores.flatten_all()?.to_vec1::<f32>()?;
         Ok(scores
             .chunks_exact(channels * rows * cols)
-            .map(|sample| self.to_detections(&pyramid, sample, rows, cols))
+            .map(|sample| ScoreMap {
+                scores: sample.to_vec(),
+                rows,
+                cols,
+            })
             .collect())
+    }
+
+    /// The CPU half of a detection after the network: the faces an input's score map holds,
+    /// best first, in the coordinates of the photo given to [`Self::prepare`].
+    fn detections(&self, input: &CnnInput, scores: &ScoreMap) -> Vec<Detection> {
+        self.to_detections(&input.pyramid, &scores.scores, scores.rows, scores.cols)
+            .into_iter()
+            .map(|(rect, score)| (rect_from_upsampled(rect, input.upsample), score))
+            .collect()
     }
 
     /// dlib's `loss_mmod_::to_label` with `adjust_threshold` 0 for one sample's score map.
@@ -384,4 +465,18 @@ impl CnnFaceDetector {
         }
         (x, y)
     }
+}
+
+/// Refuses a photo that is more than [`MAX_PIXELS`] once upsampled `upsample` times.
+fn check_size(image: &RgbImage, upsample: u32) -> Result<()> {
+    let pixels = u64::from(image.width()) * u64::from(image.height());
+    if pixels.saturating_mul(4u64.saturating_pow(upsample)) > MAX_PIXELS {
+        return Err(Error::InvalidInput(format!(
+            "{}x{} upsampled {upsample} times is more than the CNN detector's {} megapixels",
+            image.width(),
+            image.height(),
+            MAX_PIXELS / 1_000_000
+        )));
+    }
+    Ok(())
 }

@@ -408,8 +408,9 @@ impl FaceEmbedder {
         Ok(encodings)
     }
 
-    /// Encodings of one batch of 150x150 chips, in one forward pass.
-    fn embed_batch(&self, chips: &[RgbImage]) -> Result<Vec<Encoding>> {
+    /// Encodings of one batch of 150x150 chips, in one forward pass (on a GPU, large
+    /// batches of chips from many photos; see [`crate::backfill::device_batch`]).
+    pub fn embed_batch(&self, chips: &[RgbImage]) -> Result<Vec<Encoding>> {
         let output = self.forward_nhwc(&self.input_nhwc(chips)?)?;
         output
             .to_vec2::<f32>()?

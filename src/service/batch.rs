@@ -150,7 +150,8 @@ pub async fn run<E: FaceEncoder>(
     Ok(summary)
 }
 
-fn read_input(input: &BatchInput) -> Result<String, BatchError> {
+/// The whole input as text.
+pub fn read_input(input: &BatchInput) -> Result<String, BatchError> {
     match input {
         BatchInput::File(path) => {
             std::fs::read_to_string(path).map_err(|source| BatchError::Read {

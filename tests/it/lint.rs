@@ -35,6 +35,11 @@ fn dockerfile_is_hadolint_clean() {
 fn scripts_are_shellcheck_clean() {
     lint(
         "shellcheck",
-        &["scripts/build-cuda.sh", "scripts/gpu-env.sh", ".ci/run"],
+        &[
+            "scripts/build-cuda.sh",
+            "scripts/gpu-env.sh",
+            "scripts/gpu-check.sh",
+            ".ci/run",
+        ],
     );
 }

@@ -13,6 +13,7 @@ mod service_support;
 // The pipeline's stages.
 mod alignment;
 mod cnn;
+mod device_batch;
 mod decode;
 mod embedder;
 mod hog;
@@ -25,7 +26,8 @@ mod convert;
 mod device;
 mod weights;
 
-// The command line, the service and the Lambda function.
+// The command line, the service, the Lambda function and the backfill worker.
+mod backfill;
 mod cli;
 mod hardening;
 mod lambda;
