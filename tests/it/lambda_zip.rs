@@ -9,17 +9,16 @@
 //! The zip is `FACEDETECT_LAMBDA_ZIP`, else target/lambda/facedetect-lambda/bootstrap.zip. Without
 //! it the test is skipped with a message, unless `FACEDETECT_REQUIRE_LAMBDA_ZIP=1`.
 
-mod common;
-mod service_support;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::service_support::runtime_api::RuntimeApi;
+use crate::service_support::*;
 use serde_json::json;
-use service_support::runtime_api::RuntimeApi;
-use service_support::*;
 
 /// Sources per invocation in concrexit's batches.
 const BATCH: u64 = 20;
