@@ -15,10 +15,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::service_support::*;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
-use crate::service_support::*;
 
 /// A moto server of our own on a free loopback port, and an SQS client for it.
 struct Moto {

