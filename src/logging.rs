@@ -1,6 +1,7 @@
 //! Log output of both binaries: JSON lines (one object per event, as CloudWatch expects from the
 //! Lambda function) or plain text, on stderr, filtered by `RUST_LOG` (or a default level when it
-//! is unset).
+//! is unset). Panics are logged through it too (an error event with the message and the
+//! location), so that they are JSON lines like the rest instead of the default hook's plain text.
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -33,6 +34,7 @@ where
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let registry = tracing_subscriber::registry().with(filter);
+    std::panic::set_hook(Box::new(log_panic));
     match format {
         LogFormat::Json => registry
             .with(
@@ -48,4 +50,24 @@ where
             .with(tracing_subscriber::fmt::layer().with_writer(writer))
             .try_init(),
     }
+}
+
+/// The panic hook: one error event with the panic's message, where it happened and the thread.
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string());
+    let location = info
+        .location()
+        .map(|l| format!("{}:{}", l.file(), l.line()));
+    let thread = std::thread::current();
+    tracing::error!(
+        panic = %message,
+        location,
+        thread = thread.name().unwrap_or("unnamed"),
+        "panic"
+    );
 }

@@ -12,7 +12,8 @@ use concrexit_facedetection::geometry::Rect;
 use concrexit_facedetection::logging::{self, LogFormat};
 use concrexit_facedetection::pipeline::{Detector, EncodeOptions, Face, FacePipeline};
 use concrexit_facedetection::service::batch::BatchInput;
-use concrexit_facedetection::service::{self, Service, ServiceConfig};
+use concrexit_facedetection::service::serve::ServeOptions;
+use concrexit_facedetection::service::{self, Destinations, Service, ServiceConfig};
 use concrexit_facedetection::weights::{WEIGHTS_ENV, WeightsLocation};
 use serde::Serialize;
 
@@ -76,11 +77,26 @@ struct ServeArgs {
     /// The port to listen on.
     #[arg(long, default_value_t = 9000)]
     port: u16,
-    /// The address to listen on (0.0.0.0 to accept connections from other hosts).
+    /// The address to listen on (0.0.0.0 to accept connections from other hosts, which
+    /// requires --secret).
     #[arg(long, default_value = "127.0.0.1")]
     host: std::net::IpAddr,
+    /// A secret every request must present as `Authorization: Bearer <secret>`.
+    #[arg(long, env = "FACEDETECT_SERVE_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Where photos may be fetched from and encodings posted to: public, private (also
+    /// private networks) or local (also this machine). Default: local when listening on
+    /// loopback, public otherwise. Link-local addresses (cloud metadata) never.
+    #[arg(long, env = "FACEDETECT_DESTINATIONS")]
+    destinations: Option<Destinations>,
+    /// The most invocations accepted and not finished; more are answered 429.
+    #[arg(long, default_value_t = 16)]
+    max_invocations: usize,
+    /// Seconds to finish accepted Event work after Ctrl-C or SIGTERM.
+    #[arg(long, default_value_t = 60)]
+    shutdown_grace: u64,
     #[command(flatten)]
-    models: ModelArgs,
+    service: ServiceArgs,
 }
 
 #[derive(clap::Args)]
@@ -90,14 +106,29 @@ struct BatchArgs {
     /// How many payloads run at once.
     #[arg(long, default_value_t = 4)]
     parallel: usize,
+    /// Where photos may be fetched from and encodings posted to: public, private or local.
+    /// Link-local addresses (cloud metadata) never.
+    #[arg(long, env = "FACEDETECT_DESTINATIONS", default_value = "local")]
+    destinations: Destinations,
+    #[command(flatten)]
+    service: ServiceArgs,
+}
+
+#[derive(clap::Args)]
+struct ServiceArgs {
+    /// The memory the process may use, in MiB: photos are admitted against it, and a photo
+    /// that can never fit fails with a reason.
+    #[arg(long, env = "FACEDETECT_MEMORY_MB", default_value_t = 2048)]
+    memory_mb: u64,
     #[command(flatten)]
     models: ModelArgs,
 }
 
 #[derive(clap::Args)]
 struct ModelArgs {
-    /// Where to run the models.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    /// Where to run the models (cuda: the first NVIDIA GPU; needs a build with the `cuda`
+    /// feature and never falls back to the CPU).
+    #[arg(long, value_enum, env = "FACEDETECT_DEVICE", default_value_t = DeviceArg::Cpu)]
     device: DeviceArg,
     /// The weights: a directory, or a Hub repository as hf://owner/name[@revision]
     /// (default: the repository's weights/ folder).
@@ -128,12 +159,27 @@ impl From<DetectorArg> for Detector {
     }
 }
 
+impl DeviceArg {
+    /// Opens the device; an unavailable GPU is an error, never a fall-back to the CPU.
+    fn open(self) -> anyhow::Result<Device> {
+        match self {
+            DeviceArg::Cpu => Ok(Device::Cpu),
+            #[cfg(feature = "cuda")]
+            DeviceArg::Cuda => Device::new_cuda(0).context(
+                "--device cuda: cannot open CUDA device 0 (no NVIDIA GPU, or its driver is not loaded)",
+            ),
+            #[cfg(not(feature = "cuda"))]
+            DeviceArg::Cuda => anyhow::bail!(
+                "--device cuda: this facedetect was built without the `cuda` feature; \
+                 build it with scripts/build-cuda.sh (cargo build --release --features cuda)"
+            ),
+        }
+    }
+}
+
 impl ModelArgs {
     fn load(&self) -> anyhow::Result<FacePipeline> {
-        let device = match self.device {
-            DeviceArg::Cpu => Device::Cpu,
-            DeviceArg::Cuda => Device::new_cuda(0).context("opening CUDA device 0")?,
-        };
+        let device = self.device.open()?;
         let weights = match &self.weights {
             Some(text) => WeightsLocation::parse(text)?,
             None => WeightsLocation::discover()?,
@@ -230,22 +276,40 @@ fn encode(args: &EncodeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The service around the models loaded from `models`, in a runtime of its own.
+/// The service around the models, in a runtime of its own.
 fn service(
-    models: &ModelArgs,
+    args: &ServiceArgs,
+    destinations: Destinations,
 ) -> anyhow::Result<(tokio::runtime::Runtime, Arc<Service<FacePipeline>>)> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let pipeline = models.load()?;
-    let service = Service::new(Arc::new(pipeline), ServiceConfig::default())?;
+    let pipeline = args.models.load()?;
+    let mut config = ServiceConfig {
+        memory_limit: args.memory_mb.saturating_mul(1024 * 1024),
+        ..ServiceConfig::default()
+    };
+    config.http.destinations = destinations;
+    let service = Service::new(Arc::new(pipeline), config)?;
     Ok((runtime, Arc::new(service)))
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     logging::init(LogFormat::Json, "info")?;
-    let (runtime, service) = service(&args.models)?;
     let addr = std::net::SocketAddr::new(args.host, args.port);
+    let options = ServeOptions {
+        secret: args.secret.clone(),
+        max_invocations: args.max_invocations,
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
+    };
+    // Before the models load: refusing should be immediate.
+    service::serve::check_listen(addr, &options)?;
+    let destinations = args.destinations.unwrap_or(if args.host.is_loopback() {
+        Destinations::Local
+    } else {
+        Destinations::Public
+    });
+    let (runtime, service) = service(&args.service, destinations)?;
     runtime
-        .block_on(service::serve::run(addr, service))
+        .block_on(service::serve::run(addr, service, options))
         .with_context(|| format!("serving on {addr}"))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -253,7 +317,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 fn batch(args: &BatchArgs) -> anyhow::Result<ExitCode> {
     // Failed sources and the summary are printed anyway: log only errors unless asked.
     logging::init(LogFormat::Text, "error")?;
-    let (runtime, service) = service(&args.models)?;
+    let (runtime, service) = service(&args.service, args.destinations)?;
     let input = BatchInput::from_arg(&args.input);
     let summary = runtime.block_on(service::batch::run(&service, &input, args.parallel))?;
     println!("{summary}");

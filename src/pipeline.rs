@@ -20,6 +20,21 @@ use crate::face::landmarks::{Landmarks, ShapePredictor};
 use crate::geometry::Rect;
 use crate::weights::{Model, WeightsLocation, files};
 
+/// Bytes the HOG detector holds per pixel of the upsampled image, at most: the pyramid's RGB
+/// levels (3 bytes a pixel, 36/11 of the first level's pixels in all, since each
+/// `pyramid_down<6>` level has 25/36 of the pixels of the one above) and, for levels being
+/// scored, their FHOG histograms, features and filter scores (about 3.5 bytes a pixel), counted
+/// as if every level were scored at once; rounded up. Measured peaks stay below it (see the
+/// memory test in tests/).
+pub const HOG_BYTES_PER_UPSAMPLED_PIXEL: u64 = 24;
+
+/// Bytes the CNN detector's activations take per pixel after upsampling.
+pub const CNN_BYTES_PER_UPSAMPLED_PIXEL: u64 = 230;
+
+/// Memory the shape predictor, the chips and the embedder take for one batch of
+/// [`EMBED_BATCH`] faces, whatever the photo's size, rounded up.
+pub const ENCODE_BYTES: u64 = 160 * 1024 * 1024;
+
 /// The seed of the jitter generator.
 const JITTER_SEED: u64 = 0x5eed_f00d;
 
@@ -100,6 +115,24 @@ impl FacePipeline {
                 .map(|(rect, confidence)| (rect, f64::from(confidence)))
                 .collect(),
         })
+    }
+
+    /// The most memory [`FacePipeline::encode`] takes on a photo of `pixels` pixels, beyond
+    /// the photo itself: the enlarged copies and the detector's working memory, or the
+    /// embedder's, whichever is larger.
+    pub fn working_bytes(pixels: u64, options: &EncodeOptions) -> u64 {
+        let scale = 4u64.saturating_pow(options.upsample);
+        let upsampled = pixels.saturating_mul(scale);
+        let per_pixel = match options.detector {
+            Detector::Hog => HOG_BYTES_PER_UPSAMPLED_PIXEL,
+            Detector::Cnn => CNN_BYTES_PER_UPSAMPLED_PIXEL,
+        };
+        // `upsample` starts from a copy of the photo.
+        let copy = if options.upsample > 0 { 3 * pixels } else { 0 };
+        upsampled
+            .saturating_mul(per_pixel)
+            .saturating_add(copy)
+            .max(ENCODE_BYTES)
     }
 
     /// Finds the faces in `image` and encodes each.

@@ -1,24 +1,34 @@
 //! The service's outbound HTTP client: downloading photos within limits and posting encodings back, both with
 //! bounded retries (exponential backoff with jitter) of transient failures only.
 //!
-//! Transient: timeouts, connection errors, HTTP 5xx and 429. Every other 4xx is final. Only
-//! http and https URLs are fetched, redirects are followed a few times at most, and a download
-//! is streamed and stopped as soon as it passes the size limit. URLs in errors have their query
-//! string removed, since signed media URLs carry credentials there.
+//! Transient: timeouts, connection errors, HTTP 5xx and 429 (whose `Retry-After`, in seconds or
+//! as an HTTP date, is honoured up to a limit). Every other 4xx is final. Every address is
+//! checked against the destination policy ([`super::destination`]) after DNS resolution and on
+//! every redirect hop, and no proxy is used, so the check sees the real peer. Downloads follow a
+//! few redirects, never from https to http, and send no `Referer`; a download is streamed into
+//! memory reserved from the memory budget and stopped as soon as it passes the size limit.
+//! Callbacks never follow redirects: a 3xx is a failure, so that neither the encodings nor the
+//! token go anywhere but `api_url`. Only the first bytes of an error answer are read. URLs in
+//! errors and logs lose their query string and credentials, since signed media URLs carry
+//! secrets there.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
+use reqwest::dns::Resolve;
 use reqwest::{Client, StatusCode, Url, redirect};
 use serde::Serialize;
 
+use super::budget::{MemoryBudget, Reservation};
+use super::destination::{self, Destinations, PolicyResolver, SystemResolver};
 use super::payload::Token;
 
 /// The body concrexit answers (with HTTP 400) for a source that was already processed.
 const ALREADY_PROCESSED: &str = "This object is not processing.";
 
 /// Limits and timeouts of the HTTP side.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpConfig {
     /// Time allowed for one download attempt, body included (the original used 15 s).
     pub download_timeout: Duration,
@@ -26,9 +36,17 @@ pub struct HttpConfig {
     pub callback_timeout: Duration,
     /// The largest photo downloaded, in bytes.
     pub max_download_bytes: u64,
-    /// The most redirects followed for one request.
+    /// The most redirects followed for one download (callbacks follow none).
     pub max_redirects: usize,
+    /// The most bytes of an error answer read (for the error message).
+    pub max_error_body_bytes: usize,
     pub retry: RetryPolicy,
+    /// Which addresses requests may go to.
+    pub destinations: Destinations,
+    /// Resolves host names; the policy then drops the addresses it refuses.
+    pub resolver: Arc<dyn Resolve>,
+    /// Certificate authorities trusted besides the system's (e.g. a private CA).
+    pub extra_roots: Vec<reqwest::Certificate>,
 }
 
 impl Default for HttpConfig {
@@ -38,8 +56,27 @@ impl Default for HttpConfig {
             callback_timeout: Duration::from_secs(30),
             max_download_bytes: 50 * 1024 * 1024,
             max_redirects: 5,
+            max_error_body_bytes: 4096,
             retry: RetryPolicy::default(),
+            destinations: Destinations::default(),
+            resolver: Arc::new(SystemResolver),
+            extra_roots: Vec::new(),
         }
+    }
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("download_timeout", &self.download_timeout)
+            .field("callback_timeout", &self.callback_timeout)
+            .field("max_download_bytes", &self.max_download_bytes)
+            .field("max_redirects", &self.max_redirects)
+            .field("max_error_body_bytes", &self.max_error_body_bytes)
+            .field("retry", &self.retry)
+            .field("destinations", &self.destinations)
+            .field("extra_roots", &self.extra_roots.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -91,6 +128,8 @@ pub enum FetchError {
     Timeout(Duration),
     #[error("connection failed: {0}")]
     Connection(String),
+    #[error("{0}")]
+    Refused(String),
     #[error("redirect refused: {0}")]
     Redirect(String),
     #[error("HTTP {status}{}", if body.is_empty() { String::new() } else { format!(": {body}") })]
@@ -103,6 +142,8 @@ pub enum FetchError {
     TooLarge { limit: u64 },
     #[error("cannot write the request body: {0}")]
     InvalidBody(String),
+    #[error("memory budget unavailable")]
+    Budget,
 }
 
 impl FetchError {
@@ -125,6 +166,9 @@ impl FetchError {
     fn from_reqwest(error: reqwest::Error, timeout: Duration) -> Self {
         let is_timeout = error.is_timeout();
         let is_redirect = error.is_redirect();
+        if let Some(refused) = destination::find_refusal(&error) {
+            return Self::Refused(refused.to_string());
+        }
         let message = error_chain(&error.without_url());
         if is_timeout {
             Self::Timeout(timeout)
@@ -147,16 +191,23 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     message
 }
 
-/// A URL as it may be logged: without its query string and fragment.
+/// A URL as it may be logged: without credentials, query string and fragment.
 pub fn loggable_url(url: &str) -> String {
     match Url::parse(url) {
-        Ok(mut url) => {
-            url.set_query(None);
-            url.set_fragment(None);
-            url.to_string()
-        }
+        Ok(url) => loggable(&url),
         Err(_) => "<invalid URL>".to_string(),
     }
+}
+
+/// [`loggable_url`] of a parsed URL.
+pub fn loggable(url: &Url) -> String {
+    let mut url = url.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    // Only URLs that cannot have credentials refuse these, and they have none to remove.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.to_string()
 }
 
 /// The body posted to concrexit.
@@ -182,56 +233,133 @@ pub struct Attempted<T> {
     pub attempts: u32,
 }
 
-/// The HTTP client of the service, shared by every source.
+/// The HTTP clients of the service, shared by every source.
 #[derive(Debug, Clone)]
 pub struct Http {
-    client: Client,
+    /// Follows a few redirects, within the destination policy.
+    downloads: Client,
+    /// Follows none.
+    callbacks: Client,
     config: HttpConfig,
+}
+
+/// What both clients share: the resolver behind the destination policy, no proxy (the policy
+/// must see the real peer), no `Referer`, the user agent.
+fn client_builder(config: &HttpConfig) -> reqwest::ClientBuilder {
+    Client::builder()
+        .dns_resolver(Arc::new(PolicyResolver::new(
+            config.destinations,
+            config.resolver.clone(),
+        )))
+        .no_proxy()
+        .referer(false)
+        .tls_certs_merge(config.extra_roots.clone())
+        .user_agent(concat!(
+            "concrexit-facedetection/",
+            env!("CARGO_PKG_VERSION")
+        ))
+}
+
+/// Downloads follow at most `max` redirects, to http(s) URLs the policy allows, never from
+/// https to http. Names are checked again when the next hop connects.
+fn download_redirects(max: usize, policy: Destinations) -> redirect::Policy {
+    redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() > max {
+            return attempt.error(format!("too many redirects (more than {max})"));
+        }
+        let next = attempt.url();
+        let from_https = attempt
+            .previous()
+            .last()
+            .is_some_and(|previous| previous.scheme() == "https");
+        if from_https && next.scheme() != "https" {
+            let refused =
+                destination::Refused(format!("redirect from https to {}", loggable(next)));
+            return attempt.error(refused);
+        }
+        if let Err(destination::Refused(why)) = destination::check_url(policy, next) {
+            let refused = destination::Refused(format!("redirect to {}: {why}", loggable(next)));
+            return attempt.error(refused);
+        }
+        attempt.follow()
+    })
 }
 
 impl Http {
     pub fn new(config: HttpConfig) -> Result<Self, FetchError> {
-        let client = Client::builder()
-            .redirect(redirect::Policy::limited(config.max_redirects))
-            .user_agent(concat!(
-                "concrexit-facedetection/",
-                env!("CARGO_PKG_VERSION")
+        let build_error = |e: reqwest::Error| FetchError::Connection(error_chain(&e));
+        let downloads = client_builder(&config)
+            .redirect(download_redirects(
+                config.max_redirects,
+                config.destinations,
             ))
             .build()
-            .map_err(|e| FetchError::Connection(error_chain(&e)))?;
-        Ok(Self { client, config })
+            .map_err(build_error)?;
+        let callbacks = client_builder(&config)
+            .redirect(redirect::Policy::none())
+            .build()
+            .map_err(build_error)?;
+        Ok(Self {
+            downloads,
+            callbacks,
+            config,
+        })
     }
 
     pub fn config(&self) -> &HttpConfig {
         &self.config
     }
 
-    /// Downloads a photo, retrying transient failures.
-    pub async fn download(&self, url: &str) -> Attempted<Bytes> {
-        let url = match Url::parse(url) {
+    /// Checks a URL against the scheme and destination rules before any request.
+    fn checked_url(&self, url: &str) -> Result<Url, FetchError> {
+        let url = Url::parse(url).map_err(|e| FetchError::InvalidUrl(e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(FetchError::UnsupportedScheme(url.scheme().to_string()));
+        }
+        destination::check_url(self.config.destinations, &url)
+            .map_err(|refused| FetchError::Refused(refused.to_string()))?;
+        Ok(url)
+    }
+
+    /// Downloads a photo, retrying transient failures. Each attempt first reserves the size
+    /// limit from the budget's download pool; the reservation shrinks to the photo's size and
+    /// is returned with it, to be dropped with the bytes.
+    pub async fn download(
+        &self,
+        url: &str,
+        budget: &MemoryBudget,
+    ) -> Attempted<(Bytes, Reservation)> {
+        let url = match self.checked_url(url) {
             Ok(url) => url,
-            Err(e) => {
+            Err(error) => {
                 return Attempted {
-                    result: Err(FetchError::InvalidUrl(e.to_string())),
+                    result: Err(error),
                     attempts: 0,
                 };
             }
         };
-        if !matches!(url.scheme(), "http" | "https") {
-            return Attempted {
-                result: Err(FetchError::UnsupportedScheme(url.scheme().to_string())),
-                attempts: 0,
-            };
-        }
-        self.retrying(|| self.download_once(url.clone())).await
+        self.retrying(|| async {
+            let mut reservation = budget
+                .reserve_download(self.config.max_download_bytes)
+                .await
+                .ok_or(FetchError::Budget)?;
+            let bytes = self.download_once(url.clone(), &mut reservation).await?;
+            reservation.shrink_to(bytes.len() as u64);
+            Ok((bytes, reservation))
+        })
+        .await
     }
 
-    async fn download_once(&self, url: Url) -> Result<Bytes, FetchError> {
+    async fn download_once(
+        &self,
+        url: Url,
+        reservation: &mut Reservation,
+    ) -> Result<Bytes, FetchError> {
         let timeout = self.config.download_timeout;
-        let limit = self.config.max_download_bytes;
+        let limit = self.config.max_download_bytes.min(reservation.bytes());
         let reqwest_error = |e| FetchError::from_reqwest(e, timeout);
         let mut response = self
-            .client
+            .downloads
             .get(url)
             .timeout(timeout)
             .send()
@@ -241,13 +369,18 @@ impl Http {
         if !status.is_success() {
             return Err(status_error(status, &response, String::new()));
         }
-        if response
-            .content_length()
-            .is_some_and(|length| length > limit)
-        {
+        let announced = response.content_length();
+        if announced.is_some_and(|length| length > limit) {
             return Err(FetchError::TooLarge { limit });
         }
-        let mut body = BytesMut::new();
+        if let Some(length) = announced {
+            reservation.shrink_to(length);
+        }
+        // Room for the whole body at once, so it is never copied while growing; pages not
+        // written are never touched.
+        let capacity = announced.unwrap_or(limit);
+        let mut body = BytesMut::with_capacity(usize::try_from(capacity).unwrap_or(usize::MAX));
+        let limit = announced.unwrap_or(limit);
         while let Some(chunk) = response.chunk().await.map_err(reqwest_error)? {
             if (body.len() + chunk.len()) as u64 > limit {
                 return Err(FetchError::TooLarge { limit });
@@ -259,11 +392,18 @@ impl Http {
 
     /// Posts encodings to concrexit, retrying transient failures.
     pub async fn post_encodings(&self, url: &Url, body: &CallbackBody<'_>) -> Attempted<Delivery> {
-        let body = match serde_json::to_vec(body) {
-            Ok(body) => Bytes::from(body),
-            Err(e) => {
+        let checked = destination::check_url(self.config.destinations, url)
+            .map_err(|refused| FetchError::Refused(refused.to_string()))
+            .and_then(|()| {
+                serde_json::to_vec(body)
+                    .map(Bytes::from)
+                    .map_err(|e| FetchError::InvalidBody(e.to_string()))
+            });
+        let body = match checked {
+            Ok(body) => body,
+            Err(error) => {
                 return Attempted {
-                    result: Err(FetchError::InvalidBody(e.to_string())),
+                    result: Err(error),
                     attempts: 0,
                 };
             }
@@ -275,8 +415,8 @@ impl Http {
     async fn post_once(&self, url: Url, body: Bytes) -> Result<Delivery, FetchError> {
         let timeout = self.config.callback_timeout;
         let reqwest_error = |e| FetchError::from_reqwest(e, timeout);
-        let response = self
-            .client
+        let mut response = self
+            .callbacks
             .post(url)
             .timeout(timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -288,8 +428,20 @@ impl Http {
         if status.is_success() {
             return Ok(Delivery::Accepted);
         }
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|location| response.url().join(location).ok())
+                .map_or_else(|| "nowhere".to_string(), |url| loggable(&url));
+            return Err(FetchError::Redirect(format!(
+                "HTTP {} to {location}: callbacks never follow redirects",
+                status.as_u16()
+            )));
+        }
         let headers_error = status_error(status, &response, String::new());
-        let text = response.text().await.unwrap_or_default();
+        let text = read_prefix(&mut response, self.config.max_error_body_bytes).await;
         if status == StatusCode::BAD_REQUEST && is_already_processed(&text) {
             return Ok(Delivery::AlreadyProcessed);
         }
@@ -329,18 +481,42 @@ impl Http {
     }
 }
 
+/// At most the first `limit` bytes of a response body, as text (lossy); the rest is not read.
+async fn read_prefix(response: &mut reqwest::Response, limit: usize) -> String {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = limit - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 fn status_error(status: StatusCode, response: &reqwest::Response, body: String) -> FetchError {
     let retry_after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(|value| parse_retry_after(value, SystemTime::now()));
     FetchError::Status {
         status: status.as_u16(),
         body,
         retry_after,
     }
+}
+
+/// `Retry-After` as seconds or as an HTTP date (a date in the past means now).
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 fn is_already_processed(body: &str) -> bool {
@@ -405,10 +581,29 @@ mod tests {
     }
 
     #[test]
-    fn logged_urls_lose_their_query() {
+    fn logged_urls_lose_their_query_and_credentials() {
         assert_eq!(
             loggable_url("https://h/media/p.jpg?sig=abc#x"),
             "https://h/media/p.jpg"
         );
+        assert_eq!(
+            loggable_url("https://user:pa55@h:8/p.jpg"),
+            "https://h:8/p.jpg"
+        );
+    }
+
+    #[test]
+    fn retry_after_in_seconds_and_as_a_date() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:40 GMT", now),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
     }
 }

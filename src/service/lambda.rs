@@ -4,12 +4,18 @@
 //! each carry one payload in their body. A direct invocation returns its [`InvocationReport`],
 //! or an error when the payload is invalid or any source failed (after every other source was
 //! posted), so that Lambda's retries and on-failure destination keep the failed work. An SQS
-//! event returns `batchItemFailures` naming the records to retry.
+//! event returns `batchItemFailures` naming the records to retry. On Lambda the invocation's
+//! deadline (`Context::deadline`) bounds the work, so that it always answers with a report.
+
+use std::time::{Instant, SystemTime};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use serde_json::Value;
 
-use super::{FaceEncoder, InvocationReport, Payload, PayloadError, Service};
+use super::{
+    Destinations, FaceEncoder, InvocationReport, Payload, PayloadError, Service, ServiceConfig,
+    ServiceError,
+};
 
 /// Why an invocation failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,14 +60,23 @@ pub async fn handle<E: FaceEncoder>(
     service: &Service<E>,
     event: &Value,
 ) -> Result<Value, FunctionError> {
+    handle_until(service, event, None).await
+}
+
+/// Handles one invocation's event, finishing before `deadline` when there is one.
+pub async fn handle_until<E: FaceEncoder>(
+    service: &Service<E>,
+    event: &Value,
+    deadline: Option<Instant>,
+) -> Result<Value, FunctionError> {
     if event.get("Records").is_some() {
         let event: SqsEvent = serde_json::from_value(event.clone())
             .map_err(|e| FunctionError::InvalidSqsEvent(e.to_string()))?;
-        let response = handle_sqs(service, &event).await;
+        let response = handle_sqs(service, &event, deadline).await;
         return serde_json::to_value(response).map_err(|e| FunctionError::Output(e.to_string()));
     }
     let payload = Payload::from_value(event)?;
-    let report = service.run(&payload).await;
+    let report = service.run_until(&payload, deadline, &|_| {}).await;
     if report.failed > 0 {
         return Err(FunctionError::SourcesFailed {
             failed: report.failed,
@@ -77,11 +92,12 @@ pub async fn handle<E: FaceEncoder>(
 pub async fn handle_sqs<E: FaceEncoder>(
     service: &Service<E>,
     event: &SqsEvent,
+    deadline: Option<Instant>,
 ) -> SqsBatchResponse {
     let results = futures::future::join_all(event.records.iter().map(|record| async move {
         let id = record.message_id.clone().unwrap_or_default();
         let report = match Payload::from_json(record.body.as_deref().unwrap_or("").as_bytes()) {
-            Ok(payload) => Ok(service.run(&payload).await),
+            Ok(payload) => Ok(service.run_until(&payload, deadline, &|_| {}).await),
             Err(error) => Err(error),
         };
         (id, report)
@@ -105,16 +121,48 @@ pub async fn handle_sqs<E: FaceEncoder>(
     response
 }
 
+/// The service's settings on Lambda: the memory the function was given
+/// (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, in MB), and the destinations in
+/// `FACEDETECT_DESTINATIONS`, private networks by default (a VPC).
+pub fn lambda_config() -> Result<ServiceConfig, ServiceError> {
+    let mut config = ServiceConfig::default();
+    if let Some(mb) = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        .ok()
+        .and_then(|mb| mb.trim().parse::<u64>().ok())
+    {
+        config.memory_limit = mb * 1024 * 1024;
+    }
+    config.http.destinations = match std::env::var("FACEDETECT_DESTINATIONS") {
+        Ok(text) => text
+            .parse::<Destinations>()
+            .map_err(|e| ServiceError::Config(format!("FACEDETECT_DESTINATIONS: {e}")))?,
+        Err(_) => Destinations::Private,
+    };
+    Ok(config)
+}
+
 /// Runs the Lambda function: polls the Lambda Runtime API (`AWS_LAMBDA_RUNTIME_API`) for
-/// invocations and answers each with [`handle`], until the process ends.
+/// invocations and answers each with [`handle_until`] before its deadline, until the process
+/// ends.
 pub async fn run_lambda<E: FaceEncoder>(
     service: std::sync::Arc<Service<E>>,
 ) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<Value>| {
             let service = service.clone();
-            async move { handle(&service, &event.payload).await }
+            async move {
+                let deadline = instant_of(event.context.deadline());
+                handle_until(&service, &event.payload, Some(deadline)).await
+            }
         },
     ))
     .await
+}
+
+/// The monotonic instant of a wall-clock deadline (now, if it has passed).
+fn instant_of(deadline: SystemTime) -> Instant {
+    let left = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    Instant::now() + left
 }

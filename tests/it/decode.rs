@@ -4,7 +4,7 @@ use crate::common;
 
 use std::path::Path;
 
-use concrexit_facedetection::decode::{DecodeLimits, decode_image, open_image};
+use concrexit_facedetection::decode::{DecodeLimits, decode_image, open_image, read_header};
 
 /// (max abs difference, share of differing samples) between two RGB images of equal size.
 fn difference(ours: &image::RgbImage, theirs: &image::RgbImage) -> (u8, f64) {
@@ -78,10 +78,12 @@ fn every_format_decodes_like_pil() {
 
 #[test]
 fn reference_photos_decode_exactly_like_pil() {
+    let mut checked = 0;
     for case in common::reference_cases() {
         let Some(source) = case.source_image() else {
             continue;
         };
+        checked += 1;
         let ours = open_image(&source, &DecodeLimits::default()).unwrap();
         let (max, share) = difference(&ours, &case.decoded());
         assert_eq!(
@@ -92,6 +94,7 @@ fn reference_photos_decode_exactly_like_pil() {
             share * 100.0
         );
     }
+    assert!(checked > 0, "no reference photo was decoded");
 }
 
 #[test]
@@ -129,4 +132,74 @@ fn bad_input_gives_clear_errors() {
     );
     let small_limit = DecodeLimits { max_pixels: 1000 };
     decode_failure(&jpeg, &small_limit);
+}
+
+/// A lossless WebP file whose header declares `width` x `height` (at most 16384 each).
+fn webp_declaring(width: u32, height: u32) -> Vec<u8> {
+    let bits = (width - 1) | (height - 1) << 14;
+    let mut chunk = vec![0x2f];
+    chunk.extend_from_slice(&bits.to_le_bytes());
+    chunk.extend_from_slice(&[0; 16]);
+    let mut bytes = b"RIFF".to_vec();
+    bytes.extend_from_slice(&(4 + 8 + chunk.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(b"WEBPVP8L");
+    bytes.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&chunk);
+    bytes
+}
+
+/// A GIF whose logical screen is `width` x `height`, with one 1x1 frame.
+fn gif_declaring(width: u16, height: u16) -> Vec<u8> {
+    let mut bytes = b"GIF89a".to_vec();
+    bytes.extend_from_slice(&width.to_le_bytes());
+    bytes.extend_from_slice(&height.to_le_bytes());
+    bytes.extend_from_slice(&[0, 0, 0]);
+    // Image descriptor at (0, 0), 1x1, no local palette; LZW data; trailer.
+    bytes.extend_from_slice(&[0x2c, 0, 0, 0, 0, 1, 0, 1, 0, 0]);
+    bytes.extend_from_slice(&[2, 2, 0x4c, 0x01, 0, 0x3b]);
+    bytes
+}
+
+/// A 24-bit BMP whose header declares `width` x `height`, with no pixel data.
+fn bmp_declaring(width: i32, height: i32) -> Vec<u8> {
+    let mut bytes = b"BM".to_vec();
+    bytes.extend_from_slice(&54u32.to_le_bytes());
+    bytes.extend_from_slice(&[0; 4]);
+    bytes.extend_from_slice(&54u32.to_le_bytes());
+    bytes.extend_from_slice(&40u32.to_le_bytes());
+    bytes.extend_from_slice(&width.to_le_bytes());
+    bytes.extend_from_slice(&height.to_le_bytes());
+    bytes.extend_from_slice(&1u16.to_le_bytes());
+    bytes.extend_from_slice(&24u16.to_le_bytes());
+    bytes.extend_from_slice(&[0; 24]);
+    bytes
+}
+
+#[test]
+fn pixel_limits_hold_for_every_format_before_decoding() {
+    let limits = DecodeLimits::default();
+    for (name, bytes, declared) in [
+        ("WebP", webp_declaring(16384, 16384), "16384x16384"),
+        ("GIF", gif_declaring(65535, 65535), "65535x65535"),
+        ("BMP", bmp_declaring(30000, 30000), "30000x30000"),
+        ("PNG", common::png_declaring(30000, 30000), "30000x30000"),
+    ] {
+        for error in [
+            decode_failure(&bytes, &limits),
+            read_header(&bytes, &limits).unwrap_err().to_string(),
+        ] {
+            assert!(
+                error.contains(declared) && error.contains("more than the limit"),
+                "{name}: {error}"
+            );
+        }
+    }
+    // Within the limit the same headers are read as declared.
+    let header = read_header(&webp_declaring(300, 200), &limits).unwrap();
+    assert_eq!((header.width, header.height), (300, 200));
+    let header = read_header(&bmp_declaring(300, 200), &limits).unwrap();
+    assert_eq!(
+        (header.width, header.height, header.bytes_per_pixel),
+        (300, 200, 3)
+    );
 }

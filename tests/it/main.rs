@@ -22,12 +22,17 @@ mod pyramid;
 
 // The models' files.
 mod convert;
+mod device;
 mod weights;
 
 // The command line, the service and the Lambda function.
 mod cli;
+mod hardening;
 mod lambda;
 mod lambda_binary;
 mod service;
 mod service_cli;
 mod service_pipeline;
+
+// The deployment files.
+mod lint;

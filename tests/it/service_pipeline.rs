@@ -16,7 +16,7 @@ use concrexit_facedetection::weights::WeightsLocation;
 use serde_json::json;
 
 /// The largest difference of one value allowed against the original's encodings.
-const TOLERANCE: f32 = 0.01;
+const TOLERANCE: f32 = 1e-5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webp_photos_and_references_match_the_original_encodings() {

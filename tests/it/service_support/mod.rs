@@ -16,7 +16,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use concrexit_facedetection::service::{
-    FaceEncoder, HttpConfig, RetryPolicy, Service, ServiceConfig,
+    Destinations, FaceEncoder, HttpConfig, RetryPolicy, Service, ServiceConfig,
 };
 use image::{ImageFormat, RgbImage};
 use serde_json::{Value, json};
@@ -327,13 +327,29 @@ async fn receive(
     (StatusCode::OK, Json(json!({}))).into_response()
 }
 
+/// Photo widths that make the fake encoder misbehave.
+pub mod misbehaving {
+    /// Panics in `detect`.
+    pub const PANIC_IN_DETECT: u32 = 13;
+    /// Panics in `encode`.
+    pub const PANIC_IN_ENCODE: u32 = 14;
+    /// Returns an encoding of 127 numbers.
+    pub const SHORT_ENCODING: u32 = 15;
+    /// Returns an encoding with a NaN.
+    pub const NAN_ENCODING: u32 = 16;
+}
+
 /// A stand-in for the face pipeline: one "face" per photo whose encoding is made from the
-/// photo's mean colour and size, so each photo's encoding is known to the test.
+/// photo's mean colour and size, so each photo's encoding is known to the test. Photos of the
+/// widths in [`misbehaving`] make it panic or return bad encodings.
 #[derive(Default)]
 pub struct FakeEncoder {
     pub gauge: Arc<Gauge>,
     pub work: Duration,
 }
+
+/// The working memory the fake claims per pixel.
+pub const FAKE_BYTES_PER_PIXEL: u64 = 8;
 
 impl FakeEncoder {
     /// The encoding the fake makes for a photo.
@@ -360,9 +376,20 @@ impl FakeEncoder {
 impl FaceEncoder for FakeEncoder {
     type Faces = usize;
 
-    fn detect(&self, _image: &RgbImage) -> concrexit_facedetection::Result<usize> {
+    fn task(&self) -> String {
+        "detect at upsample 1".to_string()
+    }
+
+    fn working_bytes(&self, pixels: u64) -> u64 {
+        FAKE_BYTES_PER_PIXEL * pixels
+    }
+
+    fn detect(&self, image: &RgbImage) -> concrexit_facedetection::Result<usize> {
         let _busy = self.gauge.enter();
         std::thread::sleep(self.work);
+        if image.width() == misbehaving::PANIC_IN_DETECT {
+            panic!("fake detector exploded");
+        }
         Ok(1)
     }
 
@@ -371,7 +398,16 @@ impl FaceEncoder for FakeEncoder {
         image: &RgbImage,
         faces: usize,
     ) -> concrexit_facedetection::Result<Vec<Vec<f32>>> {
-        Ok(vec![Self::encoding_of(image); faces])
+        let mut encoding = Self::encoding_of(image);
+        match image.width() {
+            misbehaving::PANIC_IN_ENCODE => panic!("fake encoder exploded"),
+            misbehaving::SHORT_ENCODING => {
+                encoding.pop();
+            }
+            misbehaving::NAN_ENCODING => encoding[7] = f32::NAN,
+            _ => {}
+        }
+        Ok(vec![encoding; faces])
     }
 }
 
@@ -388,6 +424,9 @@ pub fn fast_config() -> ServiceConfig {
                 base_delay: Duration::from_millis(20),
                 max_delay: Duration::from_millis(100),
             },
+            // The test servers are on loopback.
+            destinations: Destinations::Local,
+            ..HttpConfig::default()
         },
         ..ServiceConfig::default()
     }

@@ -20,7 +20,7 @@ pub type Answer = Result<Value, Value>;
 
 #[derive(Default)]
 pub struct RuntimeApi {
-    queue: Mutex<VecDeque<(String, Value)>>,
+    queue: Mutex<VecDeque<(String, Value, Duration)>>,
     queued: Notify,
     answers: Mutex<HashMap<String, Answer>>,
     pub init_error: Mutex<Option<Value>>,
@@ -43,12 +43,17 @@ impl RuntimeApi {
         (api, addr.to_string())
     }
 
-    /// Queues an invocation with the given request id.
+    /// Queues an invocation with the given request id (15 minutes to run, Lambda's most).
     pub fn invoke(&self, id: &str, event: Value) {
+        self.invoke_with_time(id, event, Duration::from_secs(900));
+    }
+
+    /// Queues an invocation whose deadline is `time` after it is handed out.
+    pub fn invoke_with_time(&self, id: &str, event: Value, time: Duration) {
         self.queue
             .lock()
             .unwrap()
-            .push_back((id.to_string(), event));
+            .push_back((id.to_string(), event, time));
         self.queued.notify_one();
     }
 
@@ -72,7 +77,7 @@ impl RuntimeApi {
 }
 
 async fn next(State(api): State<Arc<RuntimeApi>>) -> Response {
-    let (id, event) = loop {
+    let (id, event, time) = loop {
         let notified = api.queued.notified();
         if let Some(item) = api.queue.lock().unwrap().pop_front() {
             break item;
@@ -83,7 +88,7 @@ async fn next(State(api): State<Arc<RuntimeApi>>) -> Response {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis()
-        + 900_000;
+        + time.as_millis();
     (
         [
             ("lambda-runtime-aws-request-id", id),
