@@ -35,9 +35,9 @@
 //! - [`convert`]: dlib's model files (`.dat`, `.svm`) to safetensors; the runtime never
 //!   needs it, it checks each file against the architecture its model declares.
 //! - [`service`]: the original Lambda function's payload and callback around the pipeline
-//!   (download, encode, post back, with retries and limits), shared by the Lambda handler
-//!   ([`service::lambda`]), the local invoke endpoint ([`service::serve`]) and the batch
-//!   command ([`service::batch`]).
+//!   (download, encode, post back, with retries, a memory budget and a destination policy),
+//!   shared by the Lambda handler ([`service::lambda`]), the local invoke endpoint
+//!   ([`service::serve`]) and the batch command ([`service::batch`]).
 //! - [`logging`]: the log output of both binaries; [`error`]: the library's error type.
 //!
 //! The binaries are thin: `src/main.rs` (`facedetect`: encode, serve, batch, convert-dlib) and

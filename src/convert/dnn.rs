@@ -629,6 +629,21 @@ pub fn insert_vector(
     Ok(())
 }
 
+/// The layers with parameters, by kind, each in forward order: convolutions, affine layers and
+/// fc layers.
+pub fn layers_by_kind(layers: &[Layer]) -> [Vec<&Layer>; 3] {
+    let mut kinds: [Vec<&Layer>; 3] = Default::default();
+    for layer in layers {
+        match layer {
+            Layer::Con { .. } => kinds[0].push(layer),
+            Layer::Affine { .. } => kinds[1].push(layer),
+            Layer::Fc { .. } => kinds[2].push(layer),
+            Layer::Plain => {}
+        }
+    }
+    kinds
+}
+
 /// Adds a layer's parameters under `name`: `.weight` and `.bias` of a convolution, `.gamma`
 /// and `.beta` of an affine layer, `.weight` of an fc layer.
 pub fn insert_layer(

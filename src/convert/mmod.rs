@@ -29,8 +29,8 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor};
 
 use super::dnn::{
-    self, ConSpec, InputSpec, Layer, LayerSpec, Loss, LossSpec, NetworkSpec, insert_layer,
-    insert_vector,
+    self, ConSpec, InputSpec, LayerSpec, Loss, LossSpec, NetworkSpec, insert_layer, insert_vector,
+    layers_by_kind,
 };
 use crate::convert::dlib_format::DlibReader;
 use crate::detect::cnn::{DOWNSAMPLER_FILTERS, FILTER_SIZE, HEAD_SIZE, RCON_FILTERS};
@@ -114,15 +114,7 @@ pub fn read(reader: &mut DlibReader) -> Result<HashMap<String, Tensor>, FormatEr
         &[options.nms.0 as f32, options.nms.1 as f32],
     )?;
 
-    let mut convs = Vec::new();
-    let mut affines = Vec::new();
-    for layer in &network.layers {
-        match layer {
-            Layer::Con { .. } => convs.push(layer),
-            Layer::Affine { .. } => affines.push(layer),
-            Layer::Fc { .. } | Layer::Plain => {}
-        }
-    }
+    let [convs, affines, _] = layers_by_kind(&network.layers);
     let stage_names: Vec<String> = (0..DOWNSAMPLER_FILTERS.len())
         .map(|i| format!("downsampler.{i}"))
         .chain((0..RCON_FILTERS.len()).map(|i| format!("rcon.{i}")))

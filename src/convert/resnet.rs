@@ -19,8 +19,8 @@ use std::collections::HashMap;
 use candle_core::Tensor;
 
 use super::dnn::{
-    self, ConSpec, InputSpec, Layer, LayerSpec, LossSpec, NetworkSpec, PoolSpec, insert_layer,
-    insert_vector,
+    self, ConSpec, InputSpec, LayerSpec, LossSpec, NetworkSpec, PoolSpec, insert_layer,
+    insert_vector, layers_by_kind,
 };
 use crate::convert::dlib_format::DlibReader;
 use crate::error::FormatError;
@@ -99,15 +99,9 @@ pub fn read(reader: &mut DlibReader) -> Result<HashMap<String, Tensor>, FormatEr
     let network = dnn::read_network(reader, &spec())?;
     let mut tensors = HashMap::new();
     insert_vector(&mut tensors, "input.mean", &network.input.mean)?;
-    let mut convs = Vec::new();
-    let mut affines = Vec::new();
-    for layer in &network.layers {
-        match layer {
-            Layer::Con { .. } => convs.push(layer),
-            Layer::Affine { .. } => affines.push(layer),
-            Layer::Fc { .. } => insert_layer(&mut tensors, "fc", layer)?,
-            Layer::Plain => {}
-        }
+    let [convs, affines, fcs] = layers_by_kind(&network.layers);
+    for layer in fcs {
+        insert_layer(&mut tensors, "fc", layer)?;
     }
     let names = std::iter::once("stem.conv".to_string())
         .chain((0..BLOCKS.len()).flat_map(|i| [1, 2].map(|j| format!("blocks.{i}.conv{j}"))));

@@ -236,24 +236,21 @@ impl Model for CnnFaceDetector {
 
         let mut layers = Vec::new();
         let mut channels = 3;
-        for (i, filters) in DOWNSAMPLER_FILTERS.into_iter().enumerate() {
+        let downsampler = DOWNSAMPLER_FILTERS
+            .iter()
+            .enumerate()
+            .map(|(i, &filters)| (format!("downsampler.{i}"), filters, 2));
+        let rcon = RCON_FILTERS
+            .iter()
+            .enumerate()
+            .map(|(i, &filters)| (format!("rcon.{i}"), filters, 1));
+        for (name, filters, stride) in downsampler.chain(rcon) {
             layers.push(ConvLayer::load(
-                vb.pp(format!("downsampler.{i}")),
+                vb.pp(name),
                 channels,
                 filters,
                 FILTER_SIZE,
-                2,
-                true,
-            )?);
-            channels = filters;
-        }
-        for (i, filters) in RCON_FILTERS.into_iter().enumerate() {
-            layers.push(ConvLayer::load(
-                vb.pp(format!("rcon.{i}")),
-                channels,
-                filters,
-                FILTER_SIZE,
-                1,
+                stride,
                 true,
             )?);
             channels = filters;
