@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use concrexit_facedetection::face::embedder::FaceEmbedder;
+use concrexit_facedetection::weights::Model;
 
 fn chips(root: &Path) -> Vec<image::RgbImage> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(root)

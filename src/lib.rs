@@ -8,6 +8,7 @@ pub mod error;
 pub mod face;
 pub mod geometry;
 pub mod logging;
+pub mod nn;
 pub mod pipeline;
 pub mod service;
 pub mod weights;

@@ -56,8 +56,8 @@ struct EncodeArgs {
     #[arg(long, conflicts_with = "rects")]
     aligned: bool,
     /// The face detector.
-    #[arg(long, value_enum, default_value_t = Detector::Hog)]
-    detector: Detector,
+    #[arg(long, value_enum, default_value_t = DetectorArg::Hog)]
+    detector: DetectorArg,
     /// How many times to double the image before detection (finds smaller faces).
     #[arg(long, default_value_t = 1)]
     upsample: u32,
@@ -126,8 +126,9 @@ struct ServiceArgs {
 
 #[derive(clap::Args)]
 struct ModelArgs {
-    /// Where to run the models.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    /// Where to run the models (cuda: the first NVIDIA GPU; needs a build with the `cuda`
+    /// feature and never falls back to the CPU).
+    #[arg(long, value_enum, env = "FACEDETECT_DEVICE", default_value_t = DeviceArg::Cpu)]
     device: DeviceArg,
     /// The weights: a directory, or a Hub repository as hf://owner/name[@revision]
     /// (default: the repository's weights/ folder).
@@ -141,12 +142,44 @@ enum DeviceArg {
     Cuda,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DetectorArg {
+    /// dlib's HOG frontal face detector (the original service's).
+    Hog,
+    /// dlib's CNN (MMOD) face detector: better recall, much more computation.
+    Cnn,
+}
+
+impl From<DetectorArg> for Detector {
+    fn from(arg: DetectorArg) -> Self {
+        match arg {
+            DetectorArg::Hog => Detector::Hog,
+            DetectorArg::Cnn => Detector::Cnn,
+        }
+    }
+}
+
+impl DeviceArg {
+    /// Opens the device; an unavailable GPU is an error, never a fall-back to the CPU.
+    fn open(self) -> anyhow::Result<Device> {
+        match self {
+            DeviceArg::Cpu => Ok(Device::Cpu),
+            #[cfg(feature = "cuda")]
+            DeviceArg::Cuda => Device::new_cuda(0).context(
+                "--device cuda: cannot open CUDA device 0 (no NVIDIA GPU, or its driver is not loaded)",
+            ),
+            #[cfg(not(feature = "cuda"))]
+            DeviceArg::Cuda => anyhow::bail!(
+                "--device cuda: this facedetect was built without the `cuda` feature; \
+                 build it with scripts/build-cuda.sh (cargo build --release --features cuda)"
+            ),
+        }
+    }
+}
+
 impl ModelArgs {
     fn load(&self) -> anyhow::Result<FacePipeline> {
-        let device = match self.device {
-            DeviceArg::Cpu => Device::Cpu,
-            DeviceArg::Cuda => Device::new_cuda(0).context("opening CUDA device 0")?,
-        };
+        let device = self.device.open()?;
         let weights = match &self.weights {
             Some(text) => WeightsLocation::parse(text)?,
             None => WeightsLocation::discover()?,
@@ -190,7 +223,7 @@ enum FaceOutput {
 fn encode(args: &EncodeArgs) -> anyhow::Result<ExitCode> {
     let pipeline = args.models.load()?;
     let options = EncodeOptions {
-        detector: args.detector,
+        detector: args.detector.into(),
         upsample: args.upsample,
         jitters: args.jitters,
     };

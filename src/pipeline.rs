@@ -4,8 +4,7 @@
 //! The defaults are the original service's: dlib's HOG detector with one upsampling and no
 //! jitter. Faces come out in the detector's order, as dlib returns them.
 
-use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
+use candle_core::Device;
 use image::RgbImage;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -13,21 +12,13 @@ use serde::Serialize;
 
 use crate::detect::cnn::CnnFaceDetector;
 use crate::detect::hog::HogDetector;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::face::alignment::face_chips;
 use crate::face::embedder::{DESCRIPTOR_LEN, FaceEmbedder};
 use crate::face::jitter::jitter_chip;
 use crate::face::landmarks::{Landmarks, ShapePredictor};
 use crate::geometry::Rect;
-use crate::weights::{WeightsLocation, files};
-
-/// Chips embedded together (dlib uses 16 too); bounds memory on photos with many faces.
-pub const EMBED_BATCH: usize = 16;
-
-/// The most pixels the CNN detector takes after upsampling. Its activations need about
-/// 230 bytes per input pixel, so this bounds a detection to about 4 GB; a 1200x900 album
-/// photo upsampled once is 4.3 megapixels.
-pub const CNN_MAX_PIXELS: u64 = 16_000_000;
+use crate::weights::{Model, WeightsLocation, files};
 
 /// Bytes the HOG detector holds per pixel of the upsampled image, at most: the pyramid's RGB
 /// levels (3 bytes a pixel, 36/11 of the first level's pixels in all, since each
@@ -48,7 +39,7 @@ pub const ENCODE_BYTES: u64 = 160 * 1024 * 1024;
 const JITTER_SEED: u64 = 0x5eed_f00d;
 
 /// Which face detector to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Detector {
     /// dlib's HOG frontal face detector (the original service's).
@@ -99,29 +90,17 @@ pub struct FacePipeline {
     embedder: FaceEmbedder,
 }
 
-/// A VarBuilder over one memory-mapped safetensors file of the weights location.
-fn var_builder(
-    weights: &WeightsLocation,
-    file: &str,
-    device: &Device,
-) -> Result<VarBuilder<'static>> {
-    let path = weights.file(file)?;
-    // SAFETY: the weights files are not modified while they are mapped.
-    Ok(unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device)? })
-}
-
 impl FacePipeline {
     /// Loads every model from `weights` onto `device`.
     pub fn load(weights: &WeightsLocation, device: &Device) -> Result<Self> {
         Ok(Self {
-            hog: HogDetector::load(var_builder(weights, files::HOG_DETECTOR, device)?)?,
-            cnn: CnnFaceDetector::load(var_builder(weights, files::CNN_DETECTOR, device)?)?,
-            shape_predictor: ShapePredictor::load(var_builder(
-                weights,
-                files::SHAPE_PREDICTOR,
+            hog: HogDetector::from_file(&weights.file(files::HOG_DETECTOR)?, device)?,
+            cnn: CnnFaceDetector::from_file(&weights.file(files::CNN_DETECTOR)?, device)?,
+            shape_predictor: ShapePredictor::from_file(
+                &weights.file(files::SHAPE_PREDICTOR)?,
                 device,
-            )?)?,
-            embedder: FaceEmbedder::load(var_builder(weights, files::FACE_EMBEDDER, device)?)?,
+            )?,
+            embedder: FaceEmbedder::from_file(&weights.file(files::FACE_EMBEDDER)?, device)?,
         })
     }
 
@@ -129,24 +108,12 @@ impl FacePipeline {
     pub fn detect(&self, image: &RgbImage, options: &EncodeOptions) -> Result<Vec<(Rect, f64)>> {
         Ok(match options.detector {
             Detector::Hog => self.hog.detect(image, options.upsample)?,
-            Detector::Cnn => {
-                let scale = 4u64.saturating_pow(options.upsample);
-                let pixels = u64::from(image.width()) * u64::from(image.height());
-                if pixels.saturating_mul(scale) > CNN_MAX_PIXELS {
-                    return Err(Error::InvalidInput(format!(
-                        "{}x{} upsampled {} times is more than the CNN detector's {} megapixels",
-                        image.width(),
-                        image.height(),
-                        options.upsample,
-                        CNN_MAX_PIXELS / 1_000_000
-                    )));
-                }
-                self.cnn
-                    .detect(image, options.upsample)?
-                    .into_iter()
-                    .map(|(rect, confidence)| (rect, f64::from(confidence)))
-                    .collect()
-            }
+            Detector::Cnn => self
+                .cnn
+                .detect(image, options.upsample)?
+                .into_iter()
+                .map(|(rect, confidence)| (rect, f64::from(confidence)))
+                .collect(),
         })
     }
 
@@ -229,12 +196,8 @@ impl FacePipeline {
             .collect()
     }
 
-    /// Encodes already aligned 150x150 face chips, in batches of [`EMBED_BATCH`].
+    /// Encodes already aligned 150x150 face chips.
     pub fn embed_chips(&self, chips: &[RgbImage]) -> Result<Vec<[f32; DESCRIPTOR_LEN]>> {
-        let mut encodings = Vec::with_capacity(chips.len());
-        for batch in chips.chunks(EMBED_BATCH) {
-            encodings.extend(self.embedder.embed(batch)?);
-        }
-        Ok(encodings)
+        self.embedder.embed(chips)
     }
 }

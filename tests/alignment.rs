@@ -3,19 +3,17 @@
 
 mod common;
 
-use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
+use candle_core::Device;
 use concrexit_facedetection::face::alignment::{
     FACE_CHIP_PADDING, FACE_CHIP_SIZE, face_chip, get_face_chip_details,
 };
 use concrexit_facedetection::face::landmarks::ShapePredictor;
 use concrexit_facedetection::geometry::{Point, Rect};
+use concrexit_facedetection::weights::Model;
 
 fn load_predictor() -> ShapePredictor {
     let path = common::weights_dir().join("shape_predictor_5_face_landmarks.safetensors");
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &Device::Cpu) }
-        .expect("shape predictor weights");
-    ShapePredictor::load(vb).expect("shape predictor")
+    ShapePredictor::from_file(&path, &Device::Cpu).expect("shape predictor")
 }
 
 /// Mean and largest absolute difference over all channels of two equally sized images.

@@ -5,6 +5,7 @@ mod common;
 use candle_core::Device;
 use concrexit_facedetection::detect::cnn::{CnnFaceDetector, Detection};
 use concrexit_facedetection::geometry::Rect;
+use concrexit_facedetection::weights::Model;
 use image::RgbImage;
 
 /// Largest difference allowed between a confidence and dlib's.

@@ -5,6 +5,7 @@ mod common;
 
 use candle_core::Device;
 use concrexit_facedetection::face::embedder::FaceEmbedder;
+use concrexit_facedetection::weights::Model;
 
 const TOLERANCE: f32 = 1e-4;
 

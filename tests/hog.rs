@@ -4,16 +4,14 @@
 mod common;
 
 use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
 use concrexit_facedetection::detect::hog::HogDetector;
 use concrexit_facedetection::geometry::Rect;
+use concrexit_facedetection::weights::Model;
 use image::{Rgb, RgbImage};
 
 fn detector() -> HogDetector {
     let path = common::weights_dir().join("frontal_face_detector.safetensors");
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &Device::Cpu) }
-        .expect("weights");
-    HogDetector::load(vb).expect("detector")
+    HogDetector::from_file(&path, &Device::Cpu).expect("detector")
 }
 
 /// Compares one detector run with dlib's; returns the largest confidence difference.

@@ -4,16 +4,14 @@
 mod common;
 
 use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
 use concrexit_facedetection::convert::convert_bytes;
 use concrexit_facedetection::face::landmarks::ShapePredictor;
 use concrexit_facedetection::geometry::{Point, Rect};
+use concrexit_facedetection::weights::Model;
 
 fn load_predictor() -> ShapePredictor {
     let path = common::weights_dir().join("shape_predictor_5_face_landmarks.safetensors");
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &Device::Cpu) }
-        .expect("shape predictor weights");
-    ShapePredictor::load(vb).expect("shape predictor")
+    ShapePredictor::from_file(&path, &Device::Cpu).expect("shape predictor")
 }
 
 #[test]

@@ -22,6 +22,7 @@ use candle_core::{Device, Tensor};
 
 use crate::convert::dlib_format::{DlibReader, DlibTensor};
 use crate::error::FormatError;
+use crate::nn::default_padding;
 
 type Result<T> = std::result::Result<T, FormatError>;
 
@@ -54,10 +55,6 @@ impl PoolSpec {
     pub fn padding(&self) -> usize {
         default_padding(self.size, self.stride)
     }
-}
-
-fn default_padding(size: usize, stride: usize) -> usize {
-    if stride == 1 { size / 2 } else { 0 }
 }
 
 /// One layer of the expected network type.

@@ -39,6 +39,7 @@ use crate::detect::nms::BoxOverlap;
 use crate::detect::pyramid::{self, PyramidDown, rect_from_upsampled};
 use crate::error::{Error, Result};
 use crate::geometry::{DRect, Rect};
+use crate::weights::Model;
 
 /// Most filter output positions scored at once by the matrix products; larger levels are
 /// scored in bands of rows.
@@ -89,9 +90,9 @@ struct Candidate {
     rect: Rect,
 }
 
-impl HogDetector {
+impl Model for HogDetector {
     /// Loads the tensors written by the converter (`weights/frontal_face_detector.safetensors`).
-    pub fn load(vb: VarBuilder) -> Result<Self> {
+    fn load(vb: VarBuilder) -> Result<Self> {
         let device = vb.device().clone();
         let int = |name: &str| -> Result<i64> {
             Ok(vb
@@ -195,7 +196,9 @@ impl HogDetector {
             device,
         })
     }
+}
 
+impl HogDetector {
     /// The faces in `image` with their confidences, best first, after enlarging the image
     /// `upsample` times: dlib's `fhog_object_detector.run(image, upsample, 0.0)`.
     pub fn detect(&self, image: &RgbImage, upsample: u32) -> Result<Vec<(Rect, f64)>> {
@@ -537,11 +540,8 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/weights/frontal_face_detector.safetensors"
         );
-        // SAFETY: the committed weights file is not modified while mapped.
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &Device::Cpu).expect("weights")
-        };
-        let detector = HogDetector::load(vb).expect("detector");
+        let detector =
+            HogDetector::from_file(std::path::Path::new(path), &Device::Cpu).expect("detector");
         let image = RgbImage::from_fn(300, 200, |x, y| {
             let v = |k: u32| ((x * k + y * (k + 5) + x * y / 7) % 251) as u8;
             image::Rgb([v(3), v(7), v(11)])

@@ -13,8 +13,8 @@ use crate::geometry::{DRect, Rect};
 
 /// dlib's `pyramid_down<N>`: the downsampling ratio and the point mapping between levels.
 ///
-/// `N = 2` is dlib's specialised `pyramid_down_2_1`, whose mapping differs from the generic
-/// one; only the generic pyramids (`N > 3`) can downsample images here.
+/// `N = 2` is dlib's specialised `pyramid_down_2_1`, whose mapping and filter differ from the
+/// generic ones (`N > 3`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PyramidDown {
     n: u32,
@@ -83,15 +83,61 @@ impl PyramidDown {
     }
 
     /// The next smaller level of an image (dlib's `pyramid_down<N>::operator()` for RGB
-    /// images): bilinear resize to [`Self::down_size`].
+    /// images): for `N > 3` a bilinear resize to [`Self::down_size`], for `N = 2`
+    /// [`pyramid_down_2`].
     pub fn downsample(&self, image: &RgbImage) -> RgbImage {
-        assert!(
-            self.n > 3,
-            "pyramid_down<2> image downsampling is not implemented"
-        );
+        if self.n == 2 {
+            let row_len = 3 * image.width() as usize;
+            let pixels = image.as_raw();
+            return pyramid_down_2(image.width() as usize, image.height() as usize, |y| {
+                &pixels[y * row_len..(y + 1) * row_len]
+            });
+        }
         let (width, height) = self.down_size(image.width(), image.height());
         resize_bilinear(image, width, height)
     }
+}
+
+/// dlib's `pyramid_down<2>` for RGB images: a separable [1 4 6 4 1] filter on every other
+/// column then every other row, in 16-bit integers, divided by 256 with truncation; the output
+/// is `(n - 3) / 2` pixels a side. `row(y)` gives row `y` of the `width` x `height` input, three
+/// bytes a pixel. Images of 8 pixels or fewer a side give an empty level.
+pub fn pyramid_down_2<'a>(
+    width: usize,
+    height: usize,
+    row: impl Fn(usize) -> &'a [u8],
+) -> RgbImage {
+    if width <= 8 || height <= 8 {
+        return RgbImage::new(0, 0);
+    }
+    let out_width = (width - 3) / 2;
+    let out_height = (height - 3) / 2;
+    // Horizontal pass on every row, keeping every other column.
+    let mut filtered = vec![0u16; height * out_width * 3];
+    for (y, out_row) in filtered.chunks_exact_mut(out_width * 3).enumerate() {
+        let row = row(y);
+        for (x, out) in out_row.chunks_exact_mut(3).enumerate() {
+            let base = 6 * x;
+            for (c, value) in out.iter_mut().enumerate() {
+                let at = |k: usize| u16::from(row[base + 3 * k + c]);
+                *value = at(0) + 4 * at(1) + 6 * at(2) + 4 * at(3) + at(4);
+            }
+        }
+    }
+    // Vertical pass on every other row.
+    let mut pixels = vec![0u8; out_height * out_width * 3];
+    let stride = out_width * 3;
+    for (y, out_row) in pixels.chunks_exact_mut(stride).enumerate() {
+        let center = 2 * y + 2;
+        let row = |dy: usize| &filtered[(center + dy - 2) * stride..(center + dy - 1) * stride];
+        let (r0, r1, r2, r3, r4) = (row(0), row(1), row(2), row(3), row(4));
+        for (i, out) in out_row.iter_mut().enumerate() {
+            let sum = r0[i] + 4 * r1[i] + 6 * r2[i] + 4 * r3[i] + r4[i];
+            *out = (sum / 256) as u8;
+        }
+    }
+    RgbImage::from_raw(out_width as u32, out_height as u32, pixels)
+        .unwrap_or_else(|| RgbImage::new(0, 0))
 }
 
 /// dlib's `drectangle(p1, p2)`: the smallest rectangle holding both mapped corners.
@@ -246,6 +292,17 @@ mod tests {
         let up = pyr.rect_up(Rect::new(10, 10, 100, 100).into(), 3).round();
         assert_eq!(up, Rect::new(18, 18, 174, 174));
         assert_eq!(pyr.down_size(37, 61), (30, 50));
+    }
+
+    #[test]
+    fn pyramid_down_2_level_size_and_filter() {
+        let image = RgbImage::from_pixel(21, 12, image::Rgb([200, 100, 7]));
+        let level = PyramidDown::new(2).downsample(&image);
+        assert_eq!(level.dimensions(), (9, 4));
+        // The filter sums to 256, so a flat image stays flat.
+        assert!(level.as_raw().chunks_exact(3).all(|p| p == [200, 100, 7]));
+        let small = RgbImage::new(8, 100);
+        assert_eq!(PyramidDown::new(2).downsample(&small).width(), 0);
     }
 
     #[test]

@@ -12,8 +12,13 @@
 
 use image::RgbImage;
 
+use crate::detect::pyramid::{PyramidDown, pyramid_down_2};
 use crate::face::landmarks::Landmarks;
 use crate::geometry::{DPoint, DRect, Rect, find_affine_transform, find_similarity_transform};
+
+/// dlib's `pyramid_down<2>`, which shrinks the region around a face that a chip reduces
+/// by more than about two.
+const PYRAMID_DOWN_2: PyramidDown = PyramidDown::new(2);
 
 /// Side of the chips the face recognition network reads.
 pub const FACE_CHIP_SIZE: u32 = 150;
@@ -104,9 +109,9 @@ pub fn extract_image_chip(image: &RgbImage, chip: &ChipDetails) -> RgbImage {
     // The margin around the chip that the pyramid levels it needs ask for: two pixels,
     // doubled and grown by two per halving.
     let mut grow = 2.0;
-    let mut rect = rect_down(&chip.rect);
+    let mut rect = PYRAMID_DOWN_2.rect_down(chip.rect, 1);
     while rect.area() > chip.pixel_count() {
-        rect = rect_down(&rect);
+        rect = PYRAMID_DOWN_2.rect_down(rect, 1);
         grow = grow * 2.0 + 2.0;
     }
 
@@ -134,15 +139,16 @@ pub fn extract_image_chip(image: &RgbImage, chip: &ChipDetails) -> RgbImage {
     // The pyramid level to sample from, and the chip rectangle in its coordinates.
     let mut rect = chip.rect.translate(-crop.left as f64, -crop.top as f64);
     let mut levels = 0;
-    while rect_down(&rect).area() > chip.pixel_count() {
+    while PYRAMID_DOWN_2.rect_down(rect, 1).area() > chip.pixel_count() {
         levels += 1;
-        rect = rect_down(&rect);
+        rect = PYRAMID_DOWN_2.rect_down(rect, 1);
     }
-    let mut level = None;
+    let mut level: Option<RgbImage> = None;
     for _ in 0..levels {
-        level = Some(pyramid_down(&level.as_ref().map_or(source, Level::view)));
+        let view = level.as_ref().map_or(source, View::of);
+        level = Some(pyramid_down_2(view.width, view.height, |y| view.row(y)));
     }
-    let source = level.as_ref().map_or(source, Level::view);
+    let source = level.as_ref().map_or(source, View::of);
 
     // Chip corners map to the rotated rectangle's corners.
     let (last_col, last_row) = (f64::from(chip.cols) - 1.0, f64::from(chip.rows) - 1.0);
@@ -166,13 +172,6 @@ pub fn extract_image_chip(image: &RgbImage, chip: &ChipDetails) -> RgbImage {
         source.bilinear(transform.apply(DPoint::new(c as f64, r as f64)), pixel);
     }
     out
-}
-
-/// dlib's `pyramid_down<2>` mapping of a rectangle to the next level.
-fn rect_down(rect: &DRect) -> DRect {
-    let down = |p: DPoint| DPoint::new(p.x / 2.0 - 1.25, p.y / 2.0 - 0.75);
-    let (a, b) = (down(rect.top_left()), down(rect.bottom_right()));
-    DRect::new(a.x, a.y, a.x, a.y).including(b)
 }
 
 /// A rectangular window onto RGB pixels.
@@ -263,70 +262,6 @@ fn neighbourhood_start(v: f64, size: usize) -> Option<usize> {
     (v >= 0.0 && v < size as f64 - 1.0).then_some(v as usize)
 }
 
-/// An owned pyramid level.
-struct Level {
-    pixels: Vec<u8>,
-    width: usize,
-    height: usize,
-}
-
-impl Level {
-    fn view(&self) -> View<'_> {
-        View {
-            pixels: &self.pixels,
-            stride: self.width,
-            left: 0,
-            top: 0,
-            width: self.width,
-            height: self.height,
-        }
-    }
-}
-
-/// dlib's `pyramid_down<2>` for RGB images: a separable [1 4 6 4 1] filter on every other
-/// column then every other row, in 16-bit integers, divided by 256 with truncation.
-/// Images of 8 pixels or fewer a side give an empty level.
-fn pyramid_down(source: &View) -> Level {
-    if source.width <= 8 || source.height <= 8 {
-        return Level {
-            pixels: Vec::new(),
-            width: 0,
-            height: 0,
-        };
-    }
-    let out_width = (source.width - 3) / 2;
-    let out_height = (source.height - 3) / 2;
-    // Horizontal pass on every row, keeping every other column.
-    let mut filtered = vec![0u16; source.height * out_width * 3];
-    for (y, out_row) in filtered.chunks_exact_mut(out_width * 3).enumerate() {
-        let row = source.row(y);
-        for (x, out) in out_row.chunks_exact_mut(3).enumerate() {
-            let base = 6 * x;
-            for (c, value) in out.iter_mut().enumerate() {
-                let at = |k: usize| u16::from(row[base + 3 * k + c]);
-                *value = at(0) + 4 * at(1) + 6 * at(2) + 4 * at(3) + at(4);
-            }
-        }
-    }
-    // Vertical pass on every other row.
-    let mut pixels = vec![0u8; out_height * out_width * 3];
-    let stride = out_width * 3;
-    for (y, out_row) in pixels.chunks_exact_mut(stride).enumerate() {
-        let center = 2 * y + 2;
-        let row = |dy: usize| &filtered[(center + dy - 2) * stride..(center + dy - 1) * stride];
-        let (r0, r1, r2, r3, r4) = (row(0), row(1), row(2), row(3), row(4));
-        for (i, out) in out_row.iter_mut().enumerate() {
-            let sum = r0[i] + 4 * r1[i] + 6 * r2[i] + 4 * r3[i] + r4[i];
-            *out = (sum / 256) as u8;
-        }
-    }
-    Level {
-        pixels,
-        width: out_width,
-        height: out_height,
-    }
-}
-
 /// Copies `rect` out of the view unscaled, black where it leaves the image (dlib's
 /// `basic_extract_image_chip`).
 fn copy_rect(source: &View, rect: Rect) -> RgbImage {
@@ -350,17 +285,6 @@ mod tests {
         RgbImage::from_fn(width, height, |x, y| {
             image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
         })
-    }
-
-    #[test]
-    fn pyramid_level_size_and_filter() {
-        let image = RgbImage::from_pixel(21, 12, image::Rgb([200, 100, 7]));
-        let level = pyramid_down(&View::of(&image));
-        assert_eq!((level.width, level.height), (9, 4));
-        // The filter sums to 256, so a flat image stays flat.
-        assert!(level.pixels.chunks_exact(3).all(|p| p == [200, 100, 7]));
-        let small = RgbImage::new(8, 100);
-        assert_eq!(pyramid_down(&View::of(&small)).width, 0);
     }
 
     #[test]

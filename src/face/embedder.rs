@@ -19,6 +19,8 @@ use candle_nn::VarBuilder;
 use image::RgbImage;
 
 use crate::error::{Error, Result};
+use crate::nn;
+use crate::weights::Model;
 
 /// Side of the square chips the network takes.
 pub const CHIP_SIZE: u32 = 150;
@@ -49,6 +51,8 @@ pub const BLOCKS: [(usize, usize); 14] = [
     (256, 1),
     (256, 2),
 ];
+/// Chips embedded together (dlib uses 16 too); bounds memory on photos with many faces.
+pub const EMBED_BATCH: usize = 16;
 /// Chips per forward pass on the CPU (measured fastest per chip on a 2-core machine).
 const CPU_SLICE: usize = 4;
 /// Size of the gathered convolution windows multiplied at once on the CPU.
@@ -76,10 +80,9 @@ impl Windows {
         padding: usize,
         device: &Device,
     ) -> candle_core::Result<Self> {
-        if in_side + 2 * padding < size {
+        let Some(out_side) = nn::output_len(in_side, size, stride, padding) else {
             candle_core::bail!("a {size}x{size} window does not fit a {in_side}x{in_side} input");
-        }
-        let out_side = (in_side + 2 * padding - size) / stride + 1;
+        };
         let position = |out: usize, offset: usize| {
             (out * stride + offset)
                 .checked_sub(padding)
@@ -127,9 +130,8 @@ impl Windows {
 }
 
 /// A square convolution with dlib's default padding for its stride followed by dlib's
-/// `affine` layer, computed as one matrix product over gathered windows on channels-last
-/// tensors. The affine scale and shift are folded into the filters and bias:
-/// `(conv(x) + b) * gamma + beta = conv_{w * gamma}(x) + (b * gamma + beta)`.
+/// `affine` layer (folded into the filters and bias by [`nn::conv_affine`]), computed as one
+/// matrix product over gathered windows on channels-last tensors.
 #[derive(Debug, Clone)]
 struct ConvAffine {
     /// [size * size * in_channels, out_channels], rows ordered (dy, dx, channel).
@@ -148,17 +150,13 @@ impl ConvAffine {
         conv: VarBuilder,
         affine: VarBuilder,
     ) -> candle_core::Result<Self> {
-        let weight = conv.get((out_channels, in_channels, size, size), "weight")?;
-        let bias = conv.get(out_channels, "bias")?;
-        let gamma = affine.get(out_channels, "gamma")?;
-        let beta = affine.get(out_channels, "beta")?;
+        let (weight, bias) =
+            nn::conv_affine(&conv, Some(&affine), (in_channels, out_channels), size)?;
         let weight = weight
             .permute((2, 3, 1, 0))?
             .reshape((size * size * in_channels, out_channels))?
-            .broadcast_mul(&gamma)?
             .contiguous()?;
-        let bias = ((bias * &gamma)? + beta)?;
-        let padding = if stride == 1 { size / 2 } else { 0 };
+        let padding = nn::default_padding(size, stride);
         let windows = Windows::new(in_side, size, stride, padding, conv.device())?;
         Ok(Self {
             weight,
@@ -322,9 +320,9 @@ pub struct FaceEmbedder {
     device: Device,
 }
 
-impl FaceEmbedder {
+impl Model for FaceEmbedder {
     /// Loads the weights written by the converter (`dlib_face_recognition_resnet_model_v1`).
-    pub fn load(vb: VarBuilder) -> Result<Self> {
+    fn load(vb: VarBuilder) -> Result<Self> {
         let mean = vb.get(3, "input.mean")?;
         let (stem_channels, stem_size, stem_stride) = STEM_CONV;
         let stem = ConvAffine::load(
@@ -365,14 +363,9 @@ impl FaceEmbedder {
             device: vb.device().clone(),
         })
     }
+}
 
-    /// Loads the embedder from a safetensors file onto `device`.
-    pub fn from_file(path: &std::path::Path, device: &Device) -> Result<Self> {
-        // SAFETY: the weights file is not modified while it is mapped.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device)? };
-        Self::load(vb)
-    }
-
+impl FaceEmbedder {
     /// The network's input for a batch of 150x150 chips, channels-last: [N, 150, 150, 3],
     /// `(pixel - mean) / 256`.
     fn input_nhwc(&self, chips: &[RgbImage]) -> Result<Tensor> {
@@ -403,11 +396,17 @@ impl FaceEmbedder {
         Ok(self.input_nhwc(chips)?.permute((0, 3, 1, 2))?)
     }
 
-    /// Descriptors of a batch of 150x150 chips.
+    /// Descriptors of 150x150 chips, computed in batches of [`EMBED_BATCH`].
     pub fn embed(&self, chips: &[RgbImage]) -> Result<Vec<[f32; DESCRIPTOR_LEN]>> {
-        if chips.is_empty() {
-            return Ok(Vec::new());
+        let mut descriptors = Vec::with_capacity(chips.len());
+        for batch in chips.chunks(EMBED_BATCH) {
+            descriptors.extend(self.embed_batch(batch)?);
         }
+        Ok(descriptors)
+    }
+
+    /// Descriptors of one batch of 150x150 chips, in one forward pass.
+    fn embed_batch(&self, chips: &[RgbImage]) -> Result<Vec<[f32; DESCRIPTOR_LEN]>> {
         let output = self.forward_nhwc(&self.input_nhwc(chips)?)?;
         output
             .to_vec2::<f32>()?

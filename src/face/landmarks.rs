@@ -19,6 +19,7 @@ use image::RgbImage;
 
 use crate::error::{Error, Result};
 use crate::geometry::{AffineTransform, DPoint, Point, Rect, find_similarity_transform};
+use crate::weights::Model;
 
 /// The number of landmarks of the supported model (dlib's 5-point face landmark model).
 pub const NUM_PARTS: usize = 5;
@@ -61,9 +62,9 @@ pub struct ShapePredictor {
     cascades: Vec<Cascade>,
 }
 
-impl ShapePredictor {
+impl Model for ShapePredictor {
     /// Loads the tensors written by the converter.
-    pub fn load(vb: VarBuilder) -> Result<Self> {
+    fn load(vb: VarBuilder) -> Result<Self> {
         let initial = vb
             .get_with_hints_dtype(
                 (NUM_PARTS, 2),
@@ -90,7 +91,9 @@ impl ShapePredictor {
             cascades,
         })
     }
+}
 
+impl ShapePredictor {
     /// The landmarks of the face in `rect` (a detection; it may extend past the image).
     pub fn predict(&self, image: &RgbImage, rect: Rect) -> Landmarks {
         let to_image = unnormalizing_transform(rect);
