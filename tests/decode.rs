@@ -136,8 +136,12 @@ fn bad_input_gives_clear_errors() {
 
 /// A committed format fixture with bytes `at..` replaced by `patch`.
 fn patched_fixture(name: &str, at: usize, patch: &[u8]) -> Vec<u8> {
-    let mut bytes =
-        std::fs::read(common::crate_dir().join("tests/fixtures/formats").join(name)).unwrap();
+    let mut bytes = std::fs::read(
+        common::crate_dir()
+            .join("tests/fixtures/formats")
+            .join(name),
+    )
+    .unwrap();
     bytes[at..at + patch.len()].copy_from_slice(patch);
     bytes
 }
