@@ -20,12 +20,14 @@ pub enum FormatError {
 /// Errors of the face pipeline.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("reading {path}: {source}")]
+    // The source is not repeated in the message: a report of the error chain (anyhow's
+    // `{:#}`) already appends it.
+    #[error("reading {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("reading the dlib model {path}")]
     Format { path: PathBuf, source: FormatError },
     #[error("model weights: {0}")]
     Weights(String),

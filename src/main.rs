@@ -59,9 +59,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct EncodeArgs {
-    /// A face location as a dlib rectangle LEFT,TOP,RIGHT,BOTTOM (inclusive corners),
-    /// instead of detection; repeat for more faces.
-    #[arg(long = "rect", value_parser = parse_rect)]
+    /// A face location as a dlib rectangle LEFT,TOP,RIGHT,BOTTOM (inclusive corners, which
+    /// may lie outside the image), instead of detection; repeat for more faces.
+    #[arg(long = "rect", value_parser = parse_rect, allow_hyphen_values = true)]
     rects: Vec<Rect>,
     /// Treat each image as an aligned 150x150 face chip and only embed it.
     #[arg(long, conflicts_with = "rects")]

@@ -14,7 +14,7 @@ use crate::detect::cnn::CnnFaceDetector;
 use crate::detect::hog::HogDetector;
 use crate::error::Result;
 use crate::face::alignment::face_chips;
-use crate::face::embedder::{DESCRIPTOR_LEN, FaceEmbedder};
+use crate::face::embedder::{ENCODING_LEN, Encoding, FaceEmbedder};
 use crate::face::jitter::jitter_chip;
 use crate::face::landmarks::{Landmarks, ShapePredictor};
 use crate::geometry::Rect;
@@ -191,18 +191,14 @@ impl FacePipeline {
 
     /// The mean encoding of `jitters` jittered copies of each chip. The generator is seeded
     /// the same way on every call, so the same photo always gives the same encodings.
-    fn embed_jittered(
-        &self,
-        chips: &[RgbImage],
-        jitters: usize,
-    ) -> Result<Vec<[f32; DESCRIPTOR_LEN]>> {
+    fn embed_jittered(&self, chips: &[RgbImage], jitters: usize) -> Result<Vec<Encoding>> {
         let mut rng = StdRng::seed_from_u64(JITTER_SEED);
         chips
             .iter()
             .map(|chip| {
                 let copies: Vec<RgbImage> =
                     (0..jitters).map(|_| jitter_chip(chip, &mut rng)).collect();
-                let mut mean = [0f32; DESCRIPTOR_LEN];
+                let mut mean = [0f32; ENCODING_LEN];
                 for encoding in self.embed_chips(&copies)? {
                     for (sum, value) in mean.iter_mut().zip(encoding) {
                         *sum += value / jitters as f32;
@@ -214,7 +210,7 @@ impl FacePipeline {
     }
 
     /// Encodes already aligned 150x150 face chips.
-    pub fn embed_chips(&self, chips: &[RgbImage]) -> Result<Vec<[f32; DESCRIPTOR_LEN]>> {
+    pub fn embed_chips(&self, chips: &[RgbImage]) -> Result<Vec<Encoding>> {
         self.embedder.embed(chips)
     }
 }

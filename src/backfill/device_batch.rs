@@ -40,7 +40,7 @@ use serde::Serialize;
 
 use crate::detect::cnn::{CnnInput, Detection, INPUT_BYTES_PER_UPSAMPLED_PIXEL};
 use crate::error::{Error, Result};
-use crate::face::embedder::{DESCRIPTOR_LEN, EMBED_BATCH};
+use crate::face::embedder::{EMBED_BATCH, Encoding};
 use crate::geometry::Rect;
 use crate::pipeline::{Detector, ENCODE_BYTES, EncodeOptions, Face, FacePipeline};
 use crate::service::FaceEncoder;
@@ -80,7 +80,7 @@ pub struct DeviceBatcher {
     detector: Detector,
     upsample: u32,
     cnn: BatchQueue<CnnInput, Vec<Detection>>,
-    embedder: BatchQueue<RgbImage, [f32; DESCRIPTOR_LEN]>,
+    embedder: BatchQueue<RgbImage, Encoding>,
 }
 
 impl DeviceBatcher {

@@ -9,7 +9,7 @@ use candle_core::Device;
 use concrexit_facedetection::logging::{self, LogFormat};
 use concrexit_facedetection::pipeline::FacePipeline;
 use concrexit_facedetection::service::Service;
-use concrexit_facedetection::service::function::{lambda_config, run_lambda};
+use concrexit_facedetection::service::lambda::{lambda_config, run_lambda};
 use concrexit_facedetection::weights::WeightsLocation;
 
 #[tokio::main]

@@ -25,7 +25,7 @@ use super::dnn::{
 use crate::convert::dlib_format::DlibReader;
 use crate::error::FormatError;
 use crate::face::embedder::{
-    BLOCK_CONV_SIZE, BLOCKS, CHIP_SIZE, DESCRIPTOR_LEN, STEM_CONV, STEM_POOL,
+    BLOCK_CONV_SIZE, BLOCKS, CHIP_SIZE, ENCODING_LEN, STEM_CONV, STEM_POOL,
 };
 
 /// The expected network: dlib's `anet_type`, layers listed from the output side.
@@ -82,7 +82,7 @@ fn spec() -> NetworkSpec {
     forward.extend([
         LayerSpec::AvgPool(PoolSpec { size: 0, stride: 1 }),
         LayerSpec::FcNoBias {
-            outputs: DESCRIPTOR_LEN,
+            outputs: ENCODING_LEN,
             inputs: channels,
         },
     ]);

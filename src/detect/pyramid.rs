@@ -147,9 +147,6 @@ fn corners(rect: DRect, map: impl Fn((f64, f64)) -> (f64, f64)) -> DRect {
     DRect::new(x1.min(x2), y1.min(y2), x1.max(x2), y1.max(y2))
 }
 
-/// dlib's `pyramid_up(img)`: enlarges the image to the rectangle that `pyramid_down<2>` maps
-/// the image's rectangle up to, rounded to integers ((2*height + 1) x (2*width + 2) pixels),
-/// with bilinear interpolation.
 /// The image enlarged `times` times with [`pyramid_up`], as dlib's detectors do for their
 /// `upsample_num_times`.
 pub fn upsample(image: &RgbImage, times: u32) -> RgbImage {
@@ -164,6 +161,9 @@ pub fn rect_from_upsampled(rect: Rect, times: u32) -> Rect {
         .round()
 }
 
+/// dlib's `pyramid_up(img)`: enlarges the image to the rectangle that `pyramid_down<2>` maps
+/// the image's rectangle up to, rounded to integers ((2*height + 1) x (2*width + 2) pixels),
+/// with bilinear interpolation.
 pub fn pyramid_up(image: &RgbImage) -> RgbImage {
     if image.width() == 0 || image.height() == 0 {
         return RgbImage::new(0, 0);

@@ -88,7 +88,7 @@ impl TiledPyramid {
                 right,
                 bottom,
             );
-            if !intersect(levels[0], rect).is_empty() {
+            if !levels[0].intersect(&rect).is_empty() {
                 break;
             }
             levels[placed] = rect;
@@ -169,15 +169,6 @@ impl TiledPyramid {
     }
 }
 
-fn intersect(a: Rect, b: Rect) -> Rect {
-    Rect::new(
-        a.left.max(b.left),
-        a.top.max(b.top),
-        a.right.min(b.right),
-        a.bottom.min(b.bottom),
-    )
-}
-
 /// Bilinear resize of the `src` region of a plane into its `dst` region, with the
 /// arithmetic of dlib's SSE `resize_image` for float images: columns in groups of four
 /// with single-precision positions and weights, the last columns in double precision.
@@ -251,9 +242,9 @@ mod tests {
         assert_eq!(pyramid.cols, 1222);
         let bounds = Rect::new(0, 0, pyramid.cols as i64 - 1, pyramid.rows as i64 - 1);
         for (i, level) in pyramid.levels.iter().enumerate() {
-            assert_eq!(intersect(bounds, *level), *level, "level {i}");
+            assert_eq!(bounds.intersect(level), *level, "level {i}");
             for other in &pyramid.levels[..i] {
-                assert!(intersect(*level, *other).is_empty(), "level {i} overlaps");
+                assert!(level.intersect(other).is_empty(), "level {i} overlaps");
             }
         }
     }

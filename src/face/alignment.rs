@@ -13,6 +13,7 @@
 use image::RgbImage;
 
 use crate::detect::pyramid::{PyramidDown, pyramid_down_2};
+use crate::face::embedder::CHIP_SIZE;
 use crate::face::landmarks::Landmarks;
 use crate::geometry::{DPoint, DRect, Rect, find_affine_transform, find_similarity_transform};
 
@@ -20,8 +21,6 @@ use crate::geometry::{DPoint, DRect, Rect, find_affine_transform, find_similarit
 /// by more than about two.
 const PYRAMID_DOWN_2: PyramidDown = PyramidDown::new(2);
 
-/// Side of the chips the face recognition network reads.
-pub const FACE_CHIP_SIZE: u32 = 150;
 /// Padding around the face in those chips, as a fraction of the face size.
 pub const FACE_CHIP_PADDING: f64 = 0.25;
 
@@ -84,7 +83,7 @@ pub fn get_face_chip_details(landmarks: &Landmarks, size: u32, padding: f64) -> 
 pub fn face_chip(image: &RgbImage, landmarks: &Landmarks) -> RgbImage {
     extract_image_chip(
         image,
-        &get_face_chip_details(landmarks, FACE_CHIP_SIZE, FACE_CHIP_PADDING),
+        &get_face_chip_details(landmarks, CHIP_SIZE, FACE_CHIP_PADDING),
     )
 }
 

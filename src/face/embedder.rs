@@ -24,8 +24,11 @@ use crate::weights::Model;
 
 /// Side of the square chips the network takes.
 pub const CHIP_SIZE: u32 = 150;
-/// Length of a face descriptor.
-pub const DESCRIPTOR_LEN: usize = 128;
+/// Length of a face encoding (dlib's face descriptor).
+pub const ENCODING_LEN: usize = 128;
+/// A face encoding: 128 numbers, two faces being the same person when the Euclidean distance
+/// between their encodings is small (face_recognition's tolerance is 0.6, concrexit's 0.49).
+pub type Encoding = [f32; ENCODING_LEN];
 /// The stem's convolution: output channels, filter size and stride.
 pub const STEM_CONV: (usize, usize, usize) = (32, 7, 2);
 /// The stem's max pooling: window size and stride.
@@ -351,7 +354,7 @@ impl Model for FaceEmbedder {
             in_channels = channels;
         }
         let fc = vb
-            .get((DESCRIPTOR_LEN, in_channels), "fc.weight")?
+            .get((ENCODING_LEN, in_channels), "fc.weight")?
             .t()?
             .contiguous()?;
         Ok(Self {
@@ -396,30 +399,30 @@ impl FaceEmbedder {
         Ok(self.input_nhwc(chips)?.permute((0, 3, 1, 2))?)
     }
 
-    /// Descriptors of 150x150 chips, computed in batches of [`EMBED_BATCH`].
-    pub fn embed(&self, chips: &[RgbImage]) -> Result<Vec<[f32; DESCRIPTOR_LEN]>> {
-        let mut descriptors = Vec::with_capacity(chips.len());
+    /// Encodings of 150x150 chips, computed in batches of [`EMBED_BATCH`].
+    pub fn embed(&self, chips: &[RgbImage]) -> Result<Vec<Encoding>> {
+        let mut encodings = Vec::with_capacity(chips.len());
         for batch in chips.chunks(EMBED_BATCH) {
-            descriptors.extend(self.embed_batch(batch)?);
+            encodings.extend(self.embed_batch(batch)?);
         }
-        Ok(descriptors)
+        Ok(encodings)
     }
 
-    /// Descriptors of one batch of 150x150 chips, in one forward pass (on a GPU, large
+    /// Encodings of one batch of 150x150 chips, in one forward pass (on a GPU, large
     /// batches of chips from many photos; see [`crate::backfill::device_batch`]).
-    pub fn embed_batch(&self, chips: &[RgbImage]) -> Result<Vec<[f32; DESCRIPTOR_LEN]>> {
+    pub fn embed_batch(&self, chips: &[RgbImage]) -> Result<Vec<Encoding>> {
         let output = self.forward_nhwc(&self.input_nhwc(chips)?)?;
         output
             .to_vec2::<f32>()?
             .into_iter()
             .map(|row| {
-                <[f32; DESCRIPTOR_LEN]>::try_from(row)
-                    .map_err(|row| Error::InvalidInput(format!("descriptor of {}", row.len())))
+                Encoding::try_from(row)
+                    .map_err(|row| Error::InvalidInput(format!("encoding of {}", row.len())))
             })
             .collect()
     }
 
-    /// Channels-last normalised chips [N, 150, 150, 3] to descriptors [N, 128]. On the CPU,
+    /// Channels-last normalised chips [N, 150, 150, 3] to encodings [N, 128]. On the CPU,
     /// large batches run in slices of [`CPU_SLICE`] chips, which keeps the gathered windows
     /// small enough to stay in cache and in reused memory.
     fn forward_nhwc(&self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -446,7 +449,7 @@ impl FaceEmbedder {
 }
 
 impl Module for FaceEmbedder {
-    /// Normalised chips [N, 3, 150, 150] to descriptors [N, 128].
+    /// Normalised chips [N, 3, 150, 150] to encodings [N, 128].
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.forward_nhwc(&x.permute((0, 2, 3, 1))?.contiguous()?)
     }

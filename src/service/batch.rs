@@ -31,7 +31,7 @@ impl BatchInput {
 /// Why a batch could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
-    #[error("reading {what}: {source}")]
+    #[error("reading {what}")]
     Read {
         what: String,
         source: std::io::Error,

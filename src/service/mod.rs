@@ -15,9 +15,9 @@
 
 pub mod batch;
 pub mod budget;
+pub mod client;
 pub mod destination;
-pub mod function;
-pub mod http;
+pub mod lambda;
 pub mod outcome;
 pub mod payload;
 pub mod serve;
@@ -31,17 +31,15 @@ use image::RgbImage;
 use tokio::sync::Semaphore;
 
 use crate::decode::{DecodeLimits, ImageHeader, decode_image, read_header};
+use crate::face::embedder::ENCODING_LEN;
 use crate::geometry::Rect;
 use crate::pipeline::{EncodeOptions, FacePipeline};
 
 pub use budget::MemoryBudget;
+pub use client::{FetchError, HttpConfig, RetryPolicy};
 pub use destination::Destinations;
-pub use http::{FetchError, HttpConfig, RetryPolicy};
 pub use outcome::{InvocationReport, Outcome, SourceReport, Stage, Timings};
 pub use payload::{MAX_SOURCES, Payload, PayloadError, Source, SourceType, Token};
-
-/// Length of a face encoding.
-pub const ENCODING_LEN: usize = 128;
 
 /// Time kept before an invocation's deadline to answer with the report.
 const ANSWER_TIME: Duration = Duration::from_secs(1);
@@ -135,7 +133,7 @@ pub enum ServiceError {
 /// Processes payloads with one face encoder; share it in an `Arc`.
 pub struct Service<E> {
     encoder: Arc<E>,
-    http: http::Http,
+    http: client::Http,
     decode: DecodeLimits,
     in_flight: Semaphore,
     cpu: Arc<Semaphore>,
@@ -205,7 +203,7 @@ impl<E: FaceEncoder> Service<E> {
         );
         Ok(Self {
             encoder,
-            http: http::Http::new(config.http)?,
+            http: client::Http::new(config.http)?,
             decode: config.decode,
             in_flight: Semaphore::new(config.max_in_flight),
             cpu: Arc::new(Semaphore::new(config.cpu_workers)),
@@ -430,7 +428,7 @@ impl<E: FaceEncoder> Service<E> {
     ) -> Outcome {
         with_trace(trace, |t| t.stage = Some(Stage::Callback));
         let url = payload.callback_url(source);
-        let body = http::CallbackBody {
+        let body = client::CallbackBody {
             token: &source.token,
             encodings: &encoded.encodings,
         };
@@ -442,8 +440,8 @@ impl<E: FaceEncoder> Service<E> {
         });
         let faces = encoded.encodings.len();
         match delivery.result {
-            Ok(http::Delivery::Accepted) => Outcome::Posted { faces },
-            Ok(http::Delivery::AlreadyProcessed) => Outcome::AlreadyProcessed { faces },
+            Ok(client::Delivery::Accepted) => Outcome::Posted { faces },
+            Ok(client::Delivery::AlreadyProcessed) => Outcome::AlreadyProcessed { faces },
             Err(error) => Outcome::Failed {
                 stage: Stage::Callback,
                 error: error.to_string(),
@@ -507,41 +505,34 @@ fn log_source(source: &Source, report: &SourceReport) {
         Outcome::Failed { stage, error } => (None, Some(stage.as_str()), Some(error.as_str())),
     };
     let t = &report.timings;
-    let photo_url = http::loggable_url(&source.photo_url);
+    let photo_url = client::loggable_url(&source.photo_url);
+    // One set of fields for both levels; the absent ones (`None`) are left out of the line.
+    macro_rules! source_event {
+        ($level:expr, $message:literal) => {
+            tracing::event!(
+                $level,
+                index = report.index,
+                pk = report.pk,
+                r#type = report.kind.as_str(),
+                photo_url,
+                outcome = report.outcome.name(),
+                faces,
+                stage,
+                error,
+                download_attempts = report.download_attempts,
+                callback_attempts = report.callback_attempts,
+                download_ms = t.download_ms,
+                decode_ms = t.decode_ms,
+                detect_ms = t.detect_ms,
+                encode_ms = t.encode_ms,
+                callback_ms = t.callback_ms,
+                $message
+            )
+        };
+    }
     if report.outcome.is_failure() {
-        tracing::warn!(
-            index = report.index,
-            pk = report.pk,
-            r#type = report.kind.as_str(),
-            photo_url,
-            outcome = report.outcome.name(),
-            stage,
-            error,
-            download_attempts = report.download_attempts,
-            callback_attempts = report.callback_attempts,
-            download_ms = t.download_ms,
-            decode_ms = t.decode_ms,
-            detect_ms = t.detect_ms,
-            encode_ms = t.encode_ms,
-            callback_ms = t.callback_ms,
-            "source failed"
-        );
+        source_event!(tracing::Level::WARN, "source failed");
     } else {
-        tracing::info!(
-            index = report.index,
-            pk = report.pk,
-            r#type = report.kind.as_str(),
-            photo_url,
-            outcome = report.outcome.name(),
-            faces,
-            download_attempts = report.download_attempts,
-            callback_attempts = report.callback_attempts,
-            download_ms = t.download_ms,
-            decode_ms = t.decode_ms,
-            detect_ms = t.detect_ms,
-            encode_ms = t.encode_ms,
-            callback_ms = t.callback_ms,
-            "source done"
-        );
+        source_event!(tracing::Level::INFO, "source done");
     }
 }

@@ -84,7 +84,7 @@ impl fmt::Debug for Source {
         f.debug_struct("Source")
             .field("pk", &self.pk)
             .field("kind", &self.kind)
-            .field("photo_url", &super::http::loggable_url(&self.photo_url))
+            .field("photo_url", &super::client::loggable_url(&self.photo_url))
             .field("token", &self.token)
             .finish()
     }
@@ -100,7 +100,7 @@ pub struct Payload {
 impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Payload")
-            .field("api_url", &super::http::loggable(&self.api_url))
+            .field("api_url", &super::client::loggable(&self.api_url))
             .field("sources", &self.sources)
             .finish()
     }

@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use super::function::{self, FunctionError};
+use super::lambda::{self, FunctionError};
 use super::{FaceEncoder, Service};
 
 /// The largest request payload Lambda accepts for a synchronous invocation.
@@ -280,14 +280,14 @@ async fn invoke<E: FaceEncoder>(
     if invocation_type == "Event" {
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(error) = function::handle(&service, &event).await {
+            if let Err(error) = lambda::handle(&service, &event).await {
                 tracing::error!(error_type = error.error_type(), %error, "invocation failed");
             }
         });
         return StatusCode::ACCEPTED.into_response();
     }
     let _permit = permit;
-    match function::handle(&service, &event).await {
+    match lambda::handle(&service, &event).await {
         Ok(result) => function_response(StatusCode::OK, &result, None),
         Err(error) => function_error(&error),
     }

@@ -2,7 +2,7 @@
 //! the same rectangles and scores, encodings within 1e-5 on the CPU, whatever the grouping of
 //! photos into batches; and on a CUDA device (when there is one) against the CPU within 1e-4.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

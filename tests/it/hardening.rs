@@ -4,8 +4,7 @@
 //! as a date, encoders that panic or return bad encodings, the memory budget, and the invoke
 //! endpoint's admission (Origin, secret, bounded queue, 429), concurrency and shutdown.
 
-mod common;
-mod service_support;
+use crate::common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::service_support::*;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::Path;
@@ -21,11 +21,10 @@ use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
 use concrexit_facedetection::service::serve::{self, ServeOptions};
 use concrexit_facedetection::service::{
-    Destinations, InvocationReport, Outcome, Payload, ServiceConfig, Stage, function,
+    Destinations, InvocationReport, Outcome, Payload, ServiceConfig, Stage, lambda,
 };
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde_json::{Value, json};
-use service_support::*;
 
 fn assert_failed(report: &InvocationReport, index: usize, stage: Stage, needle: &str) {
     match &report.sources[index].outcome {
@@ -757,7 +756,7 @@ async fn sqs_and_direct_invocations_share_the_limits() {
     let (service, _) = fake_service(fast_config(), Duration::ZERO);
     let payload = json!({"api_url": "http://127.0.0.1:1", "sources": [
         source(1, "photo", "http://169.254.169.254/latest/meta-data/", "t")]});
-    let error = function::handle(&service, &payload)
+    let error = lambda::handle(&service, &payload)
         .await
         .unwrap_err()
         .to_string();
@@ -769,8 +768,8 @@ async fn sqs_and_direct_invocations_share_the_limits() {
 
 /// A self-signed certificate for 127.0.0.1 and its key, made for these tests only
 /// (`openssl req -x509 -newkey ec ... -days 36500`).
-const TEST_CERT: &[u8] = include_bytes!("fixtures/tls/cert.pem");
-const TEST_KEY: &[u8] = include_bytes!("fixtures/tls/key.pem");
+const TEST_CERT: &[u8] = include_bytes!("../fixtures/tls/cert.pem");
+const TEST_KEY: &[u8] = include_bytes!("../fixtures/tls/key.pem");
 
 /// Accepts TLS connections with the test certificate.
 struct TlsListener {
@@ -905,7 +904,7 @@ async fn a_panic_in_the_async_part_fails_only_its_source() {
     let payload = json!({"api_url": api, "sources": [
         source(1, "photo", &format!("http://panic.test:{port}/photo/ok.png"), "t"),
         source(2, "photo", &format!("http://fine.test:{port}/photo/ok.png"), "t")]});
-    let error = function::handle(&service, &payload)
+    let error = lambda::handle(&service, &payload)
         .await
         .unwrap_err()
         .to_string();

@@ -1,6 +1,6 @@
 //! Decoding matches PIL's `convert('RGB')` (what face_recognition's `load_image_file` does).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

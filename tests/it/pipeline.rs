@@ -1,6 +1,6 @@
 //! End to end against the original pipeline: `face_recognition.face_encodings(image)`.
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use concrexit_facedetection::decode::{DecodeLimits, open_image};

@@ -2,17 +2,15 @@
 //! fake face encoder: a direct payload, an SQS event, a failing invocation, and the JSON logs
 //! (one line per source with its timings; no token, no signed query string).
 
-mod service_support;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::service_support::runtime_api::RuntimeApi;
+use crate::service_support::*;
 use concrexit_facedetection::logging::{LogFormat, init_with_writer};
-use concrexit_facedetection::service::function::run_lambda;
+use concrexit_facedetection::service::lambda::run_lambda;
 use serde_json::{Value, json};
-use service_support::runtime_api::RuntimeApi;
-use service_support::*;
 
 /// Log output collected in memory, and shown (through the test harness's capture) when the
 /// test fails: the panic hook logs assertion failures here too.
@@ -42,6 +40,11 @@ impl Logs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lambda_runtime_loop_direct_sqs_and_failure() {
+    // It installs the global log subscriber and sets the runtime's environment variables: in a
+    // process of its own.
+    if !crate::common::in_own_process("lambda::lambda_runtime_loop_direct_sqs_and_failure") {
+        return;
+    }
     let logs = Logs::default();
     let writer = logs.clone();
     init_with_writer(LogFormat::Json, "info", move || writer.clone()).unwrap();
@@ -53,7 +56,7 @@ async fn lambda_runtime_loop_direct_sqs_and_failure() {
         receiver.expect("photo", pk, &format!("secret-token-{pk}"));
     }
     let (emulator, runtime_api) = RuntimeApi::start().await;
-    // SAFETY: the only test in this binary; set before the runtime reads them.
+    // SAFETY: the only test in this process; set before the runtime reads them.
     unsafe {
         std::env::set_var("AWS_LAMBDA_RUNTIME_API", &runtime_api);
         std::env::set_var("AWS_LAMBDA_FUNCTION_NAME", "facedetection");

@@ -5,7 +5,7 @@
 //! the synthetic networks below are written byte by byte in dlib's format, so the reader is
 //! tested without them too.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

@@ -1,6 +1,6 @@
 //! The `facedetect` command line: the JSON contract other tools rely on.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -80,6 +80,35 @@ fn encode_with_known_rects_prints_the_contract() {
             .split(',')
             .all(|v| v.contains('.') || v.contains('e'))
     );
+}
+
+#[test]
+fn encode_accepts_rects_left_of_or_above_the_image() {
+    // dlib's detection of the face cut by the left border starts 56 pixels left of the image;
+    // the plain `--rect L,T,R,B` syntax takes it as well as `--rect=L,T,R,B`.
+    let case_dir = common::crate_dir().join("tests/fixtures/pkg/orig/obama_partial_face");
+    let reference: common::Reference =
+        serde_json::from_str(&std::fs::read_to_string(case_dir.join("reference.json")).unwrap())
+            .unwrap();
+    let face = &reference.hog.faces[0];
+    let [l, t, r, b] = face.rect;
+    assert!(l < 0, "the fixture's face starts left of the image");
+    let rect = format!("{l},{t},{r},{b}");
+    let image = case_dir.join("decoded.png");
+    let image = image.to_str().unwrap();
+    let plain = facedetect(&["encode", "--rect", &rect, image]);
+    assert!(
+        plain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    let with_equals = facedetect(&["encode", &format!("--rect={rect}"), image]);
+    assert_eq!(plain.stdout, with_equals.stdout);
+    let faces = json_lines(&plain)[0]["faces"].as_array().unwrap().clone();
+    assert_eq!(faces.len(), 1);
+    assert_eq!(faces[0]["rect"], serde_json::json!(face.rect));
+    assert_eq!(faces[0]["landmarks"], serde_json::json!(face.landmarks5));
+    assert!(common::euclidean(&floats(&faces[0]["encoding"]), &face.descriptor) <= 1e-3);
 }
 
 #[test]
@@ -168,6 +197,14 @@ fn bad_images_fail_with_a_message_and_the_others_still_print() {
         bad.with_file_name("missing.png").to_str().unwrap(),
     ]);
     assert!(!missing.status.success());
+    // The reason once, after the file's name.
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("missing.png"), "{stderr}");
     let photo = common::crate_dir().join("tests/fixtures/pkg/images/medium/biden.webp");
     let not_a_chip = facedetect(&["encode", "--aligned", photo.to_str().unwrap()]);
     assert!(!not_a_chip.status.success());

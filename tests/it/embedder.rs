@@ -1,7 +1,7 @@
 //! The face embedder against dlib: every chip made by dlib's `get_face_chip` must give the
 //! descriptor dlib's `compute_face_descriptor` gave for it, within 1e-4 in every component.
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use concrexit_facedetection::face::embedder::FaceEmbedder;

@@ -1,16 +1,15 @@
 //! The `facedetect serve` and `facedetect batch` commands with the real models: the README's
 //! curl command against the local invoke endpoint, and a JSON-lines file through batch.
 
-mod common;
-mod service_support;
+use crate::common;
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::service_support::*;
 use serde_json::{Value, json};
-use service_support::*;
 
 fn facedetect() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_facedetect"));

@@ -2,15 +2,14 @@
 //! models: a direct invocation with concrexit's payload and an SQS event, answered on one warm
 //! process (the models are loaded once, at start).
 
-mod common;
-mod service_support;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::service_support::runtime_api::RuntimeApi;
+use crate::service_support::*;
 use serde_json::{Value, json};
-use service_support::runtime_api::RuntimeApi;
-use service_support::*;
 
 fn seed_encodings(case: &str) -> Vec<Vec<f32>> {
     let path = common::crate_dir()

@@ -1,12 +1,13 @@
 //! Face chips against dlib's `get_face_chip(img, shape, 150, 0.25)`: chips cut with our own
 //! landmarks (from the reference detections) compared with the chips dlib saved.
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use concrexit_facedetection::face::alignment::{
-    FACE_CHIP_PADDING, FACE_CHIP_SIZE, face_chip, get_face_chip_details,
+    FACE_CHIP_PADDING, face_chip, get_face_chip_details,
 };
+use concrexit_facedetection::face::embedder::CHIP_SIZE;
 use concrexit_facedetection::face::landmarks::ShapePredictor;
 use concrexit_facedetection::geometry::{Point, Rect};
 use concrexit_facedetection::weights::Model;
@@ -46,9 +47,9 @@ fn chips_match_dlib() {
             let Some(faces) = faces else { continue };
             for (i, face) in faces.faces.iter().enumerate() {
                 let landmarks = predictor.predict(&image, Rect::from(face.rect));
-                let details = get_face_chip_details(&landmarks, FACE_CHIP_SIZE, FACE_CHIP_PADDING);
+                let details = get_face_chip_details(&landmarks, CHIP_SIZE, FACE_CHIP_PADDING);
                 let side = details.rect.right - details.rect.left + 1.0;
-                pyramid_chips += usize::from(side / 2.0 > f64::from(FACE_CHIP_SIZE));
+                pyramid_chips += usize::from(side / 2.0 > f64::from(CHIP_SIZE));
                 let start = std::time::Instant::now();
                 let chip = face_chip(&image, &landmarks);
                 seconds += start.elapsed().as_secs_f64();
@@ -106,7 +107,7 @@ fn chip_details_follow_the_landmarks() {
         Point { x: 81, y: 124 },
         Point { x: 112, y: 204 },
     ];
-    let details = get_face_chip_details(&landmarks, FACE_CHIP_SIZE, FACE_CHIP_PADDING);
+    let details = get_face_chip_details(&landmarks, CHIP_SIZE, FACE_CHIP_PADDING);
     assert_eq!((details.rows, details.cols), (150, 150));
     assert!(details.angle.abs() < 0.01, "angle {}", details.angle);
     let width = details.rect.right - details.rect.left + 1.0;

@@ -17,6 +17,10 @@ fn prepare_hub_cache(cache: &Path, owner: &str, name: &str, file: &str, contents
 
 #[test]
 fn resolves_directories_and_offline_hub_caches() {
+    // It sets the Hub's environment variables: in a process of its own.
+    if !crate::common::in_own_process("weights::resolves_directories_and_offline_hub_caches") {
+        return;
+    }
     // A directory: present and missing files.
     let dir = std::env::temp_dir().join(format!("facedetect-weights-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -29,7 +33,7 @@ fn resolves_directories_and_offline_hub_caches() {
     let missing = location.file(files::CNN_DETECTOR).unwrap_err().to_string();
     assert!(missing.contains("does not exist"), "{missing}");
 
-    // A Hub repository, offline, from the cache (this test binary owns its environment).
+    // A Hub repository, offline, from the cache (this process owns its environment).
     let cache = dir.join("hub");
     prepare_hub_cache(
         &cache,
@@ -38,6 +42,7 @@ fn resolves_directories_and_offline_hub_caches() {
         files::HOG_DETECTOR,
         b"from hub",
     );
+    // SAFETY: the only test in this process, and no other thread reads the environment.
     unsafe {
         std::env::set_var("HF_HUB_CACHE", &cache);
         std::env::set_var("HF_HUB_OFFLINE", "1");

@@ -3,18 +3,17 @@
 //! are downloaded, encoded and posted, and every posted encoding matches the original service's
 //! output (`seed_encodings`) within 0.01 per value.
 
-mod common;
-mod service_support;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::service_support::*;
 use candle_core::Device;
 use concrexit_facedetection::pipeline::FacePipeline;
 use concrexit_facedetection::service::{Outcome, Payload, Service, SourceType};
 use concrexit_facedetection::weights::WeightsLocation;
 use serde_json::json;
-use service_support::*;
 
 /// The largest difference of one value allowed against the original's encodings.
 const TOLERANCE: f32 = 1e-5;

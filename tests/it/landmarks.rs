@@ -1,7 +1,7 @@
 //! The 5-point shape predictor against dlib: landmarks from the reference detections on the
 //! decoded photos, and the converter's handling of dlib's model files.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device};
 use concrexit_facedetection::convert::convert_bytes;

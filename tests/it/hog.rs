@@ -1,7 +1,7 @@
 //! dlib's HOG frontal face detector against the reference outputs: the same rectangles in the
 //! same order and confidences within 1e-3, with and without upsampling, plus degenerate inputs.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device};
 use concrexit_facedetection::detect::hog::HogDetector;

@@ -6,8 +6,7 @@
 //! (`pip install 'moto[server]'`; .ci/run installs it). Without it these tests are skipped,
 //! unless `FACEDETECT_REQUIRE_MOTO` is set (CI), when its absence fails them.
 
-mod common;
-mod service_support;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -16,10 +15,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::service_support::*;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
-use service_support::*;
 
 /// A moto server of our own on a free loopback port, and an SQS client for it.
 struct Moto {

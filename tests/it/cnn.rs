@@ -1,6 +1,6 @@
 //! The CNN face detector against dlib's `cnn_face_detection_model_v1` on the reference photos.
 
-mod common;
+use crate::common;
 
 use candle_core::Device;
 use concrexit_facedetection::detect::cnn::{CnnFaceDetector, Detection};

@@ -5,15 +5,12 @@
 //! project's shared reference data is present beside the repository (`../shared/reference`),
 //! every case there is used instead, so CI checks all of them.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
 pub struct Reference {
-    pub image: String,
     pub width: u32,
     pub height: u32,
     pub seed_encodings: Vec<Vec<f32>>,
@@ -79,6 +76,31 @@ impl Case {
             .map(|entry| entry.path())
             .find(|path| path.file_stem().and_then(|s| s.to_str()) == Some(stem))
     }
+}
+
+/// For a test that changes what the whole process shares (environment variables, the global
+/// log subscriber): `true` in a run of this test binary for that test alone, where the test goes
+/// on; elsewhere it starts such a run, fails when the test failed there, and returns `false`
+/// (the caller then returns). `test` is the name the harness lists (`module::function`).
+pub fn in_own_process(test: &str) -> bool {
+    const ALONE: &str = "FACEDETECT_TEST_ALONE";
+    if std::env::var_os(ALONE).is_some_and(|name| name == test) {
+        return true;
+    }
+    let output = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args([test, "--exact", "--nocapture"])
+        .env(ALONE, test)
+        .output()
+        .expect("the test binary runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{test} in a process of its own:\n{stdout}\n{stderr}"
+    );
+    false
 }
 
 pub fn crate_dir() -> PathBuf {

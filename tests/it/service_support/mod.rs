@@ -2,8 +2,6 @@
 //! misbehaving routes, a callback receiver that validates bodies exactly as concrexit does, and
 //! a fake face encoder that records how many photos it works on at once.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::net::SocketAddr;

@@ -1,4 +1,4 @@
-//! HTTP for the service: downloading photos within limits and posting encodings back, both with
+//! The service's outbound HTTP client: downloading photos within limits and posting encodings back, both with
 //! bounded retries (exponential backoff with jitter) of transient failures only.
 //!
 //! Transient: timeouts, connection errors, HTTP 5xx and 429 (whose `Retry-After`, in seconds or

@@ -1,19 +1,18 @@
 //! The service over real HTTP on loopback, with a fake face encoder: payload validation,
 //! failure handling, retries, concurrency limits, the invoke endpoint and the Lambda handler.
 
-mod common;
-mod service_support;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::service_support::*;
 use concrexit_facedetection::decode::{DecodeLimits, decode_image};
-use concrexit_facedetection::service::function::{self, FunctionError};
+use concrexit_facedetection::service::lambda::{self, FunctionError};
 use concrexit_facedetection::service::{
     InvocationReport, Outcome, Payload, ServiceConfig, Stage, serve,
 };
 use serde_json::{Value, json};
-use service_support::*;
 
 fn outcome_of(report: &InvocationReport, index: usize) -> &Outcome {
     &report.sources[index].outcome
@@ -131,7 +130,7 @@ async fn malformed_payloads_are_refused_whole_naming_index_and_field() {
         ),
     ];
     for (payload, expected) in cases {
-        let error = function::handle(&service, &payload).await.unwrap_err();
+        let error = lambda::handle(&service, &payload).await.unwrap_err();
         assert!(matches!(error, FunctionError::InvalidPayload(_)), "{error}");
         let message = error.to_string();
         assert!(
@@ -158,7 +157,7 @@ async fn photo_and_reference_are_posted_with_float_encodings() {
         source(11, "photo", &format!("{photo_base}/photo/a.png"), "tok-a"),
         source(12, "reference", &format!("{photo_base}/redirect/b.jpg"), "tok-b"),
     ]});
-    let result = function::handle(&service, &payload).await.unwrap();
+    let result = lambda::handle(&service, &payload).await.unwrap();
     assert_eq!(result["posted"], 2, "{result}");
     assert_eq!(result["failed"], 0, "{result}");
     let first = &result["sources"][0];
@@ -361,7 +360,7 @@ async fn callback_403_and_404_are_not_retried_and_a_repeat_counts_as_done() {
         source(2, "reference", &url, "r2"),
         source(3, "photo", &url, "unknown-pk"),
     ]});
-    let error = function::handle(&service, &payload).await.unwrap_err();
+    let error = lambda::handle(&service, &payload).await.unwrap_err();
     let message = error.to_string();
     assert!(message.starts_with("2 of 3 sources failed"), "{message}");
     assert!(
@@ -385,7 +384,7 @@ async fn callback_403_and_404_are_not_retried_and_a_repeat_counts_as_done() {
 
     // The same reference again: concrexit answers 400 "This object is not processing.".
     let again = json!({"api_url": api, "sources": [source(2, "reference", &url, "r2")]});
-    let result = function::handle(&service, &again).await.unwrap();
+    let result = lambda::handle(&service, &again).await.unwrap();
     assert_eq!(
         result["sources"][0]["outcome"], "already_processed",
         "{result}"
@@ -403,7 +402,7 @@ async fn api_url_with_trailing_slash() {
     let (service, _) = fake_service(fast_config(), Duration::ZERO);
     let payload = json!({"api_url": format!("{api}/"), "sources": [
         source(5, "reference", &format!("{photo_base}/photo/ok.png"), "t")]});
-    function::handle(&service, &payload).await.unwrap();
+    lambda::handle(&service, &payload).await.unwrap();
     assert!(receiver.delivered("reference", 5).is_some());
 }
 
@@ -482,7 +481,7 @@ async fn sqs_records_failing_are_reported_for_retry() {
             source(2, "photo", &ok, "t2"),
             source(3, "photo", &format!("{photo_base}/photo/nope.png"), "t3")]})),
     ]});
-    let result = function::handle(&service, &event).await.unwrap();
+    let result = lambda::handle(&service, &event).await.unwrap();
     assert_eq!(
         result,
         json!({"batchItemFailures": [{"itemIdentifier": "m-invalid"}, {"itemIdentifier": "m-partial"}]})
