@@ -8,7 +8,8 @@
 //!
 //! Unlike the original, the EXIF orientation of a photo is applied, so a sideways phone photo
 //! is turned upright before detection. The pixel count is checked against a limit from the
-//! header, before any pixel is decoded.
+//! header, before any pixel is decoded; [`read_header`] gives the size and the memory decoding
+//! will take, so that a caller can budget for it before decoding.
 
 use std::io::Cursor;
 use std::os::raw::c_int;
@@ -38,17 +39,46 @@ fn decode_error(error: impl std::fmt::Display) -> Error {
     Error::Decode(error.to_string())
 }
 
-/// Decodes an encoded photo into RGB8 pixels.
-pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
+/// What a photo's header says, read without decoding any pixel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageHeader {
+    pub width: u32,
+    pub height: u32,
+    /// Bytes per pixel of the format the decoder produces before conversion to RGB8.
+    pub bytes_per_pixel: u8,
+}
+
+impl ImageHeader {
+    pub fn pixels(&self) -> u64 {
+        u64::from(self.width) * u64::from(self.height)
+    }
+
+    /// The most memory decoding takes: the decoder's buffer, a rotated copy of it (EXIF
+    /// orientation) and the RGB8 image.
+    pub fn decode_bytes(&self) -> u64 {
+        self.pixels() * (2 * u64::from(self.bytes_per_pixel) + 3)
+    }
+}
+
+/// A decoder for the photo, with its header checked against the limits.
+fn open_decoder<'a>(
+    bytes: &'a [u8],
+    limits: &DecodeLimits,
+) -> Result<(ImageFormat, impl ImageDecoder + 'a, ImageHeader)> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(decode_error)?;
     let format = reader
         .format()
         .ok_or_else(|| Error::Decode("not a JPEG, PNG, WebP, GIF or BMP image".to_string()))?;
-    let mut decoder = reader.into_decoder().map_err(decode_error)?;
+    let decoder = reader.into_decoder().map_err(decode_error)?;
     let (width, height) = decoder.dimensions();
-    let pixels = u64::from(width) * u64::from(height);
+    let header = ImageHeader {
+        width,
+        height,
+        bytes_per_pixel: decoder.color_type().bytes_per_pixel(),
+    };
+    let pixels = header.pixels();
     if pixels > limits.max_pixels {
         return Err(Error::Decode(format!(
             "{width}x{height} is {pixels} pixels, more than the limit of {}",
@@ -60,6 +90,17 @@ pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
             "{width}x{height} image has no pixels"
         )));
     }
+    Ok((format, decoder, header))
+}
+
+/// Reads a photo's header, checking it against the limits, without decoding any pixel.
+pub fn read_header(bytes: &[u8], limits: &DecodeLimits) -> Result<ImageHeader> {
+    open_decoder(bytes, limits).map(|(_, _, header)| header)
+}
+
+/// Decodes an encoded photo into RGB8 pixels.
+pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
+    let (format, mut decoder, _) = open_decoder(bytes, limits)?;
     let orientation = decoder.orientation().map_err(decode_error)?;
     let jpeg = match format {
         ImageFormat::Jpeg => decode_jpeg_like_libjpeg(bytes)?,

@@ -20,12 +20,14 @@ pub enum FormatError {
 /// Errors of the face pipeline.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("reading {path}: {source}")]
+    // The source is not repeated in the message: a report of the error chain (anyhow's
+    // `{:#}`) already appends it.
+    #[error("reading {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("reading the dlib model {path}")]
     Format { path: PathBuf, source: FormatError },
     #[error("model weights: {0}")]
     Weights(String),
@@ -33,6 +35,8 @@ pub enum Error {
     Decode(String),
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    #[error("batched model: {0}")]
+    Batch(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error(transparent)]

@@ -1,23 +1,61 @@
 //! concrexit-facedetection: finds the faces in a photo and turns each into the same 128
 //! numbers as dlib's `face_recognition` pipeline, with candle for the neural parts.
+//!
+//! # Data flow
+//!
+//! `face_recognition.face_encodings(image)`, stage by stage, each a port of the dlib code it
+//! names and checked against dlib's outputs in tests/it/:
+//!
+//! ```text
+//!  photo bytes ─ decode ─▶ RGB image ─ detect ─▶ rectangles ─ face::landmarks ─▶ 5 points
+//!                                      (hog | cnn)                                   │
+//!  128 floats ◀─ face::embedder ─ 150x150 chip ◀─ face::alignment ───────────────────┘
+//! ```
+//!
+//! [`pipeline::FacePipeline`] holds the four loaded models and runs these stages for one
+//! photo; everything else either feeds it (the weights, the converter) or serves it (the
+//! command line, the Lambda function).
+//!
+//! # Layout
+//!
+//! - [`decode`]: photo bytes to 8-bit RGB as PIL gives them (libjpeg-turbo, libwebp-exact
+//!   WebP), EXIF orientation applied, pixel count limited before decoding.
+//! - [`detect`]: the two face detectors, dlib's HOG frontal face detector ([`detect::hog`] on
+//!   [`detect::fhog`] features of a [`detect::pyramid`]) and its CNN (MMOD) detector
+//!   ([`detect::cnn`] on a [`detect::tiled_pyramid`]), and the non-maximum suppression both end
+//!   with ([`detect::nms`]).
+//! - [`face`]: from a face's rectangle to its encoding: [`face::landmarks`] (the 5-point shape
+//!   predictor), [`face::alignment`] (the aligned chip), [`face::embedder`] (the face
+//!   recognition ResNet), and [`face::jitter`] for `num_jitters`.
+//! - [`pipeline`]: the orchestration above, with the original service's defaults.
+//! - [`nn`]: dlib's DNN layer rules that the embedder and the CNN detector share.
+//! - [`geometry`]: dlib's rectangles, points and transforms.
+//! - [`weights`]: where the converted weights are (a directory or a Hugging Face Hub
+//!   repository) and how every model loads from them ([`weights::Model`]).
+//! - [`convert`]: dlib's model files (`.dat`, `.svm`) to safetensors; the runtime never
+//!   needs it, it checks each file against the architecture its model declares.
+//! - [`service`]: the original Lambda function's payload and callback around the pipeline
+//!   (download, encode, post back, with retries, a memory budget and a destination policy),
+//!   shared by the Lambda handler ([`service::lambda`]), the local invoke endpoint
+//!   ([`service::serve`]) and the batch command ([`service::batch`]).
+//! - [`logging`]: the log output of both binaries; [`error`]: the library's error type.
+//!
+//! The binaries are thin: `src/main.rs` (`facedetect`: encode, serve, batch, convert-dlib) and
+//! `src/bin/lambda.rs` (`facedetect-lambda`, the AWS Lambda function).
 
-pub mod alignment;
-pub mod cnn;
+#[cfg(feature = "cli")]
+pub mod backfill;
 pub mod convert;
 pub mod decode;
-pub mod dlib_format;
-pub mod embedder;
+pub mod detect;
 pub mod error;
-pub mod fhog;
+pub mod face;
 pub mod geometry;
-pub mod hog;
-pub mod jitter;
 pub(crate) mod kernels;
-pub mod landmarks;
+pub mod logging;
+pub mod nn;
 pub mod pipeline;
-pub mod pyramid;
 pub mod service;
-pub mod tiled_pyramid;
 pub mod weights;
 
 pub use error::{Error, Result};

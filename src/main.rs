@@ -7,12 +7,16 @@ use std::sync::Arc;
 use anyhow::Context;
 use candle_core::Device;
 use clap::{Parser, Subcommand};
+use concrexit_facedetection::backfill::device_batch::{BatchSizes, DeviceBatcher};
+use concrexit_facedetection::backfill::shutdown::Shutdown;
+use concrexit_facedetection::backfill::{enqueue, throughput, worker};
 use concrexit_facedetection::decode::{DecodeLimits, open_image};
 use concrexit_facedetection::geometry::Rect;
+use concrexit_facedetection::logging::{self, LogFormat};
 use concrexit_facedetection::pipeline::{Detector, EncodeOptions, Face, FacePipeline};
 use concrexit_facedetection::service::batch::BatchInput;
-use concrexit_facedetection::service::logging::{self, LogFormat};
-use concrexit_facedetection::service::{self, Service, ServiceConfig};
+use concrexit_facedetection::service::serve::ServeOptions;
+use concrexit_facedetection::service::{self, Destinations, Service, ServiceConfig};
 use concrexit_facedetection::weights::{WEIGHTS_ENV, WeightsLocation};
 use serde::Serialize;
 
@@ -36,6 +40,14 @@ enum Command {
     Serve(ServeArgs),
     /// Run one payload, or one payload per line (JSON lines), as the Lambda function would.
     Batch(BatchArgs),
+    /// Take payloads from an SQS queue and process their photos batched through the device
+    /// (the album backfill).
+    Worker(WorkerArgs),
+    /// Send payloads to an SQS queue for the worker, split into messages of a few sources.
+    Enqueue(EnqueueArgs),
+    /// Measure the batched pipeline on a folder of photos: photos/s (decoding included) and
+    /// the embedder's chips/s by batch size, as JSON lines.
+    BenchDevice(BenchDeviceArgs),
     /// Convert a dlib model file (.dat, .svm) into safetensors.
     ConvertDlib {
         /// The dlib model file.
@@ -47,16 +59,16 @@ enum Command {
 
 #[derive(clap::Args)]
 struct EncodeArgs {
-    /// A face location as a dlib rectangle LEFT,TOP,RIGHT,BOTTOM (inclusive corners),
-    /// instead of detection; repeat for more faces.
-    #[arg(long = "rect", value_parser = parse_rect)]
+    /// A face location as a dlib rectangle LEFT,TOP,RIGHT,BOTTOM (inclusive corners, which
+    /// may lie outside the image), instead of detection; repeat for more faces.
+    #[arg(long = "rect", value_parser = parse_rect, allow_hyphen_values = true)]
     rects: Vec<Rect>,
     /// Treat each image as an aligned 150x150 face chip and only embed it.
     #[arg(long, conflicts_with = "rects")]
     aligned: bool,
     /// The face detector.
-    #[arg(long, value_enum, default_value_t = Detector::Hog)]
-    detector: Detector,
+    #[arg(long, value_enum, default_value_t = DetectorArg::Hog)]
+    detector: DetectorArg,
     /// How many times to double the image before detection (finds smaller faces).
     #[arg(long, default_value_t = 1)]
     upsample: u32,
@@ -76,11 +88,26 @@ struct ServeArgs {
     /// The port to listen on.
     #[arg(long, default_value_t = 9000)]
     port: u16,
-    /// The address to listen on (0.0.0.0 to accept connections from other hosts).
+    /// The address to listen on (0.0.0.0 to accept connections from other hosts, which
+    /// requires --secret).
     #[arg(long, default_value = "127.0.0.1")]
     host: std::net::IpAddr,
+    /// A secret every request must present as `Authorization: Bearer <secret>`.
+    #[arg(long, env = "FACEDETECT_SERVE_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Where photos may be fetched from and encodings posted to: public, private (also
+    /// private networks) or local (also this machine). Default: local when listening on
+    /// loopback, public otherwise. Link-local addresses (cloud metadata) never.
+    #[arg(long, env = "FACEDETECT_DESTINATIONS")]
+    destinations: Option<Destinations>,
+    /// The most invocations accepted and not finished; more are answered 429.
+    #[arg(long, default_value_t = 16)]
+    max_invocations: usize,
+    /// Seconds to finish accepted Event work after Ctrl-C or SIGTERM.
+    #[arg(long, default_value_t = 60)]
+    shutdown_grace: u64,
     #[command(flatten)]
-    models: ModelArgs,
+    service: ServiceArgs,
 }
 
 #[derive(clap::Args)]
@@ -90,14 +117,144 @@ struct BatchArgs {
     /// How many payloads run at once.
     #[arg(long, default_value_t = 4)]
     parallel: usize,
+    /// Where photos may be fetched from and encodings posted to: public, private or local.
+    /// Link-local addresses (cloud metadata) never.
+    #[arg(long, env = "FACEDETECT_DESTINATIONS", default_value = "local")]
+    destinations: Destinations,
+    #[command(flatten)]
+    service: ServiceArgs,
+}
+
+#[derive(clap::Args)]
+struct ServiceArgs {
+    /// The memory the process may use, in MiB: photos are admitted against it, and a photo
+    /// that can never fit fails with a reason.
+    #[arg(long, env = "FACEDETECT_MEMORY_MB", default_value_t = 2048)]
+    memory_mb: u64,
     #[command(flatten)]
     models: ModelArgs,
 }
 
 #[derive(clap::Args)]
+struct WorkerArgs {
+    /// The queue's URL.
+    #[arg(long, env = "FACEDETECT_QUEUE_URL")]
+    queue_url: String,
+    /// The face detector.
+    #[arg(long, value_enum, default_value_t = DetectorArg::Hog)]
+    detector: DetectorArg,
+    /// How many times to double each photo before detection.
+    #[arg(long, default_value_t = 1)]
+    upsample: u32,
+    #[command(flatten)]
+    service: ServiceArgs,
+    /// Where photos may be fetched from and encodings posted to: public, private (in a VPC)
+    /// or local. Link-local addresses (cloud metadata) never.
+    #[arg(long, env = "FACEDETECT_DESTINATIONS", default_value = "private")]
+    destinations: Destinations,
+    #[command(flatten)]
+    batching: BatchingArgs,
+    /// Seconds a held message stays invisible past each heartbeat (default: the queue's
+    /// VisibilityTimeout).
+    #[arg(long, value_name = "SECS")]
+    visibility_timeout: Option<u64>,
+    /// The most messages held at once.
+    #[arg(long, default_value_t = 20)]
+    max_messages: usize,
+    /// Seconds before a message with a failed source is retried after its first receive,
+    /// doubled with each receive, at most the visibility timeout.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    retry_backoff: u64,
+    /// After SIGTERM or SIGINT, seconds the messages in flight may still run before they are
+    /// released. Keep it below the container's stop timeout.
+    #[arg(long, value_name = "SECS", default_value_t = 90)]
+    shutdown_timeout: u64,
+}
+
+/// How photos share the device.
+#[derive(clap::Args)]
+struct BatchingArgs {
+    /// Photos per pass of the CNN detector (default: 16 on CUDA, 1 on the CPU).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Face chips per pass of the embedder (default: 256 on CUDA, 16 on the CPU).
+    #[arg(long)]
+    embed_batch: Option<usize>,
+    /// Photos downloaded, decoded and encoded at once (default: 4 x batch size on CUDA,
+    /// 2 x cores on the CPU).
+    #[arg(long)]
+    concurrency: Option<usize>,
+}
+
+impl BatchingArgs {
+    fn sizes(&self, device: &Device) -> BatchSizes {
+        let defaults = BatchSizes::for_device(device);
+        BatchSizes {
+            detect: self.batch_size.unwrap_or(defaults.detect),
+            embed: self.embed_batch.unwrap_or(defaults.embed),
+        }
+    }
+
+    fn concurrency(&self, device: &Device, sizes: BatchSizes) -> usize {
+        self.concurrency.unwrap_or_else(|| {
+            if device.is_cpu() {
+                2 * std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                4 * sizes.detect
+            }
+        })
+    }
+}
+
+#[derive(clap::Args)]
+struct EnqueueArgs {
+    /// The payload file (one JSON document or JSON lines), or - for stdin.
+    input: String,
+    /// The queue's URL.
+    #[arg(long, env = "FACEDETECT_QUEUE_URL")]
+    queue_url: String,
+    /// The most sources in one message.
+    #[arg(long, default_value_t = 20)]
+    sources_per_message: usize,
+}
+
+#[derive(clap::Args)]
+struct BenchDeviceArgs {
+    /// A folder of photos.
+    dir: PathBuf,
+    /// The face detector.
+    #[arg(long, value_enum, default_value_t = DetectorArg::Hog)]
+    detector: DetectorArg,
+    /// How many times to double each photo before detection.
+    #[arg(long, default_value_t = 1)]
+    upsample: u32,
+    #[command(flatten)]
+    models: ModelArgs,
+    #[command(flatten)]
+    batching: BatchingArgs,
+    /// Photos to time, cycling through the folder's.
+    #[arg(long, default_value_t = 200)]
+    photos: usize,
+    /// Start no photo after this many seconds (the result counts the photos done).
+    #[arg(long, default_value_t = 60.0)]
+    max_seconds: f64,
+    /// Embedder batch sizes to time, comma-separated (e.g. 16,64,256; default: none).
+    #[arg(long, value_delimiter = ',')]
+    embed_sizes: Vec<usize>,
+    /// Seconds to time each embedder batch size for, at least.
+    #[arg(long, default_value_t = 2.0)]
+    embed_seconds: f64,
+    /// Write each distinct photo's faces from the batched run here, as JSON lines like
+    /// `encode` prints.
+    #[arg(long)]
+    faces: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
 struct ModelArgs {
-    /// Where to run the models.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    /// Where to run the models (cuda: the first NVIDIA GPU; needs a build with the `cuda`
+    /// feature and never falls back to the CPU).
+    #[arg(long, value_enum, env = "FACEDETECT_DEVICE", default_value_t = DeviceArg::Cpu)]
     device: DeviceArg,
     /// The weights: a directory, or a Hub repository as hf://owner/name[@revision]
     /// (default: the repository's weights/ folder).
@@ -111,17 +268,56 @@ enum DeviceArg {
     Cuda,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DetectorArg {
+    /// dlib's HOG frontal face detector (the original service's).
+    Hog,
+    /// dlib's CNN (MMOD) face detector: better recall, much more computation.
+    Cnn,
+}
+
+impl From<DetectorArg> for Detector {
+    fn from(arg: DetectorArg) -> Self {
+        match arg {
+            DetectorArg::Hog => Detector::Hog,
+            DetectorArg::Cnn => Detector::Cnn,
+        }
+    }
+}
+
+impl DeviceArg {
+    /// Opens the device; an unavailable GPU is an error, never a fall-back to the CPU.
+    fn open(self) -> anyhow::Result<Device> {
+        match self {
+            DeviceArg::Cpu => Ok(Device::Cpu),
+            #[cfg(feature = "cuda")]
+            DeviceArg::Cuda => Device::new_cuda(0).context(
+                "--device cuda: cannot open CUDA device 0 (no NVIDIA GPU, or its driver is not loaded)",
+            ),
+            #[cfg(not(feature = "cuda"))]
+            DeviceArg::Cuda => anyhow::bail!(
+                "--device cuda: this facedetect was built without the `cuda` feature; \
+                 build it with scripts/build-cuda.sh (cargo build --release --features cuda)"
+            ),
+        }
+    }
+}
+
 impl ModelArgs {
+    fn device(&self) -> anyhow::Result<Device> {
+        self.device.open()
+    }
+
     fn load(&self) -> anyhow::Result<FacePipeline> {
-        let device = match self.device {
-            DeviceArg::Cpu => Device::Cpu,
-            DeviceArg::Cuda => Device::new_cuda(0).context("opening CUDA device 0")?,
-        };
+        self.load_on(&self.device()?)
+    }
+
+    fn load_on(&self, device: &Device) -> anyhow::Result<FacePipeline> {
         let weights = match &self.weights {
             Some(text) => WeightsLocation::parse(text)?,
             None => WeightsLocation::discover()?,
         };
-        FacePipeline::load(&weights, &device).context("loading the models")
+        FacePipeline::load(&weights, device).context("loading the models")
     }
 }
 
@@ -160,7 +356,7 @@ enum FaceOutput {
 fn encode(args: &EncodeArgs) -> anyhow::Result<ExitCode> {
     let pipeline = args.models.load()?;
     let options = EncodeOptions {
-        detector: args.detector,
+        detector: args.detector.into(),
         upsample: args.upsample,
         jitters: args.jitters,
     };
@@ -213,22 +409,40 @@ fn encode(args: &EncodeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The service around the models loaded from `models`, in a runtime of its own.
+/// The service around the models, in a runtime of its own.
 fn service(
-    models: &ModelArgs,
+    args: &ServiceArgs,
+    destinations: Destinations,
 ) -> anyhow::Result<(tokio::runtime::Runtime, Arc<Service<FacePipeline>>)> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let pipeline = models.load()?;
-    let service = Service::new(Arc::new(pipeline), ServiceConfig::default())?;
+    let pipeline = args.models.load()?;
+    let mut config = ServiceConfig {
+        memory_limit: args.memory_mb.saturating_mul(1024 * 1024),
+        ..ServiceConfig::default()
+    };
+    config.http.destinations = destinations;
+    let service = Service::new(Arc::new(pipeline), config)?;
     Ok((runtime, Arc::new(service)))
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     logging::init(LogFormat::Json, "info")?;
-    let (runtime, service) = service(&args.models)?;
     let addr = std::net::SocketAddr::new(args.host, args.port);
+    let options = ServeOptions {
+        secret: args.secret.clone(),
+        max_invocations: args.max_invocations,
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
+    };
+    // Before the models load: refusing should be immediate.
+    service::serve::check_listen(addr, &options)?;
+    let destinations = args.destinations.unwrap_or(if args.host.is_loopback() {
+        Destinations::Local
+    } else {
+        Destinations::Public
+    });
+    let (runtime, service) = service(&args.service, destinations)?;
     runtime
-        .block_on(service::serve::run(addr, service))
+        .block_on(service::serve::run(addr, service, options))
         .with_context(|| format!("serving on {addr}"))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -236,7 +450,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 fn batch(args: &BatchArgs) -> anyhow::Result<ExitCode> {
     // Failed sources and the summary are printed anyway: log only errors unless asked.
     logging::init(LogFormat::Text, "error")?;
-    let (runtime, service) = service(&args.models)?;
+    let (runtime, service) = service(&args.service, args.destinations)?;
     let input = BatchInput::from_arg(&args.input);
     let summary = runtime.block_on(service::batch::run(&service, &input, args.parallel))?;
     println!("{summary}");
@@ -247,12 +461,163 @@ fn batch(args: &BatchArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The batched pipeline on the models of `models`, and the device it runs on.
+fn device_batcher(
+    models: &ModelArgs,
+    batching: &BatchingArgs,
+    detector: Detector,
+    upsample: u32,
+) -> anyhow::Result<(DeviceBatcher, Device, BatchSizes)> {
+    let device = models.device()?;
+    let pipeline = Arc::new(models.load_on(&device)?);
+    let sizes = batching.sizes(&device);
+    let batcher = DeviceBatcher::new(pipeline, detector, upsample, sizes)?;
+    Ok((batcher, device, sizes))
+}
+
+fn run_worker(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
+    logging::init(
+        LogFormat::Json,
+        "info,aws_config=warn,aws_runtime=warn,aws_smithy_runtime=warn,aws_sdk_sqs=warn",
+    )?;
+    let (batcher, device, sizes) = device_batcher(
+        &args.service.models,
+        &args.batching,
+        args.detector.into(),
+        args.upsample,
+    )?;
+    let concurrency = args.batching.concurrency(&device, sizes);
+    let mut config = ServiceConfig {
+        max_in_flight: concurrency,
+        cpu_workers: concurrency,
+        memory_limit: args.service.memory_mb.saturating_mul(1024 * 1024),
+        ..ServiceConfig::default()
+    };
+    config.http.destinations = args.destinations;
+    let service = Arc::new(Service::new(Arc::new(batcher), config)?);
+    let worker_config = worker::WorkerConfig {
+        queue_url: args.queue_url.clone(),
+        visibility_timeout: args.visibility_timeout.map(std::time::Duration::from_secs),
+        max_messages: args.max_messages,
+        retry_backoff: std::time::Duration::from_secs(args.retry_backoff),
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_timeout),
+    };
+    tracing::info!(
+        detector = ?Detector::from(args.detector),
+        upsample = args.upsample,
+        memory_mb = args.service.memory_mb,
+        device = ?device,
+        batch_size = sizes.detect,
+        embed_batch = sizes.embed,
+        concurrency,
+        "models loaded"
+    );
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let result = runtime.block_on(async {
+        let shutdown = Shutdown::on_signals().context("installing the signal handlers")?;
+        let sqs = aws_sdk_sqs::Client::new(
+            &aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+        );
+        Ok::<_, anyhow::Error>(worker::run(sqs, service, worker_config, shutdown).await?)
+    });
+    // Encodings still running for released messages are abandoned, not awaited.
+    runtime.shutdown_background();
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_enqueue(args: &EnqueueArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let input = BatchInput::from_arg(&args.input);
+    let summary = runtime.block_on(async {
+        let sqs = aws_sdk_sqs::Client::new(
+            &aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+        );
+        enqueue::run(&sqs, &args.queue_url, &input, args.sources_per_message).await
+    })?;
+    println!(
+        "{} payloads sent as {} messages ({} sources)",
+        summary.payloads, summary.messages, summary.sources
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_device(args: &BenchDeviceArgs) -> anyhow::Result<ExitCode> {
+    let files = throughput::read_photos(&args.dir)?;
+    let (batcher, device, sizes) = device_batcher(
+        &args.models,
+        &args.batching,
+        args.detector.into(),
+        args.upsample,
+    )?;
+    let concurrency = args.batching.concurrency(&device, sizes);
+    let (photos, faces) = throughput::photo_throughput(
+        &batcher,
+        &files,
+        args.photos,
+        concurrency,
+        std::time::Duration::from_secs_f64(args.max_seconds),
+    )?;
+    let device_name = match args.models.device {
+        DeviceArg::Cpu => "cpu",
+        DeviceArg::Cuda => "cuda",
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "kind": "photos",
+            "detector": Detector::from(args.detector),
+            "upsample": args.upsample,
+            "device": device_name,
+            "batch_size": sizes.detect,
+            "embed_batch": sizes.embed,
+            "result": photos,
+        })
+    );
+    if let Some(path) = &args.faces {
+        let mut lines = String::new();
+        for (image_path, image, found) in &faces {
+            lines.push_str(&serde_json::to_string(&ImageFaces {
+                image: &image_path.to_string_lossy(),
+                width: image.width(),
+                height: image.height(),
+                faces: found.iter().cloned().map(FaceOutput::Located).collect(),
+            })?);
+            lines.push('\n');
+        }
+        std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let chips: Vec<image::RgbImage> = faces
+        .iter()
+        .flat_map(|(_, image, found)| {
+            let rects: Vec<Rect> = found.iter().map(|face| face.rect).collect();
+            batcher.pipeline().align(image, &rects).1
+        })
+        .collect();
+    for &batch in &args.embed_sizes {
+        let result = throughput::embed_throughput(
+            &batcher,
+            &chips,
+            batch,
+            std::time::Duration::from_secs_f64(args.embed_seconds),
+        )?;
+        println!(
+            "{}",
+            serde_json::json!({"kind": "embed", "device": device_name, "result": result})
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Encode(args) => encode(&args),
         Command::Serve(args) => serve(&args),
         Command::Batch(args) => batch(&args),
+        Command::Worker(args) => run_worker(&args),
+        Command::Enqueue(args) => run_enqueue(&args),
+        Command::BenchDevice(args) => bench_device(&args),
         Command::ConvertDlib { input, output } => {
             let kind = concrexit_facedetection::convert::convert_file(&input, &output)
                 .with_context(|| format!("converting {}", input.display()))?;

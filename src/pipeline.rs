@@ -4,36 +4,42 @@
 //! The defaults are the original service's: dlib's HOG detector with one upsampling and no
 //! jitter. Faces come out in the detector's order, as dlib returns them.
 
-use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
+use candle_core::Device;
 use image::RgbImage;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::Serialize;
 
-use crate::alignment::face_chips;
-use crate::cnn::CnnFaceDetector;
-use crate::embedder::{DESCRIPTOR_LEN, FaceEmbedder};
-use crate::error::{Error, Result};
+use crate::detect::cnn::CnnFaceDetector;
+use crate::detect::hog::HogDetector;
+use crate::error::Result;
+use crate::face::alignment::face_chips;
+use crate::face::embedder::{ENCODING_LEN, Encoding, FaceEmbedder};
+use crate::face::jitter::jitter_chip;
+use crate::face::landmarks::{Landmarks, ShapePredictor};
 use crate::geometry::Rect;
-use crate::hog::HogDetector;
-use crate::jitter::jitter_chip;
-use crate::landmarks::{Landmarks, ShapePredictor};
-use crate::weights::{WeightsLocation, files};
+use crate::weights::{Model, WeightsLocation, files};
 
-/// Chips embedded together (dlib uses 16 too); bounds memory on photos with many faces.
-pub const EMBED_BATCH: usize = 16;
+/// Bytes the HOG detector holds per pixel of the upsampled image, at most: the pyramid's RGB
+/// levels (3 bytes a pixel, 36/11 of the first level's pixels in all, since each
+/// `pyramid_down<6>` level has 25/36 of the pixels of the one above) and, for levels being
+/// scored, their FHOG histograms, features and filter scores (about 3.5 bytes a pixel), counted
+/// as if every level were scored at once; rounded up. Measured peaks stay below it (see the
+/// memory test in tests/).
+pub const HOG_BYTES_PER_UPSAMPLED_PIXEL: u64 = 24;
 
-/// The most pixels the CNN detector takes after upsampling. Its activations need about
-/// 230 bytes per input pixel, so this bounds a detection to about 4 GB; a 1200x900 album
-/// photo upsampled once is 4.3 megapixels.
-pub const CNN_MAX_PIXELS: u64 = 16_000_000;
+/// Bytes the CNN detector's activations take per pixel after upsampling.
+pub const CNN_BYTES_PER_UPSAMPLED_PIXEL: u64 = 230;
+
+/// Memory the shape predictor, the chips and the embedder take for one batch of
+/// [`EMBED_BATCH`] faces, whatever the photo's size, rounded up.
+pub const ENCODE_BYTES: u64 = 160 * 1024 * 1024;
 
 /// The seed of the jitter generator.
 const JITTER_SEED: u64 = 0x5eed_f00d;
 
 /// Which face detector to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Detector {
     /// dlib's HOG frontal face detector (the original service's).
@@ -84,29 +90,17 @@ pub struct FacePipeline {
     embedder: FaceEmbedder,
 }
 
-/// A VarBuilder over one memory-mapped safetensors file of the weights location.
-fn var_builder(
-    weights: &WeightsLocation,
-    file: &str,
-    device: &Device,
-) -> Result<VarBuilder<'static>> {
-    let path = weights.file(file)?;
-    // SAFETY: the weights files are not modified while they are mapped.
-    Ok(unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device)? })
-}
-
 impl FacePipeline {
     /// Loads every model from `weights` onto `device`.
     pub fn load(weights: &WeightsLocation, device: &Device) -> Result<Self> {
         Ok(Self {
-            hog: HogDetector::load(var_builder(weights, files::HOG_DETECTOR, device)?)?,
-            cnn: CnnFaceDetector::load(var_builder(weights, files::CNN_DETECTOR, device)?)?,
-            shape_predictor: ShapePredictor::load(var_builder(
-                weights,
-                files::SHAPE_PREDICTOR,
+            hog: HogDetector::from_file(&weights.file(files::HOG_DETECTOR)?, device)?,
+            cnn: CnnFaceDetector::from_file(&weights.file(files::CNN_DETECTOR)?, device)?,
+            shape_predictor: ShapePredictor::from_file(
+                &weights.file(files::SHAPE_PREDICTOR)?,
                 device,
-            )?)?,
-            embedder: FaceEmbedder::load(var_builder(weights, files::FACE_EMBEDDER, device)?)?,
+            )?,
+            embedder: FaceEmbedder::from_file(&weights.file(files::FACE_EMBEDDER)?, device)?,
         })
     }
 
@@ -114,25 +108,41 @@ impl FacePipeline {
     pub fn detect(&self, image: &RgbImage, options: &EncodeOptions) -> Result<Vec<(Rect, f64)>> {
         Ok(match options.detector {
             Detector::Hog => self.hog.detect(image, options.upsample)?,
-            Detector::Cnn => {
-                let scale = 4u64.saturating_pow(options.upsample);
-                let pixels = u64::from(image.width()) * u64::from(image.height());
-                if pixels.saturating_mul(scale) > CNN_MAX_PIXELS {
-                    return Err(Error::InvalidInput(format!(
-                        "{}x{} upsampled {} times is more than the CNN detector's {} megapixels",
-                        image.width(),
-                        image.height(),
-                        options.upsample,
-                        CNN_MAX_PIXELS / 1_000_000
-                    )));
-                }
-                self.cnn
-                    .detect(image, options.upsample)?
-                    .into_iter()
-                    .map(|(rect, confidence)| (rect, f64::from(confidence)))
-                    .collect()
-            }
+            Detector::Cnn => self
+                .cnn
+                .detect(image, options.upsample)?
+                .into_iter()
+                .map(|(rect, confidence)| (rect, f64::from(confidence)))
+                .collect(),
         })
+    }
+
+    /// The most memory [`FacePipeline::encode`] takes on a photo of `pixels` pixels, beyond
+    /// the photo itself: the enlarged copies and the detector's working memory, or the
+    /// embedder's, whichever is larger.
+    pub fn working_bytes(pixels: u64, options: &EncodeOptions) -> u64 {
+        let scale = 4u64.saturating_pow(options.upsample);
+        let upsampled = pixels.saturating_mul(scale);
+        let per_pixel = match options.detector {
+            Detector::Hog => HOG_BYTES_PER_UPSAMPLED_PIXEL,
+            Detector::Cnn => CNN_BYTES_PER_UPSAMPLED_PIXEL,
+        };
+        // `upsample` starts from a copy of the photo.
+        let copy = if options.upsample > 0 { 3 * pixels } else { 0 };
+        upsampled
+            .saturating_mul(per_pixel)
+            .saturating_add(copy)
+            .max(ENCODE_BYTES)
+    }
+
+    /// The CNN detector, for running its halves separately (see [`crate::detect::cnn`]).
+    pub fn cnn(&self) -> &CnnFaceDetector {
+        &self.cnn
+    }
+
+    /// The face embedder, for embedding chips of many photos together.
+    pub fn embedder(&self) -> &FaceEmbedder {
+        &self.embedder
     }
 
     /// Finds the faces in `image` and encodes each.
@@ -151,9 +161,16 @@ impl FacePipeline {
         self.encode_jittered(image, rects, 1)
     }
 
-    fn encode_jittered(&self, image: &RgbImage, rects: &[Rect], jitters: u32) -> Result<Vec<Face>> {
+    /// The landmarks and the aligned 150x150 chip of each face at `rects`: everything of
+    /// encoding but the embedder.
+    pub fn align(&self, image: &RgbImage, rects: &[Rect]) -> (Vec<Landmarks>, Vec<RgbImage>) {
         let landmarks = self.shape_predictor.predict_batch(image, rects);
         let chips = face_chips(image, &landmarks);
+        (landmarks, chips)
+    }
+
+    fn encode_jittered(&self, image: &RgbImage, rects: &[Rect], jitters: u32) -> Result<Vec<Face>> {
+        let (landmarks, chips) = self.align(image, rects);
         let encodings = if jitters <= 1 {
             self.embed_chips(&chips)?
         } else {
@@ -174,18 +191,14 @@ impl FacePipeline {
 
     /// The mean encoding of `jitters` jittered copies of each chip. The generator is seeded
     /// the same way on every call, so the same photo always gives the same encodings.
-    fn embed_jittered(
-        &self,
-        chips: &[RgbImage],
-        jitters: usize,
-    ) -> Result<Vec<[f32; DESCRIPTOR_LEN]>> {
+    fn embed_jittered(&self, chips: &[RgbImage], jitters: usize) -> Result<Vec<Encoding>> {
         let mut rng = StdRng::seed_from_u64(JITTER_SEED);
         chips
             .iter()
             .map(|chip| {
                 let copies: Vec<RgbImage> =
                     (0..jitters).map(|_| jitter_chip(chip, &mut rng)).collect();
-                let mut mean = [0f32; DESCRIPTOR_LEN];
+                let mut mean = [0f32; ENCODING_LEN];
                 for encoding in self.embed_chips(&copies)? {
                     for (sum, value) in mean.iter_mut().zip(encoding) {
                         *sum += value / jitters as f32;
@@ -196,12 +209,8 @@ impl FacePipeline {
             .collect()
     }
 
-    /// Encodes already aligned 150x150 face chips, in batches of [`EMBED_BATCH`].
-    pub fn embed_chips(&self, chips: &[RgbImage]) -> Result<Vec<[f32; DESCRIPTOR_LEN]>> {
-        let mut encodings = Vec::with_capacity(chips.len());
-        for batch in chips.chunks(EMBED_BATCH) {
-            encodings.extend(self.embedder.embed(batch)?);
-        }
-        Ok(encodings)
+    /// Encodes already aligned 150x150 face chips.
+    pub fn embed_chips(&self, chips: &[RgbImage]) -> Result<Vec<Encoding>> {
+        self.embedder.embed(chips)
     }
 }

@@ -6,8 +6,14 @@
 //! directory, or at a Hub repository written `hf://owner/name[@revision]`, which is resolved
 //! through hf-hub's cache (`HF_HUB_CACHE`/`HF_HOME`); with `HF_HUB_OFFLINE=1` only the cache
 //! is consulted.
+//!
+//! Every model loads the same way ([`Model`]): from a [`VarBuilder`] over the tensors the
+//! converter wrote, which [`open`] maps from a safetensors file.
 
 use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
 
@@ -20,6 +26,24 @@ pub mod files {
     pub const SHAPE_PREDICTOR: &str = "shape_predictor_5_face_landmarks.safetensors";
     pub const HOG_DETECTOR: &str = "frontal_face_detector.safetensors";
     pub const CNN_DETECTOR: &str = "mmod_human_face_detector.safetensors";
+}
+
+/// A model built from the tensors the converter wrote (see [`crate::convert`]).
+pub trait Model: Sized {
+    /// Builds the model from its tensors.
+    fn load(vb: VarBuilder) -> Result<Self>;
+
+    /// Loads the model from a safetensors file onto `device`.
+    fn from_file(path: &Path, device: &Device) -> Result<Self> {
+        Self::load(open(path, device)?)
+    }
+}
+
+/// A [`VarBuilder`] over the `f32` view of a memory-mapped safetensors file on `device`.
+pub fn open(path: &Path, device: &Device) -> Result<VarBuilder<'static>> {
+    // SAFETY: the map is read while the models copy their tensors out of it, and weights files
+    // are written once (by the converter or a Hub download) and never modified in place.
+    Ok(unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device)? })
 }
 
 /// Where the model files are.

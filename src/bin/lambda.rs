@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
+use concrexit_facedetection::logging::{self, LogFormat};
 use concrexit_facedetection::pipeline::FacePipeline;
-use concrexit_facedetection::service::function::run_lambda;
-use concrexit_facedetection::service::logging::{self, LogFormat};
-use concrexit_facedetection::service::{Service, ServiceConfig};
+use concrexit_facedetection::service::Service;
+use concrexit_facedetection::service::lambda::{lambda_config, run_lambda};
 use concrexit_facedetection::weights::WeightsLocation;
 
 #[tokio::main]
@@ -22,6 +22,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         load_ms = started.elapsed().as_secs_f64() * 1000.0,
         "models loaded"
     );
-    let service = Service::new(Arc::new(pipeline), ServiceConfig::default())?;
+    let service = Service::new(Arc::new(pipeline), lambda_config()?)?;
     run_lambda(Arc::new(service)).await
 }

@@ -20,8 +20,9 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 
-use crate::dlib_format::{DlibReader, DlibTensor};
+use crate::convert::dlib_format::{DlibReader, DlibTensor};
 use crate::error::FormatError;
+use crate::nn::default_padding;
 
 type Result<T> = std::result::Result<T, FormatError>;
 
@@ -54,10 +55,6 @@ impl PoolSpec {
     pub fn padding(&self) -> usize {
         default_padding(self.size, self.stride)
     }
-}
-
-fn default_padding(size: usize, stride: usize) -> usize {
-    if stride == 1 { size / 2 } else { 0 }
 }
 
 /// One layer of the expected network type.
@@ -630,6 +627,21 @@ pub fn insert_vector(
 ) -> Result<()> {
     tensors.insert(name.to_string(), tensor(values, &[values.len()])?);
     Ok(())
+}
+
+/// The layers with parameters, by kind, each in forward order: convolutions, affine layers and
+/// fc layers.
+pub fn layers_by_kind(layers: &[Layer]) -> [Vec<&Layer>; 3] {
+    let mut kinds: [Vec<&Layer>; 3] = Default::default();
+    for layer in layers {
+        match layer {
+            Layer::Con { .. } => kinds[0].push(layer),
+            Layer::Affine { .. } => kinds[1].push(layer),
+            Layer::Fc { .. } => kinds[2].push(layer),
+            Layer::Plain => {}
+        }
+    }
+    kinds
 }
 
 /// Adds a layer's parameters under `name`: `.weight` and `.bias` of a convolution, `.gamma`

@@ -15,13 +15,11 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 
-use crate::dlib_format::DlibReader;
+use crate::convert::dlib_format::DlibReader;
+use crate::detect::fhog::PLANES;
 use crate::error::FormatError;
 
 type Result<T> = std::result::Result<T, FormatError>;
-
-/// FHOG planes per cell (dlib's `default_fhog_feature_extractor`).
-pub const FHOG_PLANES: usize = 31;
 
 /// The `N` of the detector's `pyramid_down<N>`: part of the C++ type, not of the file.
 pub const PYRAMID_DOWN: i64 = 6;
@@ -47,7 +45,7 @@ pub fn read(reader: &mut DlibReader) -> Result<HashMap<String, Tensor>> {
 
     let (fhog_width, fhog_height) =
         fhog_window_size(window_width, window_height, cell_size, padding);
-    let dims = (fhog_width * fhog_height) as usize * FHOG_PLANES;
+    let dims = (fhog_width * fhog_height) as usize * PLANES;
     reader.expect_int(dims as i64, "number of feature dimensions")?;
 
     let iou = reader.read_f64()?;
@@ -82,8 +80,8 @@ pub fn read(reader: &mut DlibReader) -> Result<HashMap<String, Tensor>> {
         .unwrap_or(0)
         .max(1);
     let (fw, fh) = (fhog_width as usize, fhog_height as usize);
-    let mut row_filters = vec![0f32; count * FHOG_PLANES * rank * fw];
-    let mut col_filters = vec![0f32; count * FHOG_PLANES * rank * fh];
+    let mut row_filters = vec![0f32; count * PLANES * rank * fw];
+    let mut col_filters = vec![0f32; count * PLANES * rank * fh];
     for (plane_index, filter) in separable.iter().flatten().enumerate() {
         for (k, (row, col)) in filter.rows.iter().zip(&filter.cols).enumerate() {
             let slot = plane_index * rank + k;
@@ -126,13 +124,11 @@ pub fn read(reader: &mut DlibReader) -> Result<HashMap<String, Tensor>> {
     );
     tensors.insert(
         "row_filters".to_string(),
-        Tensor::from_vec(row_filters, (count, FHOG_PLANES, rank, fw), &cpu)
-            .map_err(tensor_error)?,
+        Tensor::from_vec(row_filters, (count, PLANES, rank, fw), &cpu).map_err(tensor_error)?,
     );
     tensors.insert(
         "col_filters".to_string(),
-        Tensor::from_vec(col_filters, (count, FHOG_PLANES, rank, fh), &cpu)
-            .map_err(tensor_error)?,
+        Tensor::from_vec(col_filters, (count, PLANES, rank, fh), &cpu).map_err(tensor_error)?,
     );
     Ok(tensors)
 }

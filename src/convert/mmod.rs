@@ -20,48 +20,47 @@
 //!
 //! The file's other `mmod_options` only matter for training, except `assume_image_pyramid` and
 //! bounding-box regression, which are checked to be `yes` and off.
+//!
+//! The architecture's sizes are the detector's ([`crate::detect::cnn`]): the file is checked
+//! against the network that reads it.
 
 use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 
 use super::dnn::{
-    self, ConSpec, InputSpec, Layer, LayerSpec, Loss, LossSpec, NetworkSpec, insert_layer,
-    insert_vector,
+    self, ConSpec, InputSpec, LayerSpec, Loss, LossSpec, NetworkSpec, insert_layer, insert_vector,
+    layers_by_kind,
 };
-use crate::dlib_format::DlibReader;
+use crate::convert::dlib_format::DlibReader;
+use crate::detect::cnn::{DOWNSAMPLER_FILTERS, FILTER_SIZE, HEAD_SIZE, RCON_FILTERS};
 use crate::error::FormatError;
-
-/// Filters and input channels of the downsampler's and rcon5's convolutions, forward order.
-const DOWNSAMPLER: [(usize, usize); 3] = [(16, 3), (32, 16), (32, 32)];
-const RCON: [(usize, usize); 3] = [(45, 32), (45, 45), (45, 45)];
 
 /// The expected network, layers listed from the output side.
 fn spec() -> NetworkSpec {
     let mut forward = Vec::new();
-    let stages = DOWNSAMPLER
+    let stages = DOWNSAMPLER_FILTERS
         .iter()
-        .map(|&(filters, channels)| (filters, channels, 2))
-        .chain(
-            RCON.iter()
-                .map(|&(filters, channels)| (filters, channels, 1)),
-        );
-    for (filters, channels, stride) in stages {
+        .map(|&filters| (filters, 2))
+        .chain(RCON_FILTERS.iter().map(|&filters| (filters, 1)));
+    let mut channels = 3;
+    for (filters, stride) in stages {
         forward.extend([
             LayerSpec::Con(ConSpec {
                 filters,
                 channels,
-                size: 5,
+                size: FILTER_SIZE,
                 stride,
             }),
             LayerSpec::Affine(filters),
             LayerSpec::Relu,
         ]);
+        channels = filters;
     }
     forward.push(LayerSpec::Con(ConSpec {
         filters: 1,
-        channels: 45,
-        size: 9,
+        channels,
+        size: HEAD_SIZE,
         stride: 1,
     }));
     forward.reverse();
@@ -115,18 +114,10 @@ pub fn read(reader: &mut DlibReader) -> Result<HashMap<String, Tensor>, FormatEr
         &[options.nms.0 as f32, options.nms.1 as f32],
     )?;
 
-    let mut convs = Vec::new();
-    let mut affines = Vec::new();
-    for layer in &network.layers {
-        match layer {
-            Layer::Con { .. } => convs.push(layer),
-            Layer::Affine { .. } => affines.push(layer),
-            Layer::Fc { .. } | Layer::Plain => {}
-        }
-    }
-    let stage_names: Vec<String> = (0..DOWNSAMPLER.len())
+    let [convs, affines, _] = layers_by_kind(&network.layers);
+    let stage_names: Vec<String> = (0..DOWNSAMPLER_FILTERS.len())
         .map(|i| format!("downsampler.{i}"))
-        .chain((0..RCON.len()).map(|i| format!("rcon.{i}")))
+        .chain((0..RCON_FILTERS.len()).map(|i| format!("rcon.{i}")))
         .collect();
     let conv_names = stage_names
         .iter()

@@ -1,11 +1,12 @@
 //! Converts dlib's model files into safetensors.
 //!
 //! Each supported model has its own module that reads the dlib serialization with
-//! [`crate::dlib_format::DlibReader`], checks the structure it finds against what the
+//! [`crate::convert::dlib_format::DlibReader`], checks the structure it finds against what the
 //! project's candle modules expect, and returns named tensors. [`convert_bytes`] tries every
 //! known model kind and, when none fits, reports the error of the reader that got furthest
 //! into the file (a reader that ran out of data got to its end), the most informative one.
 
+pub mod dlib_format;
 pub mod dnn;
 pub mod hog;
 pub mod mmod;
@@ -17,7 +18,7 @@ use std::path::Path;
 
 use candle_core::Tensor;
 
-use crate::dlib_format::DlibReader;
+use crate::convert::dlib_format::DlibReader;
 use crate::error::{Error, FormatError, Result};
 
 /// A model kind the converter recognises.

@@ -10,51 +10,44 @@
 //! `blocks.{i}.conv1|conv2.weight|bias` and `blocks.{i}.affine1|affine2.gamma|beta` for
 //! i = 0..13 in forward order; `fc.weight` [128, 256] (out, in). Convolution weights are
 //! [out, in, kh, kw].
+//!
+//! The architecture's sizes are the embedder's ([`crate::face::embedder`]): the file is checked
+//! against the network that reads it.
 
 use std::collections::HashMap;
 
 use candle_core::Tensor;
 
 use super::dnn::{
-    self, ConSpec, InputSpec, Layer, LayerSpec, LossSpec, NetworkSpec, PoolSpec, insert_layer,
-    insert_vector,
+    self, ConSpec, InputSpec, LayerSpec, LossSpec, NetworkSpec, PoolSpec, insert_layer,
+    insert_vector, layers_by_kind,
 };
-use crate::dlib_format::DlibReader;
+use crate::convert::dlib_format::DlibReader;
 use crate::error::FormatError;
-
-/// Channels and stride of each residual block's first convolution, in forward order.
-pub const BLOCKS: [(usize, usize); 14] = [
-    (32, 1),
-    (32, 1),
-    (32, 1),
-    (64, 2),
-    (64, 1),
-    (64, 1),
-    (64, 1),
-    (128, 2),
-    (128, 1),
-    (128, 1),
-    (256, 2),
-    (256, 1),
-    (256, 1),
-    (256, 2),
-];
+use crate::face::embedder::{
+    BLOCK_CONV_SIZE, BLOCKS, CHIP_SIZE, ENCODING_LEN, STEM_CONV, STEM_POOL,
+};
 
 /// The expected network: dlib's `anet_type`, layers listed from the output side.
 fn spec() -> NetworkSpec {
     // Forward order first, reversed at the end.
+    let (stem_channels, stem_size, stem_stride) = STEM_CONV;
+    let (pool_size, pool_stride) = STEM_POOL;
     let mut forward = vec![
         LayerSpec::Con(ConSpec {
-            filters: 32,
+            filters: stem_channels,
             channels: 3,
-            size: 7,
-            stride: 2,
+            size: stem_size,
+            stride: stem_stride,
         }),
-        LayerSpec::Affine(32),
+        LayerSpec::Affine(stem_channels),
         LayerSpec::Relu,
-        LayerSpec::MaxPool(PoolSpec { size: 3, stride: 2 }),
+        LayerSpec::MaxPool(PoolSpec {
+            size: pool_size,
+            stride: pool_stride,
+        }),
     ];
-    let mut channels = 32;
+    let mut channels = stem_channels;
     for (filters, stride) in BLOCKS {
         // block<N, affine, stride, tag1<x>>
         forward.push(LayerSpec::Tag);
@@ -62,7 +55,7 @@ fn spec() -> NetworkSpec {
             LayerSpec::Con(ConSpec {
                 filters,
                 channels,
-                size: 3,
+                size: BLOCK_CONV_SIZE,
                 stride,
             }),
             LayerSpec::Affine(filters),
@@ -70,7 +63,7 @@ fn spec() -> NetworkSpec {
             LayerSpec::Con(ConSpec {
                 filters,
                 channels: filters,
-                size: 3,
+                size: BLOCK_CONV_SIZE,
                 stride: 1,
             }),
             LayerSpec::Affine(filters),
@@ -89,7 +82,7 @@ fn spec() -> NetworkSpec {
     forward.extend([
         LayerSpec::AvgPool(PoolSpec { size: 0, stride: 1 }),
         LayerSpec::FcNoBias {
-            outputs: 128,
+            outputs: ENCODING_LEN,
             inputs: channels,
         },
     ]);
@@ -97,7 +90,7 @@ fn spec() -> NetworkSpec {
     NetworkSpec {
         loss: LossSpec::Metric,
         layers: forward,
-        input: InputSpec::RgbImageSized(150),
+        input: InputSpec::RgbImageSized(CHIP_SIZE as usize),
     }
 }
 
@@ -106,15 +99,9 @@ pub fn read(reader: &mut DlibReader) -> Result<HashMap<String, Tensor>, FormatEr
     let network = dnn::read_network(reader, &spec())?;
     let mut tensors = HashMap::new();
     insert_vector(&mut tensors, "input.mean", &network.input.mean)?;
-    let mut convs = Vec::new();
-    let mut affines = Vec::new();
-    for layer in &network.layers {
-        match layer {
-            Layer::Con { .. } => convs.push(layer),
-            Layer::Affine { .. } => affines.push(layer),
-            Layer::Fc { .. } => insert_layer(&mut tensors, "fc", layer)?,
-            Layer::Plain => {}
-        }
+    let [convs, affines, fcs] = layers_by_kind(&network.layers);
+    for layer in fcs {
+        insert_layer(&mut tensors, "fc", layer)?;
     }
     let names = std::iter::once("stem.conv".to_string())
         .chain((0..BLOCKS.len()).flat_map(|i| [1, 2].map(|j| format!("blocks.{i}.conv{j}"))));

@@ -19,11 +19,9 @@ use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
 
-use crate::dlib_format::DlibReader;
+use crate::convert::dlib_format::DlibReader;
 use crate::error::FormatError;
-
-/// The number of landmarks of the supported model.
-pub const NUM_PARTS: usize = 5;
+use crate::face::landmarks::NUM_PARTS;
 
 type Result<T> = std::result::Result<T, FormatError>;
 

@@ -26,7 +26,10 @@
 //! that way; it takes [`Conv::forward_single`], which vectorises along each run of the window
 //! instead.
 
+use candle_core::Tensor;
 use rayon::prelude::*;
+
+use crate::nn;
 
 /// Output channels computed by one kernel call.
 pub const BLOCK: usize = 16;
@@ -147,39 +150,21 @@ impl Conv {
         (size, stride): (usize, usize),
     ) -> Self {
         assert_eq!(weight.len(), out_channels * in_channels * size * size);
-        Self::from_fn(
-            |o, c, dy, dx| weight[((o * in_channels + c) * size + dy) * size + dx],
-            bias,
-            (out_channels, in_channels),
-            (size, stride),
-        )
-    }
-
-    /// A convolution whose filter `o` has `weight(o, c, dy, dx)` at input channel `c` and
-    /// window position (`dy`, `dx`).
-    pub fn from_fn(
-        weight: impl Fn(usize, usize, usize, usize) -> f32,
-        bias: &[f32],
-        (out_channels, in_channels): (usize, usize),
-        (size, stride): (usize, usize),
-    ) -> Self {
         assert_eq!(bias.len(), out_channels);
         assert!(out_channels > 0 && in_channels > 0 && size > 0 && stride > 0);
         let blocks = out_channels.div_ceil(BLOCK);
         let lanes = if out_channels == 1 { 1 } else { BLOCK };
         let mut weights = Vec::with_capacity(blocks * size * size * in_channels * lanes);
         for block in 0..blocks {
-            for dy in 0..size {
-                for dx in 0..size {
-                    for c in 0..in_channels {
-                        weights.extend((block * lanes..(block + 1) * lanes).map(|o| {
-                            if o < out_channels {
-                                weight(o, c, dy, dx)
-                            } else {
-                                0.0
-                            }
-                        }));
-                    }
+            for tap in 0..size * size {
+                for c in 0..in_channels {
+                    weights.extend((block * lanes..(block + 1) * lanes).map(|o| {
+                        if o < out_channels {
+                            weight[(o * in_channels + c) * size * size + tap]
+                        } else {
+                            0.0
+                        }
+                    }));
                 }
             }
         }
@@ -195,21 +180,34 @@ impl Conv {
         }
     }
 
+    /// [`Self::new`] from candle tensors (see [`crate::nn::conv_affine`]).
+    pub fn from_tensors(
+        weight: &Tensor,
+        bias: &Tensor,
+        stride: usize,
+    ) -> candle_core::Result<Self> {
+        let (out_channels, in_channels, size, _) = weight.dims4()?;
+        Ok(Self::new(
+            &weight.flatten_all()?.to_vec1::<f32>()?,
+            &bias.to_vec1::<f32>()?,
+            (out_channels, in_channels),
+            (size, stride),
+        ))
+    }
+
     pub fn stride(&self) -> usize {
         self.stride
     }
 
-    /// dlib pads stride-1 windows by half their size, others not at all.
+    /// dlib's default padding (see [`nn::default_padding`]).
     pub fn padding(&self) -> usize {
-        if self.stride == 1 { self.size / 2 } else { 0 }
+        nn::default_padding(self.size, self.stride)
     }
 
     /// The output length along an axis of `input` positions; `None` when the filter does not
     /// fit.
     pub fn output_len(&self, input: usize) -> Option<usize> {
-        (input + 2 * self.padding())
-            .checked_sub(self.size)
-            .map(|extra| extra / self.stride + 1)
+        nn::output_len(input, self.size, self.stride, self.padding())
     }
 
     /// Shapes `output` (zeroed, reusing its memory) for the result of this convolution of

@@ -7,6 +7,7 @@ use image::RgbImage;
 use rayon::prelude::*;
 
 use super::conv::{Activations, Conv};
+use crate::nn;
 
 /// One residual block: two 3x3 convolutions, the first with the block's stride, and the
 /// shortcut (the input, 2x2/2 average-pooled when the block downsamples).
@@ -22,8 +23,9 @@ pub struct Block {
 pub struct ResNet {
     /// Channel means of the input layer.
     pub mean: [f32; 3],
-    /// 7x7/2 convolution, relu, then 3x3/2 max pooling.
+    /// The stem: convolution and relu, then max pooling (window size and stride).
     pub stem: Conv,
+    pub stem_pool: (usize, usize),
     pub blocks: Vec<Block>,
     /// The final linear map, `[inputs][outputs]`.
     pub fc: Vec<f32>,
@@ -65,7 +67,8 @@ impl ResNet {
             .expect("chips large enough for the stem");
         self.stem.forward(&x, &mut stem, true);
         let first_pad = self.blocks.first().map_or(0, |b| b.first.padding());
-        let mut x = pool(&stem, 3, 2, Pooling::Max, first_pad);
+        let (size, stride) = self.stem_pool;
+        let mut x = pool(&stem, size, stride, Pooling::Max, first_pad);
 
         let mut middle = Activations::default();
         let mut residual = Activations::default();
@@ -82,6 +85,7 @@ impl ResNet {
             block.second.forward(&middle, &mut residual, false);
             let pad = self.blocks.get(i + 1).map_or(0, |b| b.first.padding());
             x = if block.downsample {
+                // dlib's ares_down: the shortcut is a 2x2/2 average pooling.
                 add_relu(&residual, &pool(&x, 2, 2, Pooling::Mean, 0), pad)
             } else {
                 add_relu(&residual, &x, pad)
@@ -124,8 +128,8 @@ enum Pooling {
 
 /// `size`x`size` pooling with `stride`, no padding, into a buffer with a border `pad` wide.
 fn pool(x: &Activations, size: usize, stride: usize, kind: Pooling, pad: usize) -> Activations {
-    let out_h = (x.height - size) / stride + 1;
-    let out_w = (x.width - size) / stride + 1;
+    let side = |input| nn::output_len(input, size, stride, 0).expect("a window that fits");
+    let (out_h, out_w) = (side(x.height), side(x.width));
     let mut out = Activations::zeros(x.batch, out_h, out_w, x.channels, pad);
     let image_len = out.image_len();
     let offset = position_offset(&out);

@@ -31,7 +31,7 @@ impl BatchInput {
 /// Why a batch could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
-    #[error("reading {what}: {source}")]
+    #[error("reading {what}")]
     Read {
         what: String,
         source: std::io::Error,
@@ -150,7 +150,8 @@ pub async fn run<E: FaceEncoder>(
     Ok(summary)
 }
 
-fn read_input(input: &BatchInput) -> Result<String, BatchError> {
+/// The whole input as text.
+pub fn read_input(input: &BatchInput) -> Result<String, BatchError> {
     match input {
         BatchInput::File(path) => {
             std::fs::read_to_string(path).map_err(|source| BatchError::Read {

@@ -4,40 +4,63 @@
 //! For every source of a payload the photo is downloaded, decoded, its faces found and encoded
 //! with the original's settings (HOG, upsample 1, no jitter), and the encodings posted to
 //! `{api_url}/api/facedetection/encodings/{type}/{pk}/`. Sources are independent: one that
-//! fails never stops the others, and each ends in an [`Outcome`]. Downloads run concurrently and
-//! the CPU work runs on a bounded number of blocking threads; at most
-//! [`ServiceConfig::max_in_flight`] sources hold photo bytes or pixels at any time, so memory
-//! stays bounded whatever the payload's size.
+//! fails, or even panics, never stops the others, and each ends in an [`Outcome`]. Downloads
+//! run concurrently (at most [`ServiceConfig::max_in_flight`] at once); the CPU work runs on at
+//! most [`ServiceConfig::cpu_workers`] blocking threads, each photo admitted against the
+//! [`budget::MemoryBudget`] with the memory its header says it will need, so that memory stays
+//! within the limit whatever the payload, and a photo that can never fit fails on its own.
+//! With a deadline (Lambda's), sources are not started when too little time is left, and work
+//! still running just before the deadline is reported as failed, so the invocation always
+//! answers.
+//!
+//! The Lambda handler (`lambda`) is built with the `lambda` feature; the batch command and the
+//! local invoke endpoint (`batch`, `serve`) with `cli`, which the Lambda binary leaves out.
 
+#[cfg(feature = "cli")]
 pub mod batch;
-pub mod function;
-pub mod http;
-pub mod logging;
+pub mod budget;
+pub mod client;
+pub mod destination;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod outcome;
 pub mod payload;
+#[cfg(feature = "cli")]
 pub mod serve;
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use image::RgbImage;
 use tokio::sync::Semaphore;
 
-use crate::decode::{DecodeLimits, decode_image};
+use crate::decode::{DecodeLimits, ImageHeader, decode_image, read_header};
+use crate::face::embedder::ENCODING_LEN;
 use crate::geometry::Rect;
 use crate::pipeline::{EncodeOptions, FacePipeline};
 
-pub use http::{FetchError, HttpConfig, RetryPolicy};
+pub use budget::MemoryBudget;
+pub use client::{FetchError, HttpConfig, RetryPolicy};
+pub use destination::Destinations;
 pub use outcome::{InvocationReport, Outcome, SourceReport, Stage, Timings};
-pub use payload::{Payload, PayloadError, Source, SourceType, Token};
+pub use payload::{MAX_SOURCES, Payload, PayloadError, Source, SourceType, Token};
 
-/// Length of a face encoding.
-pub const ENCODING_LEN: usize = 128;
+/// Time kept before an invocation's deadline to answer with the report.
+const ANSWER_TIME: Duration = Duration::from_secs(1);
 
 /// Turns a decoded photo into face encodings, in two timed steps.
 pub trait FaceEncoder: Send + Sync + 'static {
     /// What detection found, handed to [`FaceEncoder::encode`].
     type Faces: Send;
+
+    /// What the encoder does, for errors: "detect at upsample 1".
+    fn task(&self) -> String;
+
+    /// The most memory detecting and encoding the faces of a photo of `pixels` pixels takes,
+    /// beyond the decoded photo itself.
+    fn working_bytes(&self, pixels: u64) -> u64;
 
     /// Finds the faces in the photo.
     fn detect(&self, image: &RgbImage) -> crate::Result<Self::Faces>;
@@ -50,6 +73,14 @@ pub trait FaceEncoder: Send + Sync + 'static {
 impl FaceEncoder for FacePipeline {
     type Faces = Vec<Rect>;
 
+    fn task(&self) -> String {
+        format!("detect at upsample {}", EncodeOptions::default().upsample)
+    }
+
+    fn working_bytes(&self, pixels: u64) -> u64 {
+        FacePipeline::working_bytes(pixels, &EncodeOptions::default())
+    }
+
     fn detect(&self, image: &RgbImage) -> crate::Result<Vec<Rect>> {
         let detections = FacePipeline::detect(self, image, &EncodeOptions::default())?;
         Ok(detections.into_iter().map(|(rect, _score)| rect).collect())
@@ -61,6 +92,9 @@ impl FaceEncoder for FacePipeline {
     }
 }
 
+/// The memory a process may use when nothing says otherwise.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 2048 * 1024 * 1024;
+
 /// Settings of the service.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -70,6 +104,12 @@ pub struct ServiceConfig {
     pub max_in_flight: usize,
     /// The most photos decoded and encoded at once.
     pub cpu_workers: usize,
+    /// The memory the whole process may use, in bytes.
+    pub memory_limit: u64,
+    /// The part of it kept for everything but photos: the runtime, HTTP, queued payloads.
+    pub memory_reserve: u64,
+    /// With a deadline, sources are not started when less than this is left.
+    pub deadline_margin: Duration,
 }
 
 impl Default for ServiceConfig {
@@ -80,6 +120,9 @@ impl Default for ServiceConfig {
             decode: DecodeLimits::default(),
             max_in_flight: (2 * cores).max(8),
             cpu_workers: cores,
+            memory_limit: DEFAULT_MEMORY_LIMIT,
+            memory_reserve: 128 * 1024 * 1024,
+            deadline_margin: Duration::from_secs(10),
         }
     }
 }
@@ -96,10 +139,12 @@ pub enum ServiceError {
 /// Processes payloads with one face encoder; share it in an `Arc`.
 pub struct Service<E> {
     encoder: Arc<E>,
-    http: http::Http,
+    http: client::Http,
     decode: DecodeLimits,
     in_flight: Semaphore,
     cpu: Arc<Semaphore>,
+    budget: MemoryBudget,
+    deadline_margin: Duration,
 }
 
 /// The outcome of the stages before the callback.
@@ -107,12 +152,29 @@ struct Encoded {
     encodings: Vec<Vec<f32>>,
 }
 
-/// What processing one source recorded along the way.
+/// What processing one source recorded along the way, shared with the blocking part so that
+/// it survives a panic or the deadline.
 #[derive(Default)]
 struct Trace {
+    stage: Option<Stage>,
     timings: Timings,
     download_attempts: u32,
     callback_attempts: u32,
+}
+
+type SharedTrace = Arc<Mutex<Trace>>;
+
+fn with_trace<T>(trace: &SharedTrace, f: impl FnOnce(&mut Trace) -> T) -> T {
+    f(&mut trace.lock().unwrap_or_else(PoisonError::into_inner))
+}
+
+/// The message of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 impl<E: FaceEncoder> Service<E> {
@@ -122,18 +184,48 @@ impl<E: FaceEncoder> Service<E> {
                 "max_in_flight and cpu_workers must be at least 1".to_string(),
             ));
         }
+        let resident = budget::resident_bytes();
+        let used = resident.saturating_add(config.memory_reserve);
+        let mib = |bytes: u64| bytes / (1024 * 1024);
+        let photos = config.memory_limit.saturating_sub(used);
+        if photos < 64 * 1024 * 1024 {
+            return Err(ServiceError::Config(format!(
+                "a memory limit of {} MiB leaves {} MiB for photos ({} MiB in use, {} MiB \
+                 reserved); allow more memory",
+                mib(config.memory_limit),
+                mib(photos),
+                mib(resident),
+                mib(config.memory_reserve)
+            )));
+        }
+        let budget = MemoryBudget::new(photos);
+        tracing::info!(
+            memory_limit_mib = mib(config.memory_limit),
+            resident_mib = mib(resident),
+            download_budget_mib = mib(budget.download_limit()),
+            work_budget_mib = mib(budget.work_limit()),
+            destinations = %config.http.destinations,
+            "service ready"
+        );
         Ok(Self {
             encoder,
-            http: http::Http::new(config.http)?,
+            http: client::Http::new(config.http)?,
             decode: config.decode,
             in_flight: Semaphore::new(config.max_in_flight),
             cpu: Arc::new(Semaphore::new(config.cpu_workers)),
+            budget,
+            deadline_margin: config.deadline_margin,
         })
+    }
+
+    /// The memory budget photos are admitted against.
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.budget
     }
 
     /// Processes every source of a payload and reports each one's outcome.
     pub async fn run(&self, payload: &Payload) -> InvocationReport {
-        self.run_observed(payload, &|_| {}).await
+        self.run_until(payload, None, &|_| {}).await
     }
 
     /// As [`Service::run`], calling `observe` as each source finishes.
@@ -142,10 +234,22 @@ impl<E: FaceEncoder> Service<E> {
         payload: &Payload,
         observe: &(dyn Fn(&SourceReport) + Sync),
     ) -> InvocationReport {
+        self.run_until(payload, None, observe).await
+    }
+
+    /// As [`Service::run_observed`], finishing before `deadline`: sources are not started
+    /// when less than the deadline margin is left, and those still running just before the
+    /// deadline are reported as failed.
+    pub async fn run_until(
+        &self,
+        payload: &Payload,
+        deadline: Option<Instant>,
+        observe: &(dyn Fn(&SourceReport) + Sync),
+    ) -> InvocationReport {
         let started = Instant::now();
         let reports = futures::future::join_all(payload.sources.iter().enumerate().map(
             |(index, source)| async move {
-                let report = self.process(payload, index, source).await;
+                let report = self.process(payload, index, source, deadline).await;
                 observe(&report);
                 report
             },
@@ -163,45 +267,105 @@ impl<E: FaceEncoder> Service<E> {
         report
     }
 
-    async fn process(&self, payload: &Payload, index: usize, source: &Source) -> SourceReport {
-        let mut trace = Trace::default();
-        let outcome = match self.encode_source(source, &mut trace).await {
-            Ok(encoded) => self.deliver(payload, source, &encoded, &mut trace).await,
-            Err((stage, error)) => Outcome::Failed { stage, error },
+    async fn process(
+        &self,
+        payload: &Payload,
+        index: usize,
+        source: &Source,
+        deadline: Option<Instant>,
+    ) -> SourceReport {
+        let trace = SharedTrace::default();
+        let work = AssertUnwindSafe(self.stages(payload, source, deadline, &trace)).catch_unwind();
+        let finished = match deadline {
+            Some(deadline) => {
+                let stop = deadline.checked_sub(ANSWER_TIME).unwrap_or(deadline);
+                tokio::time::timeout_at(stop.into(), work).await.ok()
+            }
+            None => Some(work.await),
         };
-        let report = SourceReport {
+        let stage = with_trace(&trace, |t| t.stage.unwrap_or(Stage::Download));
+        let outcome = match finished {
+            Some(Ok(outcome)) => outcome,
+            Some(Err(panic)) => Outcome::Failed {
+                stage,
+                error: format!("panicked: {}", panic_message(&*panic)),
+            },
+            None => Outcome::Failed {
+                stage,
+                error: "stopped: the invocation's deadline was reached".to_string(),
+            },
+        };
+        let report = with_trace(&trace, |t| SourceReport {
             index,
             pk: source.pk,
             kind: source.kind,
             outcome,
-            download_attempts: trace.download_attempts,
-            callback_attempts: trace.callback_attempts,
-            timings: trace.timings,
-        };
+            download_attempts: t.download_attempts,
+            callback_attempts: t.callback_attempts,
+            timings: t.timings.clone(),
+        });
         log_source(source, &report);
         report
+    }
+
+    async fn stages(
+        &self,
+        payload: &Payload,
+        source: &Source,
+        deadline: Option<Instant>,
+        trace: &SharedTrace,
+    ) -> Outcome {
+        match self.encode_source(source, deadline, trace).await {
+            Ok(encoded) => self.deliver(payload, source, &encoded, trace).await,
+            Err((stage, error)) => Outcome::Failed { stage, error },
+        }
     }
 
     /// Download, decode, detect and encode, holding an in-flight permit throughout.
     async fn encode_source(
         &self,
         source: &Source,
-        trace: &mut Trace,
+        deadline: Option<Instant>,
+        trace: &SharedTrace,
     ) -> Result<Encoded, (Stage, String)> {
         let _permit = self
             .in_flight
             .acquire()
             .await
             .map_err(|e| (Stage::Download, e.to_string()))?;
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left < self.deadline_margin {
+                return Err((
+                    Stage::Download,
+                    format!(
+                        "not started: {:.1} s left before the invocation's deadline, less than \
+                         the {} s a source is given",
+                        left.as_secs_f64(),
+                        self.deadline_margin.as_secs()
+                    ),
+                ));
+            }
+        }
 
+        with_trace(trace, |t| t.stage = Some(Stage::Download));
         let started = Instant::now();
-        let download = self.http.download(&source.photo_url).await;
-        trace.download_attempts = download.attempts;
-        trace.timings.record(Stage::Download, started.elapsed());
-        let bytes = download
+        let download = self.http.download(&source.photo_url, &self.budget).await;
+        with_trace(trace, |t| {
+            t.download_attempts = download.attempts;
+            t.timings.record(Stage::Download, started.elapsed());
+            t.stage = Some(Stage::Decode);
+        });
+        let (bytes, download_reservation) = download
             .result
             .map_err(|e| (Stage::Download, e.to_string()))?;
 
+        let header =
+            read_header(&bytes, &self.decode).map_err(|e| (Stage::Decode, e.to_string()))?;
+        let needed = self.work_bytes(&header);
+        let Some(work_reservation) = self.budget.reserve_work(needed).await else {
+            return Err((Stage::Detect, self.too_large(&header)));
+        };
         let cpu = self
             .cpu
             .clone()
@@ -210,19 +374,55 @@ impl<E: FaceEncoder> Service<E> {
             .map_err(|e| (Stage::Decode, e.to_string()))?;
         let encoder = self.encoder.clone();
         let limits = self.decode.clone();
+        let shared = trace.clone();
         let work = tokio::task::spawn_blocking(move || {
-            let _cpu = cpu;
-            let mut timings = Timings::default();
-            let result = encode_photo(&*encoder, &bytes, &limits, &mut timings);
-            (result, timings)
+            let _held = (cpu, work_reservation);
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                encode_photo(&*encoder, (bytes, download_reservation), &limits, &shared)
+            }))
+            .unwrap_or_else(|panic| {
+                let stage = with_trace(&shared, |t| t.stage.unwrap_or(Stage::Decode));
+                Err((stage, format!("panicked: {}", panic_message(&*panic))))
+            })
         });
-        let (result, timings) = work
-            .await
-            .map_err(|e| (Stage::Encode, format!("encoding task failed: {e}")))?;
-        trace.timings.decode_ms = timings.decode_ms;
-        trace.timings.detect_ms = timings.detect_ms;
-        trace.timings.encode_ms = timings.encode_ms;
-        result
+        work.await
+            .map_err(|e| (Stage::Decode, format!("encoding task failed: {e}")))?
+    }
+
+    /// The memory decoding and detection will take on a photo with this header.
+    fn work_bytes(&self, header: &ImageHeader) -> u64 {
+        let detect =
+            (3 * header.pixels()).saturating_add(self.encoder.working_bytes(header.pixels()));
+        header.decode_bytes().max(detect)
+    }
+
+    /// Why a photo can never fit the budget: its size and the largest that would.
+    fn too_large(&self, header: &ImageHeader) -> String {
+        let limit = self.budget.work_limit();
+        let fits = |pixels: u64| {
+            let square = ImageHeader {
+                width: u32::try_from(pixels).unwrap_or(u32::MAX),
+                height: 1,
+                ..*header
+            };
+            self.work_bytes(&square) <= limit
+        };
+        let (mut low, mut high) = (0u64, header.pixels());
+        while low + 1 < high {
+            let mid = low + (high - low) / 2;
+            if fits(mid) {
+                low = mid;
+            } else {
+                high = mid;
+            }
+        }
+        format!(
+            "too large to {}: {:.1} MP, limit {:.1} MP (memory budget {} MiB)",
+            self.encoder.task(),
+            header.pixels() as f64 / 1e6,
+            low as f64 / 1e6,
+            limit / (1024 * 1024)
+        )
     }
 
     async fn deliver(
@@ -230,21 +430,24 @@ impl<E: FaceEncoder> Service<E> {
         payload: &Payload,
         source: &Source,
         encoded: &Encoded,
-        trace: &mut Trace,
+        trace: &SharedTrace,
     ) -> Outcome {
+        with_trace(trace, |t| t.stage = Some(Stage::Callback));
         let url = payload.callback_url(source);
-        let body = http::CallbackBody {
+        let body = client::CallbackBody {
             token: &source.token,
             encodings: &encoded.encodings,
         };
         let started = Instant::now();
         let delivery = self.http.post_encodings(&url, &body).await;
-        trace.timings.record(Stage::Callback, started.elapsed());
-        trace.callback_attempts = delivery.attempts;
+        with_trace(trace, |t| {
+            t.timings.record(Stage::Callback, started.elapsed());
+            t.callback_attempts = delivery.attempts;
+        });
         let faces = encoded.encodings.len();
         match delivery.result {
-            Ok(http::Delivery::Accepted) => Outcome::Posted { faces },
-            Ok(http::Delivery::AlreadyProcessed) => Outcome::AlreadyProcessed { faces },
+            Ok(client::Delivery::Accepted) => Outcome::Posted { faces },
+            Ok(client::Delivery::AlreadyProcessed) => Outcome::AlreadyProcessed { faces },
             Err(error) => Outcome::Failed {
                 stage: Stage::Callback,
                 error: error.to_string(),
@@ -254,28 +457,36 @@ impl<E: FaceEncoder> Service<E> {
 }
 
 /// Decode, detect and encode one photo on the current thread, checking that every encoding is
-/// what concrexit accepts (128 finite numbers).
+/// what concrexit accepts (128 finite numbers). The downloaded bytes and their reservation are
+/// given back as soon as the photo is decoded.
 fn encode_photo<E: FaceEncoder>(
     encoder: &E,
-    bytes: &[u8],
+    download: (bytes::Bytes, budget::Reservation),
     limits: &DecodeLimits,
-    timings: &mut Timings,
+    trace: &SharedTrace,
 ) -> Result<Encoded, (Stage, String)> {
+    let step = |stage: Stage, started: Instant, next: Option<Stage>| {
+        with_trace(trace, |t| {
+            t.timings.record(stage, started.elapsed());
+            t.stage = next;
+        })
+    };
     let started = Instant::now();
-    let image = decode_image(bytes, limits).map_err(|e| (Stage::Decode, e.to_string()))?;
-    timings.record(Stage::Decode, started.elapsed());
+    let image = decode_image(&download.0, limits).map_err(|e| (Stage::Decode, e.to_string()))?;
+    drop(download);
+    step(Stage::Decode, started, Some(Stage::Detect));
 
     let started = Instant::now();
     let faces = encoder
         .detect(&image)
         .map_err(|e| (Stage::Detect, e.to_string()))?;
-    timings.record(Stage::Detect, started.elapsed());
+    step(Stage::Detect, started, Some(Stage::Encode));
 
     let started = Instant::now();
     let encodings = encoder
         .encode(&image, faces)
         .map_err(|e| (Stage::Encode, e.to_string()))?;
-    timings.record(Stage::Encode, started.elapsed());
+    step(Stage::Encode, started, Some(Stage::Encode));
 
     for (i, encoding) in encodings.iter().enumerate() {
         if encoding.len() != ENCODING_LEN || !encoding.iter().all(|x| x.is_finite()) {
@@ -300,41 +511,34 @@ fn log_source(source: &Source, report: &SourceReport) {
         Outcome::Failed { stage, error } => (None, Some(stage.as_str()), Some(error.as_str())),
     };
     let t = &report.timings;
-    let photo_url = http::loggable_url(&source.photo_url);
+    let photo_url = client::loggable_url(&source.photo_url);
+    // One set of fields for both levels; the absent ones (`None`) are left out of the line.
+    macro_rules! source_event {
+        ($level:expr, $message:literal) => {
+            tracing::event!(
+                $level,
+                index = report.index,
+                pk = report.pk,
+                r#type = report.kind.as_str(),
+                photo_url,
+                outcome = report.outcome.name(),
+                faces,
+                stage,
+                error,
+                download_attempts = report.download_attempts,
+                callback_attempts = report.callback_attempts,
+                download_ms = t.download_ms,
+                decode_ms = t.decode_ms,
+                detect_ms = t.detect_ms,
+                encode_ms = t.encode_ms,
+                callback_ms = t.callback_ms,
+                $message
+            )
+        };
+    }
     if report.outcome.is_failure() {
-        tracing::warn!(
-            index = report.index,
-            pk = report.pk,
-            r#type = report.kind.as_str(),
-            photo_url,
-            outcome = report.outcome.name(),
-            stage,
-            error,
-            download_attempts = report.download_attempts,
-            callback_attempts = report.callback_attempts,
-            download_ms = t.download_ms,
-            decode_ms = t.decode_ms,
-            detect_ms = t.detect_ms,
-            encode_ms = t.encode_ms,
-            callback_ms = t.callback_ms,
-            "source failed"
-        );
+        source_event!(tracing::Level::WARN, "source failed");
     } else {
-        tracing::info!(
-            index = report.index,
-            pk = report.pk,
-            r#type = report.kind.as_str(),
-            photo_url,
-            outcome = report.outcome.name(),
-            faces,
-            download_attempts = report.download_attempts,
-            callback_attempts = report.callback_attempts,
-            download_ms = t.download_ms,
-            decode_ms = t.decode_ms,
-            detect_ms = t.detect_ms,
-            encode_ms = t.encode_ms,
-            callback_ms = t.callback_ms,
-            "source done"
-        );
+        source_event!(tracing::Level::INFO, "source done");
     }
 }

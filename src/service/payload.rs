@@ -66,8 +66,12 @@ impl fmt::Display for SourceType {
     }
 }
 
-/// One photo to encode and the place to deliver its encodings.
-#[derive(Debug, Clone)]
+/// The most sources one payload may have (an Event invocation's 256 KB holds about 1000).
+pub const MAX_SOURCES: usize = 1000;
+
+/// One photo to encode and the place to deliver its encodings. `Debug` shows the photo URL
+/// without its query string or credentials (signed URLs carry secrets there).
+#[derive(Clone)]
 pub struct Source {
     pub pk: u64,
     pub kind: SourceType,
@@ -75,11 +79,31 @@ pub struct Source {
     pub token: Token,
 }
 
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Source")
+            .field("pk", &self.pk)
+            .field("kind", &self.kind)
+            .field("photo_url", &super::client::loggable_url(&self.photo_url))
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
 /// A validated payload.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Payload {
     pub api_url: Url,
     pub sources: Vec<Source>,
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Payload")
+            .field("api_url", &super::client::loggable(&self.api_url))
+            .field("sources", &self.sources)
+            .finish()
+    }
 }
 
 /// Why a payload was refused.
@@ -153,6 +177,15 @@ impl Payload {
                 return Err(PayloadError::Field {
                     field: "sources",
                     problem: "the list is empty; at least one source is required".to_string(),
+                });
+            }
+            Some(Value::Array(sources)) if sources.len() > MAX_SOURCES => {
+                return Err(PayloadError::Field {
+                    field: "sources",
+                    problem: format!(
+                        "{} sources, more than the limit of {MAX_SOURCES} per payload; split it",
+                        sources.len()
+                    ),
                 });
             }
             Some(Value::Array(sources)) => sources,
@@ -286,18 +319,59 @@ mod tests {
                 problem: "expected an integer, found a string".to_string()
             }
         );
-        let mut bad = source();
-        bad["type"] = json!("s3cret");
-        let err = Payload::from_value(&json!({"api_url": "https://a", "sources": [bad]}));
-        assert!(err.unwrap_err().to_string().starts_with("sources[0].type"));
+        // Every field of a source carrying the token wrong in turn: the error names the index
+        // and the field, and never shows the token of any source.
+        let fields: [(&str, Value); 6] = [
+            ("pk", json!(-1)),
+            ("type", json!("album")),
+            ("photo_url", json!("")),
+            ("photo_url", json!(["s3cret"])),
+            ("token", json!(["s3cret"])),
+            ("token", json!({"s3cret": 1})),
+        ];
+        for (field, value) in fields {
+            let mut bad = source();
+            bad[field] = value;
+            let message =
+                Payload::from_value(&json!({"api_url": "https://a", "sources": [source(), bad]}))
+                    .unwrap_err()
+                    .to_string();
+            assert!(
+                message.starts_with(&format!("sources[1].{field}")),
+                "{message}"
+            );
+            assert!(!message.contains("s3cret"), "token in {message:?}");
+        }
     }
 
     #[test]
-    fn token_is_redacted() {
+    fn debug_shows_neither_the_token_nor_the_signed_url() {
+        let mut signed = source();
+        signed["photo_url"] = json!("https://user:pw@media/p.jpg?X-Amz-Signature=abcdef");
         let payload =
-            Payload::from_value(&json!({"api_url": "https://a", "sources": [source()]})).unwrap();
-        let shown = format!("{payload:?} {}", payload.sources[0].token);
-        assert!(!shown.contains("s3cret"), "{shown}");
+            Payload::from_value(&json!({"api_url": "https://a", "sources": [signed]})).unwrap();
+        let shown = format!(
+            "{payload:?} {:?} {}",
+            payload.sources[0], payload.sources[0].token
+        );
+        for secret in ["s3cret", "abcdef", "X-Amz-Signature", "pw@"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("https://media/p.jpg"), "{shown}");
         assert_eq!(payload.sources[0].token.expose(), "s3cret");
+    }
+
+    #[test]
+    fn sources_are_capped() {
+        let sources: Vec<Value> = (0..=MAX_SOURCES).map(|_| source()).collect();
+        let message = Payload::from_value(&json!({"api_url": "https://a", "sources": sources}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("1001 sources, more than the limit of 1000"),
+            "{message}"
+        );
+        let sources: Vec<Value> = (0..MAX_SOURCES).map(|_| source()).collect();
+        assert!(Payload::from_value(&json!({"api_url": "https://a", "sources": sources})).is_ok());
     }
 }

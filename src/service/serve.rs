@@ -7,65 +7,260 @@
 //! `X-Amz-Function-Error: Unhandled` and `{"errorMessage", "errorType"}` when the function
 //! fails; `Event` answers 202 at once and runs the function in the background; `DryRun`
 //! answers 204.
+//!
+//! It is no open relay: requests from browsers (with an `Origin` header) are refused, a shared
+//! secret, when set, must come as `Authorization: Bearer <secret>` (and must be set to listen
+//! on anything but loopback, see [`check_listen`]), and at most a bounded number of
+//! invocations are accepted and not yet finished: past that it answers 429
+//! `TooManyRequestsException`, as Lambda does when throttled, so that the caller retries. On
+//! shutdown it stops accepting, then finishes the accepted Event work, for a bounded time.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
-use super::function::{self, FunctionError};
+use super::lambda::{self, FunctionError};
 use super::{FaceEncoder, Service};
 
 /// The largest request payload Lambda accepts for a synchronous invocation.
 const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 
-/// The invoke endpoint's routes.
-pub fn router<E: FaceEncoder>(service: Arc<Service<E>>) -> Router {
-    Router::new()
+/// How the endpoint admits requests.
+#[derive(Clone)]
+pub struct ServeOptions {
+    /// The secret every request must present as `Authorization: Bearer <secret>`, if any.
+    pub secret: Option<String>,
+    /// The most invocations accepted and not yet finished, Event and RequestResponse together.
+    pub max_invocations: usize,
+    /// How long shutdown waits for accepted Event work to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            max_invocations: 16,
+            shutdown_grace: Duration::from_secs(60),
+        }
+    }
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("max_invocations", &self.max_invocations)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish()
+    }
+}
+
+/// Why the endpoint may not listen where it was asked to.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing to listen on {0} without a secret: anyone who can reach it could make this \
+     machine fetch and post anywhere; set --secret (or FACEDETECT_SERVE_SECRET), or listen on \
+     127.0.0.1"
+)]
+pub struct NeedsSecret(pub SocketAddr);
+
+/// Listening beyond this machine (a non-loopback address) requires a secret.
+pub fn check_listen(addr: SocketAddr, options: &ServeOptions) -> Result<(), NeedsSecret> {
+    let has_secret = options.secret.as_ref().is_some_and(|s| !s.is_empty());
+    if addr.ip().is_loopback() || has_secret {
+        Ok(())
+    } else {
+        Err(NeedsSecret(addr))
+    }
+}
+
+/// The endpoint's shared state.
+struct Endpoint<E> {
+    service: Arc<Service<E>>,
+    secret: Option<String>,
+    /// One permit per invocation accepted and not finished.
+    invocations: Arc<Semaphore>,
+}
+
+/// The invoke endpoint's routes, and the count of invocations it has accepted, for shutdown.
+pub fn router<E: FaceEncoder>(service: Arc<Service<E>>, options: &ServeOptions) -> Router {
+    router_with_invocations(service, options).0
+}
+
+fn router_with_invocations<E: FaceEncoder>(
+    service: Arc<Service<E>>,
+    options: &ServeOptions,
+) -> (Router, Arc<Semaphore>) {
+    let invocations = Arc::new(Semaphore::new(options.max_invocations.max(1)));
+    let endpoint = Arc::new(Endpoint {
+        service,
+        secret: options.secret.clone().filter(|s| !s.is_empty()),
+        invocations: invocations.clone(),
+    });
+    let router = Router::new()
         .route(
             "/2015-03-31/functions/{name}/invocations",
             post(invoke::<E>),
         )
-        .layer(DefaultBodyLimit::max(MAX_PAYLOAD_BYTES))
-        .with_state(service)
+        .with_state(endpoint);
+    (router, invocations)
 }
 
-/// Serves the invoke endpoint on `addr` until Ctrl-C.
+/// Serves the invoke endpoint on `addr` until Ctrl-C or SIGTERM, then finishes the accepted
+/// Event work (for at most the shutdown grace).
 pub async fn run<E: FaceEncoder>(
     addr: SocketAddr,
     service: Arc<Service<E>>,
+    options: ServeOptions,
 ) -> std::io::Result<()> {
+    check_listen(addr, &options).map_err(std::io::Error::other)?;
     let listener = TcpListener::bind(addr).await?;
-    tracing::info!(
-        address = %listener.local_addr()?,
-        "invoke endpoint at POST /2015-03-31/functions/{{name}}/invocations"
-    );
-    axum::serve(listener, router(service))
-        .with_graceful_shutdown(async {
-            // Without a Ctrl-C handler the server simply runs until the process is killed.
-            if tokio::signal::ctrl_c().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        })
-        .await
+    serve_until(listener, service, options, shutdown_signal()).await
 }
 
+/// Serves on `listener` until `shutdown` completes, then stops accepting, waits for the
+/// requests in progress and for the accepted Event work, at most the shutdown grace for the
+/// latter. Returns once that is done.
+pub async fn serve_until<E: FaceEncoder>(
+    listener: TcpListener,
+    service: Arc<Service<E>>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (router, invocations) = router_with_invocations(service, &options);
+    tracing::info!(
+        address = %listener.local_addr()?,
+        secret = options.secret.is_some(),
+        max_invocations = options.max_invocations,
+        "invoke endpoint at POST /2015-03-31/functions/{{name}}/invocations"
+    );
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    let all = u32::try_from(options.max_invocations.max(1)).unwrap_or(u32::MAX);
+    let busy = all as usize - invocations.available_permits();
+    tracing::info!(
+        invocations = busy,
+        grace_s = options.shutdown_grace.as_secs_f64(),
+        "shutting down: finishing accepted work"
+    );
+    match tokio::time::timeout(options.shutdown_grace, invocations.acquire_many(all)).await {
+        Ok(_) => tracing::info!("accepted work finished"),
+        Err(_) => tracing::error!(
+            unfinished = all as usize - invocations.available_permits(),
+            "shutdown grace over: unfinished invocations dropped"
+        ),
+    }
+    Ok(())
+}
+
+/// Completes on Ctrl-C or, on Unix, SIGTERM (what container runtimes send to stop).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+/// Compares without stopping at the first difference, so the time taken says nothing.
+fn same_secret(given: &[u8], secret: &[u8]) -> bool {
+    given.len() == secret.len()
+        && given
+            .iter()
+            .zip(secret)
+            .fold(0, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Why a request is refused: it comes from a browser, or lacks the secret.
+fn refusal(headers: &HeaderMap, secret: Option<&str>) -> Option<&'static str> {
+    if headers.contains_key(header::ORIGIN) {
+        return Some("requests from browsers (with an Origin header) are refused");
+    }
+    let secret = secret?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+    if given.is_some_and(|given| same_secret(given, secret.as_bytes())) {
+        None
+    } else {
+        Some("missing or wrong secret (Authorization: Bearer <secret>)")
+    }
+}
+
+/// Admission first (browser, secret, invocation type, room), then the body is read: a request
+/// that is refused never has its body held in memory.
 async fn invoke<E: FaceEncoder>(
-    State(service): State<Arc<Service<E>>>,
-    headers: HeaderMap,
-    body: Bytes,
+    State(endpoint): State<Arc<Endpoint<E>>>,
+    request: Request,
 ) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    if let Some(why) = refusal(headers, endpoint.secret.as_deref()) {
+        tracing::warn!(why, "request refused");
+        return aws_error(StatusCode::FORBIDDEN, "AccessDeniedException", why);
+    }
     let invocation_type = headers
         .get("x-amz-invocation-type")
         .map(|value| value.to_str().unwrap_or("?"))
         .unwrap_or("RequestResponse");
+    if !matches!(invocation_type, "RequestResponse" | "Event") {
+        return match invocation_type {
+            "DryRun" => StatusCode::NO_CONTENT.into_response(),
+            other => aws_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValueException",
+                &format!(
+                    "X-Amz-Invocation-Type must be RequestResponse, Event or DryRun, not {other:?}"
+                ),
+            ),
+        };
+    }
+    let Ok(permit) = endpoint.invocations.clone().try_acquire_owned() else {
+        tracing::warn!(
+            invocation_type,
+            "throttled: too many invocations in progress"
+        );
+        return aws_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequestsException",
+            "Rate Exceeded.",
+        );
+    };
+    let Ok(body) = axum::body::to_bytes(body, MAX_PAYLOAD_BYTES).await else {
+        return aws_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
+            &format!("Request must be smaller than {MAX_PAYLOAD_BYTES} bytes"),
+        );
+    };
     let event: Value = if body.is_empty() {
         json!({})
     } else {
@@ -80,27 +275,21 @@ async fn invoke<E: FaceEncoder>(
             }
         }
     };
-    match invocation_type {
-        "RequestResponse" => match function::handle(&service, &event).await {
-            Ok(result) => function_response(StatusCode::OK, &result, None),
-            Err(error) => function_error(&error),
-        },
-        "Event" => {
-            tokio::spawn(async move {
-                if let Err(error) = function::handle(&service, &event).await {
-                    tracing::error!(error_type = error.error_type(), %error, "invocation failed");
-                }
-            });
-            StatusCode::ACCEPTED.into_response()
-        }
-        "DryRun" => StatusCode::NO_CONTENT.into_response(),
-        other => aws_error(
-            StatusCode::BAD_REQUEST,
-            "InvalidParameterValueException",
-            &format!(
-                "X-Amz-Invocation-Type must be RequestResponse, Event or DryRun, not {other:?}"
-            ),
-        ),
+    drop(body);
+    let service = endpoint.service.clone();
+    if invocation_type == "Event" {
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(error) = lambda::handle(&service, &event).await {
+                tracing::error!(error_type = error.error_type(), %error, "invocation failed");
+            }
+        });
+        return StatusCode::ACCEPTED.into_response();
+    }
+    let _permit = permit;
+    match lambda::handle(&service, &event).await {
+        Ok(result) => function_response(StatusCode::OK, &result, None),
+        Err(error) => function_error(&error),
     }
 }
 

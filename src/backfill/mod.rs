@@ -1,0 +1,13 @@
+//! The album backfill: re-processing a whole photo archive on a machine with a GPU.
+//!
+//! `facedetect enqueue` ([`enqueue`]) turns a payload file into SQS messages;
+//! `facedetect worker` ([`worker`]) takes them from the queue and runs their sources through
+//! the service layer with the pipeline batched across photos for the device
+//! ([`device_batch`]), stopping cleanly on a [`shutdown`] signal. [`throughput`] measures the
+//! batched pipeline on a folder of photos (`facedetect bench-device`).
+
+pub mod device_batch;
+pub mod enqueue;
+pub mod shutdown;
+pub mod throughput;
+pub mod worker;

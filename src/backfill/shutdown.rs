@@ -1,0 +1,87 @@
+//! A shutdown signal that many tasks can wait for, in the manner of tokio's mini-redis
+//! `shutdown.rs`: one [`ShutdownTrigger`] fires it once, every [`Shutdown`] clone sees it, and a
+//! task that looks after it fired sees it at once.
+//!
+//! [`Shutdown::on_signals`] fires it on SIGTERM (ECS stopping a task) or SIGINT (Ctrl-C).
+
+use tokio::sync::watch;
+
+/// Waits for shutdown; clone it for every task that should stop.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    receiver: watch::Receiver<bool>,
+}
+
+/// Fires the shutdown of every [`Shutdown`] made with it.
+#[derive(Debug)]
+pub struct ShutdownTrigger {
+    sender: watch::Sender<bool>,
+}
+
+impl Shutdown {
+    /// A signal not yet fired, and the trigger that fires it.
+    pub fn new() -> (ShutdownTrigger, Shutdown) {
+        let (sender, receiver) = watch::channel(false);
+        (ShutdownTrigger { sender }, Shutdown { receiver })
+    }
+
+    /// A signal fired by the first SIGTERM or SIGINT this process receives. Must be called
+    /// inside a tokio runtime; fails when the signal handlers cannot be installed.
+    pub fn on_signals() -> std::io::Result<Shutdown> {
+        let (trigger, shutdown) = Self::new();
+        #[cfg(unix)]
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::spawn(async move {
+            #[cfg(unix)]
+            let name = tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            };
+            #[cfg(not(unix))]
+            let name = match tokio::signal::ctrl_c().await {
+                Ok(()) => "Ctrl-C",
+                Err(_) => return,
+            };
+            tracing::info!(signal = name, "shutdown requested");
+            trigger.fire();
+        });
+        Ok(shutdown)
+    }
+
+    /// Whether the signal has fired.
+    pub fn is_shutdown(&self) -> bool {
+        *self.receiver.borrow()
+    }
+
+    /// Waits until the signal fires (returns at once if it has). A dropped trigger that never
+    /// fired counts as a shutdown too: nothing could fire it any more.
+    pub async fn recv(&mut self) {
+        let _ = self.receiver.wait_for(|fired| *fired).await;
+    }
+}
+
+impl ShutdownTrigger {
+    /// Fires the signal; firing again does nothing.
+    pub fn fire(&self) {
+        self.sender.send_replace(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_clone_sees_the_signal_even_when_looking_late() {
+        let (trigger, shutdown) = Shutdown::new();
+        let mut early = shutdown.clone();
+        let waiter = tokio::spawn(async move { early.recv().await });
+        assert!(!shutdown.is_shutdown());
+        trigger.fire();
+        waiter.await.unwrap();
+        let mut late = shutdown.clone();
+        late.recv().await;
+        assert!(late.is_shutdown());
+    }
+}

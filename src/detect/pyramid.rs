@@ -1,0 +1,229 @@
+//! Image pyramids as dlib builds them (dlib/image_transforms/image_pyramid.h, interpolation.h).
+//!
+//! dlib's `pyramid_down<N>` shrinks an image by the ratio (N-1)/N per level and maps points
+//! between levels with fixed affine formulas; `pyramid_up` enlarges an image to the size that
+//! `pyramid_down<2>` maps the image rectangle up to. Both resize with dlib's bilinear
+//! `resize_image` for RGB images, which steps through output columns in single-precision
+//! SIMD lanes of four and truncates the results; this module reproduces that arithmetic so
+//! the pixels are identical to dlib's.
+
+use image::RgbImage;
+
+use crate::geometry::{DRect, Rect};
+use crate::kernels::resize::resize_rgb;
+
+/// dlib's `pyramid_down<N>`: the downsampling ratio and the point mapping between levels.
+///
+/// `N = 2` is dlib's specialised `pyramid_down_2_1`, whose mapping and filter differ from the
+/// generic ones (`N > 3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PyramidDown {
+    n: u32,
+}
+
+impl PyramidDown {
+    /// `pyramid_down<N>`; `n` must be 2 or larger than 3.
+    pub const fn new(n: u32) -> Self {
+        assert!(
+            n == 2 || n > 3,
+            "only pyramid_down<2> and pyramid_down<N>, N > 3, are supported"
+        );
+        Self { n }
+    }
+
+    pub fn n(&self) -> u32 {
+        self.n
+    }
+
+    /// Maps a point of a level to the next smaller level.
+    pub fn point_down(&self, (x, y): (f64, f64)) -> (f64, f64) {
+        if self.n == 2 {
+            (x / 2.0 - 1.25, y / 2.0 - 0.75)
+        } else {
+            let ratio = (self.n as f64 - 1.0) / self.n as f64;
+            ((x - 0.3) * ratio, (y - 0.3) * ratio)
+        }
+    }
+
+    /// Maps a point of a level to the next larger level.
+    pub fn point_up(&self, (x, y): (f64, f64)) -> (f64, f64) {
+        if self.n == 2 {
+            ((x + 1.25) * 2.0, (y + 0.75) * 2.0)
+        } else {
+            let ratio = self.n as f64 / (self.n as f64 - 1.0);
+            (x * ratio + 0.3, y * ratio + 0.3)
+        }
+    }
+
+    /// [`Self::point_down`] applied `levels` times.
+    pub fn point_down_levels(&self, point: (f64, f64), levels: u32) -> (f64, f64) {
+        (0..levels).fold(point, |p, _| self.point_down(p))
+    }
+
+    /// [`Self::point_up`] applied `levels` times.
+    pub fn point_up_levels(&self, point: (f64, f64), levels: u32) -> (f64, f64) {
+        (0..levels).fold(point, |p, _| self.point_up(p))
+    }
+
+    /// Maps a rectangle `levels` levels down (its two corners; no rounding).
+    pub fn rect_down(&self, rect: DRect, levels: u32) -> DRect {
+        corners(rect, |p| self.point_down_levels(p, levels))
+    }
+
+    /// Maps a rectangle `levels` levels up (its two corners; no rounding).
+    pub fn rect_up(&self, rect: DRect, levels: u32) -> DRect {
+        corners(rect, |p| self.point_up_levels(p, levels))
+    }
+
+    /// The size (width, height) of the next smaller level of a `width` x `height` image:
+    /// `(N-1)*size/N` in integer arithmetic, as dlib's `pyramid_down<N>` sizes its output.
+    pub fn down_size(&self, width: u32, height: u32) -> (u32, u32) {
+        let n = u64::from(self.n);
+        let shrink = |size: u32| ((n - 1) * u64::from(size) / n) as u32;
+        (shrink(width), shrink(height))
+    }
+
+    /// The next smaller level of an image (dlib's `pyramid_down<N>::operator()` for RGB
+    /// images): for `N > 3` a bilinear resize to [`Self::down_size`], for `N = 2`
+    /// [`pyramid_down_2`].
+    pub fn downsample(&self, image: &RgbImage) -> RgbImage {
+        if self.n == 2 {
+            let row_len = 3 * image.width() as usize;
+            let pixels = image.as_raw();
+            return pyramid_down_2(image.width() as usize, image.height() as usize, |y| {
+                &pixels[y * row_len..(y + 1) * row_len]
+            });
+        }
+        let (width, height) = self.down_size(image.width(), image.height());
+        resize_bilinear(image, width, height)
+    }
+}
+
+/// dlib's `pyramid_down<2>` for RGB images: a separable [1 4 6 4 1] filter on every other
+/// column then every other row, in 16-bit integers, divided by 256 with truncation; the output
+/// is `(n - 3) / 2` pixels a side. `row(y)` gives row `y` of the `width` x `height` input, three
+/// bytes a pixel. Images of 8 pixels or fewer a side give an empty level.
+pub fn pyramid_down_2<'a>(
+    width: usize,
+    height: usize,
+    row: impl Fn(usize) -> &'a [u8],
+) -> RgbImage {
+    if width <= 8 || height <= 8 {
+        return RgbImage::new(0, 0);
+    }
+    let out_width = (width - 3) / 2;
+    let out_height = (height - 3) / 2;
+    // Horizontal pass on every row, keeping every other column.
+    let mut filtered = vec![0u16; height * out_width * 3];
+    for (y, out_row) in filtered.chunks_exact_mut(out_width * 3).enumerate() {
+        let row = row(y);
+        for (x, out) in out_row.chunks_exact_mut(3).enumerate() {
+            let base = 6 * x;
+            for (c, value) in out.iter_mut().enumerate() {
+                let at = |k: usize| u16::from(row[base + 3 * k + c]);
+                *value = at(0) + 4 * at(1) + 6 * at(2) + 4 * at(3) + at(4);
+            }
+        }
+    }
+    // Vertical pass on every other row.
+    let mut pixels = vec![0u8; out_height * out_width * 3];
+    let stride = out_width * 3;
+    for (y, out_row) in pixels.chunks_exact_mut(stride).enumerate() {
+        let center = 2 * y + 2;
+        let row = |dy: usize| &filtered[(center + dy - 2) * stride..(center + dy - 1) * stride];
+        let (r0, r1, r2, r3, r4) = (row(0), row(1), row(2), row(3), row(4));
+        for (i, out) in out_row.iter_mut().enumerate() {
+            let sum = r0[i] + 4 * r1[i] + 6 * r2[i] + 4 * r3[i] + r4[i];
+            *out = (sum / 256) as u8;
+        }
+    }
+    RgbImage::from_raw(out_width as u32, out_height as u32, pixels)
+        .unwrap_or_else(|| RgbImage::new(0, 0))
+}
+
+/// dlib's `drectangle(p1, p2)`: the smallest rectangle holding both mapped corners.
+fn corners(rect: DRect, map: impl Fn((f64, f64)) -> (f64, f64)) -> DRect {
+    let (x1, y1) = map((rect.left, rect.top));
+    let (x2, y2) = map((rect.right, rect.bottom));
+    DRect::new(x1.min(x2), y1.min(y2), x1.max(x2), y1.max(y2))
+}
+
+/// The image enlarged `times` times with [`pyramid_up`], as dlib's detectors do for their
+/// `upsample_num_times`.
+pub fn upsample(image: &RgbImage, times: u32) -> RgbImage {
+    (0..times).fold(image.clone(), |enlarged, _| pyramid_up(&enlarged))
+}
+
+/// Maps a detection in an image enlarged `times` times by [`upsample`] back to the image
+/// (`pyramid_down<2>::rect_down`, rounded as dlib converts a `drectangle`).
+pub fn rect_from_upsampled(rect: Rect, times: u32) -> Rect {
+    PyramidDown::new(2)
+        .rect_down(DRect::from(rect), times)
+        .round()
+}
+
+/// dlib's `pyramid_up(img)`: enlarges the image to the rectangle that `pyramid_down<2>` maps
+/// the image's rectangle up to, rounded to integers ((2*height + 1) x (2*width + 2) pixels),
+/// with bilinear interpolation.
+pub fn pyramid_up(image: &RgbImage) -> RgbImage {
+    if image.width() == 0 || image.height() == 0 {
+        return RgbImage::new(0, 0);
+    }
+    let whole = Rect::new(
+        0,
+        0,
+        i64::from(image.width()) - 1,
+        i64::from(image.height()) - 1,
+    );
+    let up = PyramidDown::new(2).rect_up(whole.into(), 1).round();
+    resize_bilinear(image, (up.right + 1) as u32, (up.bottom + 1) as u32)
+}
+
+/// dlib's `resize_image(in, out, interpolate_bilinear())` for RGB images, pixel for pixel
+/// (see [`crate::kernels::resize`] for the arithmetic).
+pub fn resize_bilinear(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+    resize_rgb(image, width, height)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pyramid_down_2_maps_points_like_dlib() {
+        let pyr = PyramidDown::new(2);
+        assert_eq!(pyr.point_down((10.0, 10.0)), (3.75, 4.25));
+        assert_eq!(pyr.point_up(pyr.point_down((7.0, 3.0))), (7.0, 3.0));
+        // dlib: rect_down(rectangle(10,10,100,100)) == [(4, 4) (49, 49)] after rounding.
+        let down = pyr.rect_down(Rect::new(10, 10, 100, 100).into(), 1).round();
+        assert_eq!(down, Rect::new(4, 4, 49, 49));
+    }
+
+    #[test]
+    fn pyramid_down_6_maps_rects_like_dlib() {
+        let pyr = PyramidDown::new(6);
+        // dlib: pyramid_down(6).rect_up(rectangle(10,10,100,100), 3) == [(18, 18) (174, 174)].
+        let up = pyr.rect_up(Rect::new(10, 10, 100, 100).into(), 3).round();
+        assert_eq!(up, Rect::new(18, 18, 174, 174));
+        assert_eq!(pyr.down_size(37, 61), (30, 50));
+    }
+
+    #[test]
+    fn pyramid_down_2_level_size_and_filter() {
+        let image = RgbImage::from_pixel(21, 12, image::Rgb([200, 100, 7]));
+        let level = PyramidDown::new(2).downsample(&image);
+        assert_eq!(level.dimensions(), (9, 4));
+        // The filter sums to 256, so a flat image stays flat.
+        assert!(level.as_raw().chunks_exact(3).all(|p| p == [200, 100, 7]));
+        let small = RgbImage::new(8, 100);
+        assert_eq!(PyramidDown::new(2).downsample(&small).width(), 0);
+    }
+
+    #[test]
+    fn pyramid_up_size_is_like_dlib() {
+        // dlib: pyramid_down(2).rect_up(rectangle(0, 0, 6, 4)) == [(3, 2) (15, 10)].
+        let up = pyramid_up(&RgbImage::new(7, 5));
+        assert_eq!(up.dimensions(), (16, 11));
+        assert_eq!(pyramid_up(&RgbImage::new(0, 0)).dimensions(), (0, 0));
+    }
+}

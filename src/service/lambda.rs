@@ -1,0 +1,168 @@
+//! The Lambda function's handler, shared by the Lambda binary and the local invoke endpoint.
+//!
+//! An event is either the original's payload (a direct invocation) or an SQS event whose records
+//! each carry one payload in their body. A direct invocation returns its [`InvocationReport`],
+//! or an error when the payload is invalid or any source failed (after every other source was
+//! posted), so that Lambda's retries and on-failure destination keep the failed work. An SQS
+//! event returns `batchItemFailures` naming the records to retry. On Lambda the invocation's
+//! deadline (`Context::deadline`) bounds the work, so that it always answers with a report.
+
+use std::time::{Instant, SystemTime};
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use serde_json::Value;
+
+use super::{
+    Destinations, FaceEncoder, InvocationReport, Payload, PayloadError, Service, ServiceConfig,
+    ServiceError,
+};
+
+/// Why an invocation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionError {
+    #[error("invalid payload: {0}")]
+    InvalidPayload(#[from] PayloadError),
+    #[error("invalid SQS event: {0}")]
+    InvalidSqsEvent(String),
+    #[error("cannot write the result: {0}")]
+    Output(String),
+    #[error("{failed} of {total} sources failed: {summary}")]
+    SourcesFailed {
+        failed: usize,
+        total: usize,
+        summary: String,
+    },
+}
+
+impl FunctionError {
+    /// The `errorType` Lambda reports for this error.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::InvalidPayload(_) => "InvalidPayload",
+            Self::InvalidSqsEvent(_) => "InvalidSqsEvent",
+            Self::Output(_) => "Output",
+            Self::SourcesFailed { .. } => "SourcesFailed",
+        }
+    }
+}
+
+impl From<FunctionError> for lambda_runtime::Diagnostic {
+    fn from(error: FunctionError) -> Self {
+        Self {
+            error_type: error.error_type().to_string(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+/// Handles one invocation's event.
+pub async fn handle<E: FaceEncoder>(
+    service: &Service<E>,
+    event: &Value,
+) -> Result<Value, FunctionError> {
+    handle_until(service, event, None).await
+}
+
+/// Handles one invocation's event, finishing before `deadline` when there is one.
+pub async fn handle_until<E: FaceEncoder>(
+    service: &Service<E>,
+    event: &Value,
+    deadline: Option<Instant>,
+) -> Result<Value, FunctionError> {
+    if event.get("Records").is_some() {
+        let event: SqsEvent = serde_json::from_value(event.clone())
+            .map_err(|e| FunctionError::InvalidSqsEvent(e.to_string()))?;
+        let response = handle_sqs(service, &event, deadline).await;
+        return serde_json::to_value(response).map_err(|e| FunctionError::Output(e.to_string()));
+    }
+    let payload = Payload::from_value(event)?;
+    let report = service.run_until(&payload, deadline, &|_| {}).await;
+    if report.failed > 0 {
+        return Err(FunctionError::SourcesFailed {
+            failed: report.failed,
+            total: report.sources.len(),
+            summary: report.failure_summary(),
+        });
+    }
+    serde_json::to_value(&report).map_err(|e| FunctionError::Output(e.to_string()))
+}
+
+/// Runs every record's payload; a record is reported for retry when its payload is invalid or
+/// any of its sources failed.
+pub async fn handle_sqs<E: FaceEncoder>(
+    service: &Service<E>,
+    event: &SqsEvent,
+    deadline: Option<Instant>,
+) -> SqsBatchResponse {
+    let results = futures::future::join_all(event.records.iter().map(|record| async move {
+        let id = record.message_id.clone().unwrap_or_default();
+        let report = match Payload::from_json(record.body.as_deref().unwrap_or("").as_bytes()) {
+            Ok(payload) => Ok(service.run_until(&payload, deadline, &|_| {}).await),
+            Err(error) => Err(error),
+        };
+        (id, report)
+    }))
+    .await;
+    let mut response = SqsBatchResponse::default();
+    for (id, result) in results {
+        let retry = match result {
+            Ok(InvocationReport { failed, .. }) => failed > 0,
+            Err(error) => {
+                tracing::warn!(message_id = %id, %error, "SQS record with an invalid payload");
+                true
+            }
+        };
+        if retry {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
+
+/// The service's settings on Lambda: the memory the function was given
+/// (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, in MB), and the destinations in
+/// `FACEDETECT_DESTINATIONS`, private networks by default (a VPC).
+pub fn lambda_config() -> Result<ServiceConfig, ServiceError> {
+    let mut config = ServiceConfig::default();
+    if let Some(mb) = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        .ok()
+        .and_then(|mb| mb.trim().parse::<u64>().ok())
+    {
+        config.memory_limit = mb * 1024 * 1024;
+    }
+    config.http.destinations = match std::env::var("FACEDETECT_DESTINATIONS") {
+        Ok(text) => text
+            .parse::<Destinations>()
+            .map_err(|e| ServiceError::Config(format!("FACEDETECT_DESTINATIONS: {e}")))?,
+        Err(_) => Destinations::Private,
+    };
+    Ok(config)
+}
+
+/// Runs the Lambda function: polls the Lambda Runtime API (`AWS_LAMBDA_RUNTIME_API`) for
+/// invocations and answers each with [`handle_until`] before its deadline, until the process
+/// ends.
+pub async fn run_lambda<E: FaceEncoder>(
+    service: std::sync::Arc<Service<E>>,
+) -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<Value>| {
+            let service = service.clone();
+            async move {
+                let deadline = instant_of(event.context.deadline());
+                handle_until(&service, &event.payload, Some(deadline)).await
+            }
+        },
+    ))
+    .await
+}
+
+/// The monotonic instant of a wall-clock deadline (now, if it has passed).
+fn instant_of(deadline: SystemTime) -> Instant {
+    let left = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    Instant::now() + left
+}

@@ -1,0 +1,34 @@
+output "queue_url" {
+  description = "URL of the backfill queue (facedetect enqueue --queue-url)"
+  value       = aws_sqs_queue.backfill.url
+}
+
+output "queue_arn" {
+  description = "ARN of the backfill queue (grant sqs:SendMessage on it to whoever enqueues)"
+  value       = aws_sqs_queue.backfill.arn
+}
+
+output "queue_visibility_timeout" {
+  description = "Visibility timeout of the backfill queue"
+  value       = aws_sqs_queue.backfill.visibility_timeout_seconds
+}
+
+output "dead_letter_queue_url" {
+  description = "URL of the backfill's dead-letter queue"
+  value       = aws_sqs_queue.dead_letter.url
+}
+
+output "cluster_name" {
+  description = "ECS cluster of the GPU workers"
+  value       = aws_ecs_cluster.this.name
+}
+
+output "service_name" {
+  description = "ECS service of the GPU workers"
+  value       = aws_ecs_service.worker.name
+}
+
+output "log_group" {
+  description = "The worker's log group"
+  value       = aws_cloudwatch_log_group.worker.name
+}

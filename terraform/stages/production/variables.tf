@@ -1,0 +1,41 @@
+variable "aws_profile" {
+  description = "AWS CLI profile with the credentials to deploy"
+  type        = string
+  default     = "thalia"
+}
+
+variable "aws_region" {
+  description = "AWS region to deploy to"
+  type        = string
+  default     = "eu-west-1"
+}
+
+variable "lambda_image_tag" {
+  description = "Tag of the Lambda image (Dockerfile.cpu) to deploy: latest, or sha-<commit> to pin a build"
+  type        = string
+  default     = "latest"
+}
+
+variable "worker_image_tag" {
+  description = "Tag of the GPU worker image (Dockerfile.cuda) to deploy: latest, or sha-<commit> to pin a build"
+  type        = string
+  default     = "latest"
+}
+
+variable "alarm_email" {
+  description = "Address that receives the alarms; null for none (the SNS topic can be subscribed to later)"
+  type        = string
+  default     = null
+}
+
+variable "spot_workers" {
+  description = "Run the GPU workers on spot instances"
+  type        = bool
+  default     = false
+}
+
+variable "backfill_on_lambda" {
+  description = "Let the Lambda function consume the backfill queue as well (for a backfill without GPU instances)"
+  type        = bool
+  default     = false
+}

@@ -1,0 +1,42 @@
+//! The integration tests, in one test binary so that the suite links candle, axum and reqwest
+//! once: a module per topic, and the helpers they share.
+//!
+//! Each stage is checked against the original pipeline's outputs (tests/fixtures/pkg, and every
+//! case of `../shared/reference` when it is present beside the repository); the service over
+//! real HTTP on loopback; the binaries end to end as processes. `cargo test --test it MODULE`
+//! runs one topic, e.g. `cargo test --test it hog::`.
+
+// Shared helpers.
+mod common;
+mod service_support;
+
+// The pipeline's stages.
+mod alignment;
+mod cnn;
+mod decode;
+mod device_batch;
+mod embedder;
+mod hog;
+mod landmarks;
+mod pipeline;
+mod pyramid;
+
+// The models' files.
+mod convert;
+mod device;
+mod weights;
+
+// The command line, the service, the Lambda function and the backfill worker.
+mod backfill;
+mod cli;
+mod hardening;
+mod lambda;
+mod lambda_binary;
+mod lambda_zip;
+mod service;
+mod service_cli;
+mod service_pipeline;
+
+// The deployment files.
+mod deployment;
+mod lint;
