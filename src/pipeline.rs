@@ -82,6 +82,23 @@ pub struct Face {
     pub encoding: Vec<f32>,
 }
 
+impl Face {
+    /// The faces at `rects` with their landmarks and encodings, in order; no score.
+    pub fn at(rects: &[Rect], landmarks: Vec<Landmarks>, encodings: Vec<Encoding>) -> Vec<Face> {
+        rects
+            .iter()
+            .zip(landmarks)
+            .zip(encodings)
+            .map(|((&rect, landmarks), encoding)| Face {
+                rect,
+                score: None,
+                landmarks,
+                encoding: encoding.to_vec(),
+            })
+            .collect()
+    }
+}
+
 /// The loaded models; load once, then encode many photos (from many threads).
 pub struct FacePipeline {
     hog: HogDetector,
@@ -176,17 +193,7 @@ impl FacePipeline {
         } else {
             self.embed_jittered(&chips, jitters as usize)?
         };
-        Ok(rects
-            .iter()
-            .zip(landmarks)
-            .zip(encodings)
-            .map(|((&rect, landmarks), encoding)| Face {
-                rect,
-                score: None,
-                landmarks,
-                encoding: encoding.to_vec(),
-            })
-            .collect())
+        Ok(Face::at(rects, landmarks, encodings))
     }
 
     /// The mean encoding of `jitters` jittered copies of each chip. The generator is seeded

@@ -150,17 +150,7 @@ impl DeviceBatcher {
     pub fn encode_at(&self, image: &RgbImage, rects: &[Rect]) -> Result<Vec<Face>> {
         let (landmarks, chips) = self.pipeline.align(image, rects);
         let encodings = self.embedder.run(chips)?;
-        Ok(rects
-            .iter()
-            .zip(landmarks)
-            .zip(encodings)
-            .map(|((&rect, landmarks), encoding)| Face {
-                rect,
-                score: None,
-                landmarks,
-                encoding: encoding.to_vec(),
-            })
-            .collect())
+        Ok(Face::at(rects, landmarks, encodings))
     }
 
     /// Detects and encodes: what [`FacePipeline::encode`] returns without jitter.
@@ -422,20 +412,9 @@ mod tests {
             Ok(items)
         })
         .unwrap();
-        assert!(
-            queue
-                .run(vec![-1])
-                .unwrap_err()
-                .to_string()
-                .contains("panicked")
-        );
-        assert!(
-            queue
-                .run(vec![-2])
-                .unwrap_err()
-                .to_string()
-                .contains("refused")
-        );
+        let error = |items: Vec<i32>| queue.run(items).unwrap_err().to_string();
+        assert!(error(vec![-1]).contains("panicked"));
+        assert!(error(vec![-2]).contains("refused"));
         assert_eq!(queue.run(vec![1, 2]).unwrap(), vec![1, 2]);
         assert_eq!(queue.run(Vec::new()).unwrap(), Vec::<i32>::new());
     }

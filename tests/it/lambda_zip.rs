@@ -119,6 +119,9 @@ async fn the_zips_bootstrap_answers_the_originals_payload() {
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048")
             .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
             .env("LAMBDA_TASK_ROOT", &task_root)
+            // The photo host and concrexit stand-in listen on loopback, which
+            // the deployed function refuses by default.
+            .env("FACEDETECT_DESTINATIONS", "local")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
