@@ -9,7 +9,8 @@ run this script with that environment's Python:
 
 Rows (each measured in fresh processes, both sides alike):
   default   the default path (HOG, upsample 1): decode, detect, landmarks, encode the photos
-            in one process; seconds per photo, wall-clock and CPU (user + system);
+            in one process; seconds per photo, wall-clock and CPU (user + system), and the
+            process's peak resident memory;
   one-core  the same under `taskset -c 0`;
   cnn       the CNN detector on one 1200x900 photo, upsample 1, then encode its faces:
             wall-clock, CPU and the process's peak resident memory;
@@ -164,7 +165,8 @@ def main():
     for one_core, name in [(False, "default path, s/photo"), (True, "default path, one core, s/photo")]:
         theirs = run([*me, "hog", runs, *photos], one_core)
         ours = run([rust["pipeline"], "--detector", "hog", "--runs", runs, *photos], one_core)
-        row(name, medians(theirs, len(photos)), medians(ours, len(photos)), "s", ("wall", "cpu"))
+        row(name, (*medians(theirs, len(photos)), theirs["rss_mib"]),
+            (*medians(ours, len(photos)), ours["rss_mib"]), "s / MiB", ("wall", "cpu", "peak RSS"))
 
     # CNN detector on one photo.
     cnn_photo = photos[0]

@@ -39,6 +39,8 @@ use crate::detect::nms::BoxOverlap;
 use crate::detect::pyramid::{self, PyramidDown, rect_from_upsampled};
 use crate::error::{Error, Result};
 use crate::geometry::{DRect, Rect};
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::Isa;
 use crate::weights::Model;
 
 /// Most filter output positions scored at once by the matrix products; larger levels are
@@ -46,7 +48,7 @@ use crate::weights::Model;
 const BAND_POSITIONS: usize = 16 * 1024;
 
 /// Output rows per unit of parallel work of the CPU kernel.
-const CPU_BAND_ROWS: usize = 32;
+const CPU_BAND_ROWS: usize = 64;
 
 /// The detector: scanner settings, separable filters and non-max suppression thresholds.
 pub struct HogDetector {
@@ -340,9 +342,12 @@ impl HogDetector {
         scores
     }
 
-    /// Adds `filter`'s scores of the output rows from `first_row` on to `scores`, dlib's
+    /// Writes `filter`'s scores of the output rows from `first_row` on into `scores`, dlib's
     /// `float_spatially_filter_image_separable` per term: the row filter along the feature
-    /// rows the band needs, then the column filter down the row-filtered rows.
+    /// rows the band needs, then the column filter down the row-filtered rows, added up over
+    /// the terms. The row-filtered rows and the band's sums keep the feature planes' row
+    /// stride, so that each pass runs over the whole band as one line of floats (the last
+    /// `filter_width - 1` values of each row are not outputs and are dropped at the end).
     fn score_band_cpu(
         &self,
         filter: &SeparableFilters,
@@ -352,25 +357,31 @@ impl HogDetector {
     ) {
         let cols = features.cols;
         let out_cols = cols - self.filter_width + 1;
-        let in_rows = scores.len() / out_cols + self.filter_height - 1;
-        let mut row_filtered = vec![0.0f32; in_rows * out_cols];
+        let band_rows = scores.len() / out_cols;
+        let in_rows = band_rows + self.filter_height - 1;
+        let mut row_filtered = vec![0.0f32; in_rows * cols];
+        let mut band = vec![0.0f32; band_rows * cols];
+        // The last row's extra values would read past the plane.
+        let row_len = (in_rows - 1) * cols + out_cols;
+        let band_len = (band_rows - 1) * cols + out_cols;
         for term in &filter.terms {
             let start = (term.plane * features.rows + first_row) * cols;
             let plane = &features.data[start..start + in_rows * cols];
-            for (filtered, input) in row_filtered
-                .chunks_exact_mut(out_cols)
-                .zip(plane.chunks_exact(cols))
-            {
-                apply_taps(filtered, &term.row, |n| &input[n..], false);
-            }
-            for (row, out) in scores.chunks_exact_mut(out_cols).enumerate() {
-                apply_taps(
-                    out,
-                    &term.col,
-                    |m| &row_filtered[(row + m) * out_cols..],
-                    true,
-                );
-            }
+            apply_taps(
+                &mut row_filtered[..row_len],
+                &term.row,
+                |n| &plane[n..],
+                false,
+            );
+            apply_taps(
+                &mut band[..band_len],
+                &term.col,
+                |m| &row_filtered[m * cols..],
+                true,
+            );
+        }
+        for (scores, band) in scores.chunks_exact_mut(out_cols).zip(band.chunks(cols)) {
+            scores.copy_from_slice(&band[..out_cols]);
         }
     }
 
@@ -452,18 +463,24 @@ impl HogDetector {
     }
 }
 
-/// Columns one step of [`apply_taps`] keeps in registers: four AVX or eight SSE registers.
-const LANES: usize = 32;
-
 /// `out[c] (+)= sum_n taps[n] * source(n)[c]`, the taps summed in order: one filter pass over
-/// a row. Compiled for AVX2 as well when the CPU has it (the same arithmetic, twice as wide).
+/// a row. Compiled for AVX2 and AVX-512 as well when the CPU has them: the same arithmetic,
+/// wider, with blocks of outputs wide enough for eight vector registers, so that the additions
+/// into each (one per tap, in order) overlap instead of waiting for each other.
 fn apply_taps<'a>(out: &mut [f32], taps: &[f32], source: impl Fn(usize) -> &'a [f32], add: bool) {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { apply_taps_avx2(out, taps, source, add) };
+    {
+        let isa = Isa::current();
+        if isa >= Isa::Avx512 {
+            // SAFETY: the CPU supports AVX-512 (`Isa::current`).
+            return unsafe { apply_taps_avx512(out, taps, source, add) };
+        }
+        if isa >= Isa::Avx2 {
+            // SAFETY: the CPU supports AVX2 (`Isa::current`).
+            return unsafe { apply_taps_avx2(out, taps, source, add) };
+        }
     }
-    apply_taps_portable(out, taps, source, add)
+    apply_taps_portable::<32>(out, taps, source, add)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -474,19 +491,31 @@ fn apply_taps_avx2<'a>(
     source: impl Fn(usize) -> &'a [f32],
     add: bool,
 ) {
-    apply_taps_portable(out, taps, source, add)
+    apply_taps_portable::<64>(out, taps, source, add)
 }
 
-/// [`apply_taps`] for any CPU: blocks of `LANES`, then of 8 outputs are accumulated at a time
-/// so that they stay in vector registers for all the taps; the last few one by one.
-#[inline(always)]
-fn apply_taps_portable<'a>(
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn apply_taps_avx512<'a>(
     out: &mut [f32],
     taps: &[f32],
     source: impl Fn(usize) -> &'a [f32],
     add: bool,
 ) {
-    let blocks_end = apply_taps_in_blocks::<LANES>(out, 0, taps, &source, add);
+    apply_taps_portable::<128>(out, taps, source, add)
+}
+
+/// [`apply_taps`] for any CPU: blocks of `WIDE`, then 32 and 8 outputs are accumulated at a
+/// time so that they stay in vector registers for all the taps; the last few one by one.
+#[inline(always)]
+fn apply_taps_portable<'a, const WIDE: usize>(
+    out: &mut [f32],
+    taps: &[f32],
+    source: impl Fn(usize) -> &'a [f32],
+    add: bool,
+) {
+    let blocks_end = apply_taps_in_blocks::<WIDE>(out, 0, taps, &source, add);
+    let blocks_end = apply_taps_in_blocks::<32>(out, blocks_end, taps, &source, add);
     let blocks_end = apply_taps_in_blocks::<8>(out, blocks_end, taps, &source, add);
     for (c, o) in out.iter_mut().enumerate().skip(blocks_end) {
         let s = taps

@@ -29,6 +29,8 @@
 use candle_core::Tensor;
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::Isa;
 use crate::nn;
 
 /// Output channels computed by one kernel call.
@@ -139,6 +141,13 @@ struct SharedMut(*mut f32);
 // SAFETY: the tasks that share it write disjoint elements (see `Conv::forward`).
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// The pointer, through a method so that closures capture the whole (Sync) wrapper.
+    fn ptr(&self) -> *mut f32 {
+        self.0
+    }
+}
 
 impl Conv {
     /// A convolution from filters `[out][in][size][size]` (dlib's and candle's layout) and a
@@ -299,7 +308,6 @@ impl Conv {
             let (chunk, block) = (task / blocks, task % blocks);
             let first = chunk * per_task * TILE;
             let last = ((chunk + 1) * per_task * TILE).min(geometry.positions);
-            let out = out;
             // SAFETY: `out` holds `out_len` floats; a task writes the channels of its block
             // at its positions, which no other task writes.
             unsafe {
@@ -310,7 +318,7 @@ impl Conv {
                     (first, last),
                     block,
                     relu,
-                    (out.0, out_len),
+                    (out.ptr(), out_len),
                 )
             };
         });
@@ -394,7 +402,6 @@ impl Conv {
                 let first = chunk * per_task;
                 let last = (first + per_task).min(geometry.positions);
                 let mut cursor = geometry.cursor(first);
-                let out = out;
                 for start in (first..last).step_by(SINGLE_TILE) {
                     let mut bases = [0usize; SINGLE_TILE];
                     let mut outputs = [0usize; SINGLE_TILE];
@@ -419,7 +426,7 @@ impl Conv {
                         let value = if relu { value.max(0.0) } else { value };
                         assert!(at < out_len, "output position out of range");
                         // SAFETY: in bounds (just checked); each position belongs to one task.
-                        unsafe { *out.0.add(at) = value };
+                        unsafe { *out.ptr().add(at) = value };
                     }
                 }
             });
@@ -579,7 +586,7 @@ impl Kernel {
     /// The fastest kernel this CPU supports.
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if Isa::current() >= Isa::Avx2 {
             return Self::Avx2;
         }
         Self::Portable
@@ -590,7 +597,7 @@ impl Kernel {
         tile.check();
         match self {
             Self::Portable => tile_portable(tile, sums),
-            // SAFETY: the CPU has AVX2 and FMA (`detect`), and the windows and weights are in
+            // SAFETY: the CPU has AVX2 and FMA (`detect`: `Isa::current`), and the windows and weights are in
             // range (`check`).
             #[cfg(target_arch = "x86_64")]
             Self::Avx2 => unsafe { x86::tile_avx2(tile, sums) },

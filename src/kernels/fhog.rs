@@ -13,11 +13,14 @@
 //! task, which processes every pixel row voting into the band (the rows on a band's edge,
 //! which vote into two bands, are processed by both) and adds only the votes that land in it.
 //! Per pixel row, the gradients, magnitudes, orientations and vote weights are computed for
-//! the whole row in straight loops that the compiler vectorises (AVX2 when the CPU has it);
-//! only the votes are added one by one.
+//! the whole row in straight loops that the compiler vectorises (for AVX2 or AVX-512 when the
+//! CPU has them); only the votes are added one by one.
 
 use image::RgbImage;
 use rayon::prelude::*;
+
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::Isa;
 
 /// Unit vectors of the 9 unsigned orientations, in dlib's single precision.
 const DIRECTIONS: [(f32, f32); 9] = [
@@ -80,42 +83,154 @@ pub fn histograms(
     let band_rows =
         (hist_nr / (BANDS_PER_THREAD * rayon::current_num_threads())).max(MIN_BAND_ROWS);
     let pixels = image.as_raw();
-    let row_len = width * 3;
-    hist.par_chunks_mut(band_rows * hist_nc * BINS)
+    let hist_row = hist_nc * BINS;
+    hist.par_chunks_mut(band_rows * hist_row)
         .enumerate()
         .for_each(|(band, out)| {
+            // The band in two halves, whose pixel rows are processed in turn: the votes of a
+            // row of each half go in one loop, eight independent chains of additions.
             let first = band * band_rows;
-            let last = first + out.len() / (hist_nc * BINS);
-            let mut scratch = Scratch::new(columns.len());
-            for (i, &(top, vy0, vy1)) in rows.iter().enumerate() {
-                if top + 1 < first || top >= last {
-                    continue;
+            let split = out.len() / hist_row / 2;
+            let (upper, lower) = out.split_at_mut(split * hist_row);
+            let mut halves = [
+                Half::new(upper, first, columns.len(), hist_row),
+                Half::new(lower, first + split, columns.len(), hist_row),
+            ];
+            let voting = |half: &Half| {
+                let (first, last) = (half.first, half.first + half.hist.len() / hist_row);
+                rows.iter()
+                    .enumerate()
+                    .filter(move |(_, (top, _, _))| top + 1 >= first && *top < last)
+                    .map(|(i, &(top, vy0, vy1))| (i + 1, top, vy0, vy1))
+            };
+            let mut queues = [voting(&halves[0]), voting(&halves[1])];
+            let row = |r: usize| &pixels[r * width * 3..(r + 1) * width * 3];
+            loop {
+                let next = [queues[0].next(), queues[1].next()];
+                if next.iter().all(Option::is_none) {
+                    break;
                 }
-                let y = i + 1;
-                let row = |r: usize| &pixels[r * row_len..(r + 1) * row_len];
-                scratch.compute(&columns, [row(y - 1), row(y), row(y + 1)], vy0, vy1);
-                let band_row = |r: usize| {
-                    (first..last)
-                        .contains(&r)
-                        .then(|| (r - first) * hist_nc * BINS)
-                };
-                let hist_row = hist_nc * BINS;
-                match (band_row(top), band_row(top + 1)) {
-                    (Some(upper), Some(_)) => {
-                        let (upper_row, lower_row) = out[upper..].split_at_mut(hist_row);
-                        scratch.vote_both(&columns, upper_row, &mut lower_row[..hist_row]);
+                for (half, next) in halves.iter_mut().zip(next) {
+                    half.voting = next.map(|(y, top, vy0, vy1)| {
+                        let rows = [row(y - 1), row(y), row(y + 1)];
+                        half.scratch.compute(&columns, rows, vy0, vy1);
+                        top
+                    });
+                }
+                let [a, b] = &mut halves;
+                match (a.both_rows(), b.both_rows()) {
+                    (Some(a), Some(b)) => vote_two(&columns, a, b),
+                    _ => {
+                        a.vote(&columns);
+                        b.vote(&columns);
                     }
-                    (Some(upper), None) => {
-                        scratch.vote(&columns, &mut out[upper..upper + hist_row], 0)
-                    }
-                    (None, Some(lower)) => {
-                        scratch.vote(&columns, &mut out[lower..lower + hist_row], 1)
-                    }
-                    (None, None) => {}
                 }
             }
         });
     hist
+}
+
+/// A pixel row's votes and the upper and lower histogram rows they go to.
+type RowVotes<'a> = (&'a Scratch, (&'a mut [f32], &'a mut [f32]));
+
+/// One pixel's votes as [`vote_two`] walks them: where, and the four weights.
+type PixelVotes<'a> = ((((&'a u32, &'a f32), &'a f32), &'a f32), &'a f32);
+
+/// One half of a band of histogram rows, and the pixel row being voted into it.
+struct Half<'a> {
+    hist: &'a mut [f32],
+    /// The first histogram row it holds.
+    first: usize,
+    scratch: Scratch,
+    /// The histogram row of the upper votes of the pixel row in `scratch`, if any.
+    voting: Option<usize>,
+    hist_row: usize,
+}
+
+impl<'a> Half<'a> {
+    fn new(hist: &'a mut [f32], first: usize, count: usize, hist_row: usize) -> Self {
+        Self {
+            hist,
+            first,
+            scratch: Scratch::new(count),
+            voting: None,
+            hist_row,
+        }
+    }
+
+    /// The offset of histogram row `row` in the half, if it holds it.
+    fn offset(&self, row: usize) -> Option<usize> {
+        let rows = self.hist.len() / self.hist_row;
+        (self.first..self.first + rows)
+            .contains(&row)
+            .then(|| (row - self.first) * self.hist_row)
+    }
+
+    /// The current pixel row's votes and both histogram rows they go to, when the half holds
+    /// both.
+    fn both_rows(&mut self) -> Option<RowVotes<'_>> {
+        let top = self.voting?;
+        let upper = self.offset(top)?;
+        self.offset(top + 1)?;
+        let row = self.hist_row;
+        let rows = self.hist[upper..upper + 2 * row].split_at_mut(row);
+        Some((&self.scratch, rows))
+    }
+
+    /// Adds the current pixel row's votes that land in the half.
+    fn vote(&mut self, columns: &Columns) {
+        let Some(top) = self.voting else {
+            return;
+        };
+        let row = self.hist_row;
+        match (self.offset(top), self.offset(top + 1)) {
+            (Some(upper), Some(_)) => {
+                let (upper_row, lower_row) = self.hist[upper..upper + 2 * row].split_at_mut(row);
+                self.scratch.vote_both(columns, upper_row, lower_row);
+            }
+            (Some(upper), None) => {
+                self.scratch
+                    .vote(columns, &mut self.hist[upper..upper + row], 0)
+            }
+            (None, Some(lower)) => {
+                self.scratch
+                    .vote(columns, &mut self.hist[lower..lower + row], 1)
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+/// [`Scratch::vote_both`] for two pixel rows at once, into four distinct histogram rows.
+fn vote_two(
+    columns: &Columns,
+    (a, (a_upper, a_lower)): RowVotes<'_>,
+    (b, (b_upper, b_lower)): RowVotes<'_>,
+) {
+    let end = columns.vote_end();
+    for row in [&*a_upper, &*a_lower, &*b_upper, &*b_lower] {
+        assert!(end <= row.len(), "histogram row too short");
+    }
+    fn votes(s: &Scratch) -> impl Iterator<Item = PixelVotes<'_>> {
+        let [w0, w1, w2, w3] = &s.weights;
+        s.at.iter().zip(w0).zip(w1).zip(w2).zip(w3)
+    }
+    for (((((&at_a, &a0), &a1), &a2), &a3), ((((&at_b, &b0), &b1), &b2), &b3)) in
+        votes(a).zip(votes(b))
+    {
+        let (at_a, at_b) = (at_a as usize, at_b as usize);
+        // SAFETY: `at + BINS < vote_end()` for every pixel, checked above for all four rows.
+        unsafe {
+            *a_upper.get_unchecked_mut(at_a) += a0;
+            *a_lower.get_unchecked_mut(at_a) += a1;
+            *b_upper.get_unchecked_mut(at_b) += b0;
+            *b_lower.get_unchecked_mut(at_b) += b1;
+            *a_upper.get_unchecked_mut(at_a + BINS) += a2;
+            *a_lower.get_unchecked_mut(at_a + BINS) += a3;
+            *b_upper.get_unchecked_mut(at_b + BINS) += b2;
+            *b_lower.get_unchecked_mut(at_b + BINS) += b3;
+        }
+    }
 }
 
 /// Per voting column (pixel x = 1..): the left cell of its votes and the horizontal weights.
@@ -155,14 +270,21 @@ impl Columns {
     fn len(&self) -> usize {
         self.left.len()
     }
+
+    /// One past the last histogram value the votes reach (the last column's right cell).
+    fn vote_end(&self) -> usize {
+        self.left.iter().max().map_or(0, |&left| (left + 2) * BINS)
+    }
 }
 
-/// One pixel row's votes: orientation bin and the weights for the upper and lower cells.
+/// One pixel row's votes: where in a histogram row they go and the weights for the upper and
+/// lower cells.
 struct Scratch {
     gx: Vec<f32>,
     gy: Vec<f32>,
     magnitude: Vec<f32>,
-    bin: Vec<u32>,
+    /// The left cell's bin of the pixel's orientation, from the histogram row's start.
+    at: Vec<u32>,
     /// Weights of the votes, `[upper left, lower left, upper right, lower right]` per pixel.
     weights: [Vec<f32>; 4],
 }
@@ -174,7 +296,7 @@ impl Scratch {
             gx: zeros(),
             gy: zeros(),
             magnitude: zeros(),
-            bin: vec![0; count],
+            at: vec![0; count],
             weights: [zeros(), zeros(), zeros(), zeros()],
         }
     }
@@ -182,9 +304,16 @@ impl Scratch {
     /// The votes of the pixel row `here` (with the rows above and below).
     fn compute(&mut self, columns: &Columns, rows: [&[u8]; 3], vy0: f32, vy1: f32) {
         #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { self.compute_avx2(columns, rows, vy0, vy1) };
+        {
+            let isa = Isa::current();
+            if isa >= Isa::Avx512 {
+                // SAFETY: the CPU supports AVX-512 F and BW (`Isa::current`).
+                return unsafe { self.compute_avx512(columns, rows, vy0, vy1) };
+            }
+            if isa >= Isa::Avx2 {
+                // SAFETY: the CPU supports AVX2 (`Isa::current`).
+                return unsafe { self.compute_avx2(columns, rows, vy0, vy1) };
+            }
         }
         self.compute_portable(columns, rows, vy0, vy1)
     }
@@ -192,6 +321,12 @@ impl Scratch {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     fn compute_avx2(&mut self, columns: &Columns, rows: [&[u8]; 3], vy0: f32, vy1: f32) {
+        self.compute_portable(columns, rows, vy0, vy1)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn compute_avx512(&mut self, columns: &Columns, rows: [&[u8]; 3], vy0: f32, vy1: f32) {
         self.compute_portable(columns, rows, vy0, vy1)
     }
 
@@ -215,8 +350,14 @@ impl Scratch {
         for v in self.magnitude.iter_mut() {
             *v = v.sqrt();
         }
-        for ((bin, &x), &y) in self.bin.iter_mut().zip(&self.gx).zip(&self.gy) {
-            *bin = snap(x, y);
+        for (((at, &x), &y), &left) in self
+            .at
+            .iter_mut()
+            .zip(&self.gx)
+            .zip(&self.gy)
+            .zip(&columns.left)
+        {
+            *at = (left * BINS) as u32 + snap(x, y);
         }
         let [w0, w1, w2, w3] = &mut self.weights;
         let all = w0
@@ -243,32 +384,37 @@ impl Scratch {
     /// other. The four sums a pixel adds to are independent, so one loop keeps four chains of
     /// additions going where [`Self::vote`] keeps two.
     fn vote_both(&self, columns: &Columns, upper: &mut [f32], lower: &mut [f32]) {
+        let end = columns.vote_end();
+        assert!(
+            end <= upper.len() && end <= lower.len(),
+            "histogram row too short"
+        );
         let [w0, w1, w2, w3] = &self.weights;
         let weights = w0.iter().zip(w1).zip(w2).zip(w3);
-        for ((&left, &bin), (((&w0, &w1), &w2), &w3)) in
-            columns.left.iter().zip(&self.bin).zip(weights)
-        {
-            let at = left * BINS + bin as usize;
-            upper[at] += w0;
-            lower[at] += w1;
-            upper[at + BINS] += w2;
-            lower[at + BINS] += w3;
+        for (&at, (((&w0, &w1), &w2), &w3)) in self.at.iter().zip(weights) {
+            let at = at as usize;
+            // SAFETY: `at + BINS < vote_end()`, checked above for the whole row.
+            unsafe {
+                *upper.get_unchecked_mut(at) += w0;
+                *lower.get_unchecked_mut(at) += w1;
+                *upper.get_unchecked_mut(at + BINS) += w2;
+                *lower.get_unchecked_mut(at + BINS) += w3;
+            }
         }
     }
 
     /// Adds the row's votes into one histogram row: the upper (`lower` 0) or lower (1) ones.
     fn vote(&self, columns: &Columns, hist_row: &mut [f32], lower: usize) {
+        let end = columns.vote_end();
+        assert!(end <= hist_row.len(), "histogram row too short");
         let (left_weights, right_weights) = (&self.weights[lower], &self.weights[2 + lower]);
-        for (((&left, &bin), &wl), &wr) in columns
-            .left
-            .iter()
-            .zip(&self.bin)
-            .zip(left_weights)
-            .zip(right_weights)
-        {
-            let at = left * BINS + bin as usize;
-            hist_row[at] += wl;
-            hist_row[at + BINS] += wr;
+        for ((&at, &wl), &wr) in self.at.iter().zip(left_weights).zip(right_weights) {
+            let at = at as usize;
+            // SAFETY: `at + BINS < vote_end()`, checked above for the whole row.
+            unsafe {
+                *hist_row.get_unchecked_mut(at) += wl;
+                *hist_row.get_unchecked_mut(at + BINS) += wr;
+            }
         }
     }
 }
@@ -317,18 +463,18 @@ fn strongest_gradients<const SIMD: bool>(
 }
 
 /// The signed orientation bin (0..18) of a gradient: the direction with the largest dot
-/// product, 0 for a zero gradient.
+/// product, 0 for a zero gradient. dlib tests `dot > best` and then `-dot > best` per
+/// direction; at most one can hold (best is never negative), so one test of `|dot|` and the
+/// sign decide the same.
 #[inline(always)]
 fn snap(x: f32, y: f32) -> u32 {
     let mut best = 0f32;
     let mut bin = 0u32;
     for (o, &(dx, dy)) in DIRECTIONS.iter().enumerate() {
         let dot = x * dx + y * dy;
-        if dot > best {
-            (best, bin) = (dot, o as u32);
-        }
-        if -dot > best {
-            (best, bin) = (-dot, o as u32 + 9);
+        if dot.abs() > best {
+            best = dot.abs();
+            bin = if dot < 0.0 { o as u32 + 9 } else { o as u32 };
         }
     }
     bin

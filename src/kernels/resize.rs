@@ -13,6 +13,9 @@
 use image::RgbImage;
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::Isa;
+
 /// The column positions of a resize, the same for every row.
 struct Columns {
     /// The four-lane part: left source column and fraction, single precision.
@@ -140,11 +143,11 @@ fn resize_row(
     let (lane_out, tail_out) = out.split_at_mut(columns.lanes.len() * 3);
     let weights = ((1.0 - tb_frac) as f32, tb_frac as f32);
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
+    if Isa::current() >= Isa::Avx2 {
+        // SAFETY: the CPU has AVX2 (`Isa::current`).
         unsafe { x86::lanes_avx2(&columns.lanes, pairs, (top, bottom), weights, lane_out) };
-    } else if std::is_x86_feature_detected!("sse4.1") {
-        // SAFETY: the CPU has SSE4.1 (checked just above).
+    } else if Isa::current() >= Isa::Sse41 {
+        // SAFETY: the CPU has SSE4.1 (`Isa::current`).
         unsafe { x86::lanes_sse41(&columns.lanes, (top, bottom), weights, lane_out) };
     } else {
         lanes_portable(&columns.lanes, (top, bottom), weights, lane_out);

@@ -17,6 +17,7 @@ mod decode;
 mod device_batch;
 mod embedder;
 mod hog;
+mod kernels;
 mod landmarks;
 mod pipeline;
 mod pyramid;
