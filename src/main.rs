@@ -362,10 +362,21 @@ fn encode(args: &EncodeArgs) -> anyhow::Result<ExitCode> {
     };
     let limits = DecodeLimits::default();
     let mut failures = 0;
-    for path in &args.images {
-        let result = open_image(path, &limits)
-            .map_err(anyhow::Error::from)
-            .and_then(|image| {
+    // Each photo is decoded on a thread of its own while the one before it is encoded.
+    std::thread::scope(|scope| {
+        let (decoded_sender, decoded) = std::sync::mpsc::sync_channel(1);
+        scope.spawn(move || {
+            for path in &args.images {
+                if decoded_sender
+                    .send((path, open_image(path, &limits)))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        for (path, image) in decoded {
+            let result = image.map_err(anyhow::Error::from).and_then(|image| {
                 let faces = if args.aligned {
                     pipeline
                         .embed_chips(std::slice::from_ref(&image))?
@@ -394,14 +405,15 @@ fn encode(args: &EncodeArgs) -> anyhow::Result<ExitCode> {
                     faces,
                 })?)
             });
-        match result {
-            Ok(line) => println!("{line}"),
-            Err(error) => {
-                eprintln!("{}: {error:#}", path.display());
-                failures += 1;
+            match result {
+                Ok(line) => println!("{line}"),
+                Err(error) => {
+                    eprintln!("{}: {error:#}", path.display());
+                    failures += 1;
+                }
             }
         }
-    }
+    });
     Ok(if failures == 0 {
         ExitCode::SUCCESS
     } else {

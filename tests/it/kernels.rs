@@ -107,11 +107,7 @@ fn check_every_isa(args: &[String]) {
 #[test]
 fn every_instruction_set_finds_the_same_faces_with_hog() {
     let photos = ["t1.webp", "obama.webp", "biden.webp"];
-    check_every_isa(
-        &photos
-            .map(|name| fixture(&format!("images/large/{name}")))
-            .to_vec(),
-    );
+    check_every_isa(&photos.map(|name| fixture(&format!("images/large/{name}"))));
 }
 
 #[test]
