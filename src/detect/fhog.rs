@@ -13,9 +13,13 @@
 //! dlib processes most pixels eight at a time with SIMD code whose tie-breaking and rounding
 //! differ slightly from its scalar code for the pixels at the right end of each row; both are
 //! reproduced here, so the features equal dlib's up to float rounding of summation order.
+//! The normalisation is vectorised across the cells of a row (AVX2 or AVX-512 when
+//! `kernels::Isa::current` allows), each value getting the operations of dlib's per-cell code.
 
 use image::RgbImage;
 
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::Isa;
 use crate::kernels::fhog::histograms;
 
 /// Feature planes per cell (dlib's `default_fhog_feature_extractor`).
@@ -57,10 +61,8 @@ pub fn extract_fhog(
         return empty;
     }
     let hist = histograms(image, cell_size, cells_nr, cells_nc);
-    let norms = block_energies(&hist, cells_nr, cells_nc);
     features(
         &hist,
-        &norms,
         cells_nr,
         cells_nc,
         filter_rows_padding,
@@ -68,34 +70,16 @@ pub fn extract_fhog(
     )
 }
 
-/// The energy of every cell: the sum over the 9 unsigned orientations of the squared sums of
-/// the two opposite signed bins.
-fn block_energies(hist: &[f32], cells_nr: usize, cells_nc: usize) -> Vec<f32> {
-    let hist_nc = cells_nc + 2;
-    let mut norms = vec![0f32; cells_nr * cells_nc];
-    for r in 0..cells_nr {
-        for c in 0..cells_nc {
-            let bins = &hist[((r + 1) * hist_nc + c + 1) * 18..][..18];
-            let mut energy = 0f32;
-            for o in 0..9 {
-                let unsigned = bins[o] + bins[o + 9];
-                energy += unsigned * unsigned;
-            }
-            norms[r * cells_nc + c] = energy;
-        }
-    }
-    norms
-}
-
-/// Sum of four lanes as dlib's SSE4.1 dot product with ones adds them.
-fn lane_sum(v: [f32; 4]) -> f32 {
-    (v[0] + v[1]) + (v[2] + v[3])
-}
-
 /// The 31 normalised features of every inner cell, placed in zero-padded planes.
+///
+/// Vectorised across the cells of a row: the rows of cells are laid out bin by bin
+/// ([`CellRow`]) and the normalisers of every 2x2 block computed once, three rows in turn,
+/// and each row of cells is then processed `W` cells at a time. Every output value gets
+/// exactly the operations, in the order, of dlib's per-cell code: each block's normaliser, the
+/// truncation and scaling per block, the sum of the four blocks as dlib's SSE4.1 dot product
+/// with ones adds them, and the texture sums three bins at a time.
 fn features(
     hist: &[f32],
-    norms: &[f32],
     cells_nr: usize,
     cells_nc: usize,
     filter_rows_padding: usize,
@@ -106,64 +90,219 @@ fn features(
     let cols = hog_nc + filter_cols_padding - 1;
     let (row_offset, col_offset) = ((filter_rows_padding - 1) / 2, (filter_cols_padding - 1) / 2);
     let mut data = vec![0f32; PLANES * rows * cols];
-    let hist_nc = cells_nc + 2;
-    let norm = |r: usize, c: usize| norms[r * cells_nc + c];
-    const EPS: f32 = 0.0001;
-    for y in 0..hog_nr {
-        for x in 0..hog_nc {
-            // The four 2x2 blocks that contain cell (y + 1, x + 1), one per lane.
-            let z1 = [
-                norm(y + 1, x + 1),
-                norm(y, x + 1),
-                norm(y + 1, x),
-                norm(y, x),
-            ];
-            let z2 = [
-                norm(y + 1, x + 2),
-                norm(y, x + 2),
-                norm(y + 1, x + 1),
-                norm(y, x + 1),
-            ];
-            let z3 = [
-                norm(y + 2, x + 1),
-                norm(y + 1, x + 1),
-                norm(y + 2, x),
-                norm(y + 1, x),
-            ];
-            let z4 = [
-                norm(y + 2, x + 2),
-                norm(y + 1, x + 2),
-                norm(y + 2, x + 1),
-                norm(y + 1, x + 1),
-            ];
-            let nn: [f32; 4] =
-                std::array::from_fn(|k| 0.2 * (z1[k] + z2[k] + z3[k] + z4[k] + EPS).sqrt());
-            let n: [f32; 4] = std::array::from_fn(|k| 0.1 / nn[k]);
-            let bins = &hist[((y + 2) * hist_nc + x + 2) * 18..][..18];
-            let at = (y + row_offset) * cols + x + col_offset;
-            let mut set = |plane: usize, value: f32| data[plane * rows * cols + at] = value;
-            let clip =
-                |value: f32| -> [f32; 4] { std::array::from_fn(|k| value.min(nn[k]) * n[k]) };
-
-            let mut texture = [0f32; 4];
-            for o in (0..18).step_by(3) {
-                let (h0, h1, h2) = (clip(bins[o]), clip(bins[o + 1]), clip(bins[o + 2]));
-                set(o, lane_sum(h0));
-                set(o + 1, lane_sum(h1));
-                set(o + 2, lane_sum(h2));
-                for k in 0..4 {
-                    texture[k] += h0[k] + h1[k] + h2[k];
-                }
-            }
-            for o in 0..9 {
-                set(18 + o, lane_sum(clip(bins[o] + bins[o + 9])));
-            }
-            for (k, t) in texture.iter().enumerate() {
-                set(27 + k, t * (2.0 * 0.2357));
-            }
+    let plane = rows * cols;
+    // Cell rows r - 2, r - 1 and r.
+    let mut ring: [CellRow; 3] = std::array::from_fn(|_| CellRow::new(cells_nc));
+    for r in 0..cells_nr {
+        ring.rotate_left(1);
+        let [_, upper, lower] = &mut ring;
+        lower.load(hist, r);
+        if r >= 1 {
+            upper.blocks(&lower.energy);
+        }
+        if r >= 2 {
+            let out = (r - 2 + row_offset) * cols + col_offset;
+            feature_row(&ring[0], &ring[1], &mut data, out, plane);
         }
     }
     Fhog { rows, cols, data }
+}
+
+/// One row of cells (without the histograms' padding): its bins, bin by bin (the row's values
+/// of bin 0, then of bin 1, and so on), its energies, and per 2x2 block whose top left cell it
+/// holds, dlib's truncation threshold `nn = 0.2 * sqrt(energy sum + eps)` and scale `0.1 / nn`.
+struct CellRow {
+    bins: Vec<f32>,
+    energy: Vec<f32>,
+    nn: Vec<f32>,
+    scale: Vec<f32>,
+}
+
+impl CellRow {
+    /// A row of `cells_nc` cells.
+    fn new(cells_nc: usize) -> Self {
+        Self {
+            bins: vec![0.0; 18 * cells_nc],
+            energy: vec![0.0; cells_nc],
+            nn: vec![0.0; cells_nc - 1],
+            scale: vec![0.0; cells_nc - 1],
+        }
+    }
+
+    /// Bin `o` of the cells.
+    fn bin(&self, o: usize) -> &[f32] {
+        let nc = self.energy.len();
+        &self.bins[o * nc..][..nc]
+    }
+
+    /// Loads row `r` of padded histograms of 18 interleaved bins, and computes its energies:
+    /// the sum over the 9 unsigned orientations of the squared sums of the two opposite
+    /// signed bins.
+    fn load(&mut self, hist: &[f32], r: usize) {
+        let nc = self.energy.len();
+        let cells = &hist[((r + 1) * (nc + 2) + 1) * 18..][..nc * 18];
+        for (o, bin) in self.bins.chunks_exact_mut(nc).enumerate() {
+            for (value, cell) in bin.iter_mut().zip(cells.chunks_exact(18)) {
+                *value = cell[o];
+            }
+        }
+        self.energy.fill(0.0);
+        for o in 0..9 {
+            let (signed, opposite) = (&self.bins[o * nc..][..nc], &self.bins[(o + 9) * nc..][..nc]);
+            for ((e, &a), &b) in self.energy.iter_mut().zip(signed).zip(opposite) {
+                let unsigned = a + b;
+                *e += unsigned * unsigned;
+            }
+        }
+    }
+
+    /// The blocks of this row's cells and those of the row `below` (its energies).
+    fn blocks(&mut self, below: &[f32]) {
+        const EPS: f32 = 0.0001;
+        let top = &self.energy;
+        let sums = top.iter().zip(&top[1..]).zip(below).zip(&below[1..]);
+        for ((nn, scale), (((&a, &b), &c), &d)) in
+            self.nn.iter_mut().zip(self.scale.iter_mut()).zip(sums)
+        {
+            *nn = 0.2 * (a + b + c + d + EPS).sqrt();
+            *scale = 0.1 / *nn;
+        }
+    }
+}
+
+/// The features of the inner cells of `middle` into `data`, plane `p`'s first value at
+/// `p * plane + out`; `top` is the row above.
+fn feature_row(top: &CellRow, middle: &CellRow, data: &mut [f32], out: usize, plane: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let isa = Isa::current();
+        if isa >= Isa::Avx512 {
+            // SAFETY: the CPU supports AVX-512 F and BW (`Isa::current`).
+            return unsafe { feature_row_avx512(top, middle, data, out, plane) };
+        }
+        if isa >= Isa::Avx2 {
+            // SAFETY: the CPU supports AVX2 (`Isa::current`).
+            return unsafe { feature_row_avx2(top, middle, data, out, plane) };
+        }
+    }
+    feature_row_portable::<4>(top, middle, data, out, plane)
+}
+
+/// [`feature_row`] sixteen cells at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn feature_row_avx512(top: &CellRow, middle: &CellRow, data: &mut [f32], out: usize, plane: usize) {
+    feature_row_portable::<16>(top, middle, data, out, plane)
+}
+
+/// [`feature_row`] eight cells at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn feature_row_avx2(top: &CellRow, middle: &CellRow, data: &mut [f32], out: usize, plane: usize) {
+    feature_row_portable::<8>(top, middle, data, out, plane)
+}
+
+/// [`feature_row`] `W` cells at a time, then the rest one by one.
+#[inline(always)]
+fn feature_row_portable<const W: usize>(
+    top: &CellRow,
+    middle: &CellRow,
+    data: &mut [f32],
+    out: usize,
+    plane: usize,
+) {
+    let hog_nc = middle.energy.len() - 2;
+    let mut x = 0;
+    while x + W <= hog_nc {
+        feature_cells::<W>(top, middle, x, data, out, plane);
+        x += W;
+    }
+    while x < hog_nc {
+        feature_cells::<1>(top, middle, x, data, out, plane);
+        x += 1;
+    }
+}
+
+/// The features of the `W` inner cells of `middle` from feature column `x` on, each as dlib
+/// computes a cell's: the four 2x2 blocks around the cell (one per lane of dlib's code)
+/// truncate and scale each bin, and the lanes are summed.
+#[inline(always)]
+fn feature_cells<const W: usize>(
+    top: &CellRow,
+    middle: &CellRow,
+    x: usize,
+    data: &mut [f32],
+    out: usize,
+    plane: usize,
+) {
+    // dlib's lanes: the blocks whose top left cells are right of the cell's, above and right,
+    // left, and above and left.
+    let corners = [(middle, x + 1), (top, x + 1), (middle, x), (top, x)];
+    let mut nn = [[0f32; W]; 4];
+    let mut scale = [[0f32; W]; 4];
+    for (k, &(row, at)) in corners.iter().enumerate() {
+        nn[k].copy_from_slice(&row.nn[at..][..W]);
+        scale[k].copy_from_slice(&row.scale[at..][..W]);
+    }
+    let bin = |o: usize| &middle.bin(o)[x + 1..][..W];
+    let mut set = |p: usize, values: &[f32; W]| {
+        data[p * plane + out + x..][..W].copy_from_slice(values);
+    };
+
+    let mut texture = [[0f32; W]; 4];
+    let mut h = [[[0f32; W]; 4]; 3];
+    let mut value = [0f32; W];
+    for o in (0..18).step_by(3) {
+        for (j, h) in h.iter_mut().enumerate() {
+            value.copy_from_slice(bin(o + j));
+            set(o + j, &clip(&value, &nn, &scale, h));
+        }
+        for k in 0..4 {
+            for i in 0..W {
+                texture[k][i] += h[0][k][i] + h[1][k][i] + h[2][k][i];
+            }
+        }
+    }
+    for o in 0..9 {
+        let (signed, opposite) = (bin(o), bin(o + 9));
+        for i in 0..W {
+            value[i] = signed[i] + opposite[i];
+        }
+        set(18 + o, &clip(&value, &nn, &scale, &mut h[0]));
+    }
+    for (k, texture) in texture.iter().enumerate() {
+        for (v, &t) in value.iter_mut().zip(texture) {
+            *v = t * (2.0 * 0.2357);
+        }
+        set(27 + k, &value);
+    }
+}
+
+/// Truncates `value` at each block's `nn` and scales it (into `clipped`, one row per block),
+/// and sums the blocks as dlib's SSE4.1 dot product with ones adds them. The truncation is
+/// `minps`'s `value < nn ? value : nn`: the same as `f32::min`, `nn` being a number.
+#[inline(always)]
+fn clip<const W: usize>(
+    value: &[f32; W],
+    nn: &[[f32; W]; 4],
+    scale: &[[f32; W]; 4],
+    clipped: &mut [[f32; W]; 4],
+) -> [f32; W] {
+    for k in 0..4 {
+        for i in 0..W {
+            let truncated = if value[i] < nn[k][i] {
+                value[i]
+            } else {
+                nn[k][i]
+            };
+            clipped[k][i] = truncated * scale[k][i];
+        }
+    }
+    let mut sum = [0f32; W];
+    for i in 0..W {
+        sum[i] = (clipped[0][i] + clipped[1][i]) + (clipped[2][i] + clipped[3][i]);
+    }
+    sum
 }
 
 #[cfg(test)]
