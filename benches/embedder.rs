@@ -22,6 +22,9 @@ use candle_core::Device;
 use concrexit_facedetection::pipeline::FacePipeline;
 use concrexit_facedetection::weights::WeightsLocation;
 
+mod support;
+use support::process_cpu_seconds;
+
 fn chips(root: &Path) -> Vec<image::RgbImage> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(root)
         .expect("fixtures")
@@ -44,21 +47,6 @@ fn chips(root: &Path) -> Vec<image::RgbImage> {
         .iter()
         .map(|path| image::open(path).expect("chip").to_rgb8())
         .collect()
-}
-
-/// CPU time this process has used (all threads, user + system), from /proc/self/stat.
-fn process_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    // Fields after the command name, which ends with the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .expect("stat format")
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| fields[i].parse::<f64>().expect("clock ticks");
-    // Clock ticks; 100 per second on Linux.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn main() {

@@ -25,20 +25,8 @@ use concrexit_facedetection::decode::{DecodeLimits, open_image};
 use concrexit_facedetection::pipeline::{Detector, EncodeOptions, FacePipeline};
 use concrexit_facedetection::weights::WeightsLocation;
 
-/// CPU time this process has used (all threads, user + system), from /proc/self/stat.
-fn process_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    // Fields after the command name, which ends with the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .expect("stat format")
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| fields[i].parse::<f64>().expect("clock ticks");
-    // Clock ticks; 100 per second on Linux.
-    (ticks(11) + ticks(12)) / 100.0
-}
+mod support;
+use support::process_cpu_seconds;
 
 fn main() {
     // RUST_LOG=concrexit_facedetection::kernels=debug logs every convolution's time and speed.

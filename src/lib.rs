@@ -29,6 +29,10 @@
 //!   recognition ResNet), and [`face::jitter`] for `num_jitters`.
 //! - [`pipeline`]: the orchestration above, with the original service's defaults.
 //! - [`nn`]: dlib's DNN layer rules that the embedder and the CNN detector share.
+//! - `kernels` (crate-private): the hot loops on the CPU in plain Rust, vectorised with run-time
+//!   feature detection (`FACEDETECT_CPU_KERNELS` caps it): the direct convolution both networks
+//!   run on, the embedder's ResNet on it, FHOG histograms and pyramid resampling, each with the
+//!   arithmetic of the dlib code it replaces; candle's tensors are the path on a GPU.
 //! - [`geometry`]: dlib's rectangles, points and transforms.
 //! - [`weights`]: where the converted weights are (a directory or a Hugging Face Hub
 //!   repository) and how every model loads from them ([`weights::Model`]).
@@ -38,9 +42,13 @@
 //!   (download, encode, post back, with retries, a memory budget and a destination policy),
 //!   shared by the Lambda handler ([`service::lambda`]), the local invoke endpoint
 //!   ([`service::serve`]) and the batch command ([`service::batch`]).
+//! - [`backfill`] (with the `cli` feature): the album backfill, the pipeline batched across
+//!   photos for a device ([`backfill::device_batch`]) behind an SQS queue worker
+//!   ([`backfill::worker`]) and its enqueue command.
 //! - [`logging`]: the log output of both binaries; [`error`]: the library's error type.
 //!
-//! The binaries are thin: `src/main.rs` (`facedetect`: encode, serve, batch, convert-dlib) and
+//! The binaries are thin: `src/main.rs` (`facedetect`: encode, serve, batch, worker, enqueue,
+//! bench-device, convert-dlib) and
 //! `src/bin/lambda.rs` (`facedetect-lambda`, the AWS Lambda function).
 
 #[cfg(feature = "cli")]

@@ -256,7 +256,7 @@ struct ModelArgs {
     /// feature and never falls back to the CPU).
     #[arg(long, value_enum, env = "FACEDETECT_DEVICE", default_value_t = DeviceArg::Cpu)]
     device: DeviceArg,
-    /// The weights: a directory, or a Hub repository as hf://owner/name[@revision]
+    /// The weights: a directory, or a Hub repository as `hf://owner/name[@revision]`
     /// (default: the repository's weights/ folder).
     #[arg(long, env = WEIGHTS_ENV)]
     weights: Option<String>,

@@ -32,7 +32,7 @@ pub const HOG_BYTES_PER_UPSAMPLED_PIXEL: u64 = 24;
 pub const CNN_BYTES_PER_UPSAMPLED_PIXEL: u64 = 230;
 
 /// Memory the shape predictor, the chips and the embedder take for one batch of
-/// [`EMBED_BATCH`] faces, whatever the photo's size, rounded up.
+/// [`EMBED_BATCH`](crate::face::embedder::EMBED_BATCH) faces, whatever the photo's size, rounded up.
 pub const ENCODE_BYTES: u64 = 160 * 1024 * 1024;
 
 /// The seed of the jitter generator.

@@ -85,7 +85,7 @@ pub struct DeviceBatcher {
 
 impl DeviceBatcher {
     /// Starts the model threads. `detector` and `upsample` are as for
-    /// [`EncodeOptions`](crate::pipeline::EncodeOptions); there is no jitter.
+    /// [`crate::pipeline::EncodeOptions`]; there is no jitter.
     pub fn new(
         pipeline: Arc<FacePipeline>,
         detector: Detector,

@@ -7,15 +7,15 @@
 //! `bn_con` layers are folded into affine transforms as dlib does when loading them.
 //!
 //! Tensors:
-//! - `input.mean` [3] f32: R, G, B averages subtracted before dividing by 256;
-//!   `input.pyramid_padding` [1] u32 and `input.pyramid_outer_padding` [1] u32: the gaps of
+//! - `input.mean` `[3]` f32: R, G, B averages subtracted before dividing by 256;
+//!   `input.pyramid_padding` `[1]` u32 and `input.pyramid_outer_padding` `[1]` u32: the gaps of
 //!   dlib's tiled image pyramid.
 //! - `downsampler.{0,1,2}.conv.weight|bias`, `downsampler.{i}.affine.gamma|beta`,
 //!   `rcon.{0,1,2}.conv.weight|bias`, `rcon.{i}.affine.gamma|beta` (forward order),
-//!   `head.conv.weight` [1, 45, 9, 9], `head.conv.bias` [1]. Convolutions are [out, in, kh, kw].
+//!   `head.conv.weight` `[1, 45, 9, 9]`, `head.conv.bias` `[1]`. Convolutions are [out, in, kh, kw].
 //! - `mmod.detector_windows` [n, 2] f32: width and height of each detector window, in input
 //!   tensor pixels (one window per output channel).
-//! - `mmod.nms` [2] f32: `overlaps_nms` IoU threshold and percent-covered threshold used to
+//! - `mmod.nms` `[2]` f32: `overlaps_nms` IoU threshold and percent-covered threshold used to
 //!   suppress overlapping detections.
 //!
 //! The file's other `mmod_options` only matter for training, except `assume_image_pyramid` and

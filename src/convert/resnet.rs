@@ -6,9 +6,9 @@
 //! downsampling block and two of 256; a final downsampling block of 256), average pooling over
 //! everything and a 128-output fully connected layer without bias, under `loss_metric`.
 //!
-//! Tensors: `input.mean` [3]; `stem.conv.weight|bias`, `stem.affine.gamma|beta`;
+//! Tensors: `input.mean` `[3]`; `stem.conv.weight|bias`, `stem.affine.gamma|beta`;
 //! `blocks.{i}.conv1|conv2.weight|bias` and `blocks.{i}.affine1|affine2.gamma|beta` for
-//! i = 0..13 in forward order; `fc.weight` [128, 256] (out, in). Convolution weights are
+//! i = 0..13 in forward order; `fc.weight` `[128, 256]` (out, in). Convolution weights are
 //! [out, in, kh, kw].
 //!
 //! The architecture's sizes are the embedder's ([`crate::face::embedder`]): the file is checked

@@ -1,7 +1,7 @@
 //! Reads dlib's `shape_predictor` serialization (an ensemble of regression trees, Kazemi &
 //! Sullivan 2014) and turns the 5-point face landmark model into tensors.
 //!
-//! The file holds a version (1), the mean shape as a column of x,y pairs in the [0,1] square
+//! The file holds a version (1), the mean shape as a column of x,y pairs in the `[0,1]` square
 //! of the detection rectangle, one forest of regression trees per cascade level (each split a
 //! pair of feature pixel indices and a threshold, each leaf a shape increment), and per cascade
 //! level the feature pixels as an anchor landmark index plus an offset from it.

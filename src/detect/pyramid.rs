@@ -180,7 +180,7 @@ pub fn pyramid_up(image: &RgbImage) -> RgbImage {
 }
 
 /// dlib's `resize_image(in, out, interpolate_bilinear())` for RGB images, pixel for pixel
-/// (see [`crate::kernels::resize`] for the arithmetic).
+/// (see `kernels::resize` for the arithmetic).
 pub fn resize_bilinear(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     resize_rgb(image, width, height)
 }

@@ -129,86 +129,79 @@ enum Pooling {
 /// `size`x`size` pooling with `stride`, no padding, into a buffer with a border `pad` wide.
 fn pool(x: &Activations, size: usize, stride: usize, kind: Pooling, pad: usize) -> Activations {
     let side = |input| nn::output_len(input, size, stride, 0).expect("a window that fits");
-    let (out_h, out_w) = (side(x.height), side(x.width));
-    let mut out = Activations::zeros(x.batch, out_h, out_w, x.channels, pad);
-    let image_len = out.image_len();
-    let offset = position_offset(&out);
-    out.data
-        .par_chunks_exact_mut(image_len)
-        .enumerate()
-        .for_each(|(n, image)| {
-            for oy in 0..out_h {
-                for ox in 0..out_w {
-                    let start = offset(oy, ox);
-                    let target = &mut image[start..start + x.channels];
-                    let window = (0..size)
-                        .flat_map(|dy| (0..size).map(move |dx| (dy, dx)))
-                        .map(|(dy, dx)| x.at(n, oy * stride + dy, ox * stride + dx));
-                    match kind {
-                        Pooling::Max => {
-                            target.fill(f32::NEG_INFINITY);
-                            for values in window {
-                                for (t, &v) in target.iter_mut().zip(values) {
-                                    *t = t.max(v);
-                                }
-                            }
-                        }
-                        Pooling::Mean => {
-                            for values in window {
-                                for (t, &v) in target.iter_mut().zip(values) {
-                                    *t += v;
-                                }
-                            }
-                            let count = (size * size) as f32;
-                            for t in target.iter_mut() {
-                                *t /= count;
-                            }
-                        }
+    let shape = (x.batch, side(x.height), side(x.width), x.channels);
+    build(shape, pad, |n, oy, ox, target| {
+        let window = (0..size)
+            .flat_map(|dy| (0..size).map(move |dx| (dy, dx)))
+            .map(|(dy, dx)| x.at(n, oy * stride + dy, ox * stride + dx));
+        match kind {
+            Pooling::Max => {
+                target.fill(f32::NEG_INFINITY);
+                for values in window {
+                    for (t, &v) in target.iter_mut().zip(values) {
+                        *t = t.max(v);
                     }
                 }
             }
-        });
-    out
+            Pooling::Mean => {
+                for values in window {
+                    for (t, &v) in target.iter_mut().zip(values) {
+                        *t += v;
+                    }
+                }
+                let count = (size * size) as f32;
+                for t in target.iter_mut() {
+                    *t /= count;
+                }
+            }
+        }
+    })
 }
 
 /// `relu(a + b)` as dlib's `add_prev` adds tensors of different shapes: the result has the
 /// larger size in every dimension and each operand counts as zero where it has no values.
 fn add_relu(a: &Activations, b: &Activations, pad: usize) -> Activations {
-    let (height, width) = (a.height.max(b.height), a.width.max(b.width));
-    let channels = a.channels.max(b.channels);
-    let mut out = Activations::zeros(a.batch, height, width, channels, pad);
+    let shape = (
+        a.batch,
+        a.height.max(b.height),
+        a.width.max(b.width),
+        a.channels.max(b.channels),
+    );
+    build(shape, pad, |n, y, x, target| {
+        for t in [a, b] {
+            if y < t.height && x < t.width {
+                for (sum, v) in target.iter_mut().zip(t.at(n, y, x)) {
+                    *sum += v;
+                }
+            }
+        }
+        for sum in target.iter_mut() {
+            *sum = sum.max(0.0);
+        }
+    })
+}
+
+/// New activations of shape `(batch, height, width, channels)` inside a zero border `pad`
+/// wide, the channels of each position, which start at zero, set by `fill(n, y, x, channels)`;
+/// the images in parallel.
+fn build(
+    (batch, height, width, channels): (usize, usize, usize, usize),
+    pad: usize,
+    fill: impl Fn(usize, usize, usize, &mut [f32]) + Sync,
+) -> Activations {
+    let mut out = Activations::zeros(batch, height, width, channels, pad);
     let image_len = out.image_len();
-    let offset = position_offset(&out);
+    let row_len = out.padded_width() * channels;
     out.data
         .par_chunks_exact_mut(image_len)
         .enumerate()
         .for_each(|(n, image)| {
             for y in 0..height {
                 for x in 0..width {
-                    let start = offset(y, x);
-                    let target = &mut image[start..start + channels];
-                    for t in [a, b] {
-                        if y < t.height && x < t.width {
-                            for (sum, v) in target.iter_mut().zip(t.at(n, y, x)) {
-                                *sum += v;
-                            }
-                        }
-                    }
-                    for sum in target.iter_mut() {
-                        *sum = sum.max(0.0);
-                    }
+                    let start = (y + pad) * row_len + (x + pad) * channels;
+                    fill(n, y, x, &mut image[start..start + channels]);
                 }
             }
         });
     out
-}
-
-/// The offset of position (`y`, `x`) of an image of `activations` from the image's start.
-fn position_offset(activations: &Activations) -> impl Fn(usize, usize) -> usize + Sync + use<> {
-    let (pad, width, channels) = (
-        activations.pad,
-        activations.padded_width(),
-        activations.channels,
-    );
-    move |y, x| ((y + pad) * width + x + pad) * channels
 }
