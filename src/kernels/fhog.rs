@@ -596,3 +596,37 @@ mod x86 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vector versions of [`snap`] give its bin for every gradient that integer pixels
+    /// make (both components in -255..=255), added to what `at` held; the count is odd, so
+    /// the leftovers after the last full vector are covered too.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_snaps_equal_scalar() {
+        let (gx, gy): (Vec<f32>, Vec<f32>) = (-255..=255)
+            .flat_map(|x| (-255..=255).map(move |y| (x as f32, y as f32)))
+            .unzip();
+        let start = |i: usize| (i % 7) as u32 * 18;
+        let expected: Vec<u32> = (0..gx.len())
+            .map(|i| start(i) + snap(gx[i], gy[i]))
+            .collect();
+        for isa in [Isa::Avx512, Isa::Avx2] {
+            if Isa::current() < isa {
+                continue;
+            }
+            let mut at: Vec<u32> = (0..gx.len()).map(start).collect();
+            if isa == Isa::Avx512 {
+                // SAFETY: the CPU has AVX-512 (`Isa::current`).
+                unsafe { x86::snap_avx512(&mut at, &gx, &gy) };
+            } else {
+                // SAFETY: the CPU has AVX2 (`Isa::current`).
+                unsafe { x86::snap_avx2(&mut at, &gx, &gy) };
+            }
+            assert!(at == expected, "{isa:?}");
+        }
+    }
+}

@@ -1,6 +1,8 @@
 //! dlib's bilinear `resize_image` for RGB images (dlib/image_transforms/interpolation.h),
-//! pixel for pixel, with the output rows spread over rayon's threads and each pixel's three
-//! channels computed in one vector.
+//! pixel for pixel, with the output rows spread over rayon's threads. With AVX2 or AVX-512 a
+//! row's output bytes (channels) are computed 16 at a time, their source bytes picked by byte
+//! shuffles from precomputed per-column tables; with SSE4.1 each pixel's three channels form
+//! one vector.
 //!
 //! Rows are stepped in double precision. Columns are processed in groups of four with
 //! single-precision positions that are advanced by `4 * x_scale` each group; every channel is
@@ -56,44 +58,47 @@ impl Columns {
     }
 }
 
-/// The four-lane columns of a resize in pairs, for the AVX2 kernel: each pair's byte offsets
-/// in a row and the horizontal weights `[1 - lr, lr, 1 - lr, lr]` of both pixels. Only the
-/// pairs whose reads (four bytes at each offset and three bytes on) stay inside a row, and
-/// whose output (written eight bytes at a time) is followed by two more bytes of lanes.
-pub(super) struct Pairs {
-    pub offsets: Vec<(u32, u32)>,
-    pub weights: Vec<[f32; 8]>,
+/// The four-lane columns of a resize as bytes, for the AVX2 and AVX-512 kernels: per chunk of
+/// 16 output bytes (the channels of consecutive pixels), a source byte offset, each output
+/// byte's top-left source byte as an offset from it (below 32) and its pixel's horizontal
+/// fraction. Only the chunks whose reads (32 bytes from the offset and 32 from three bytes on)
+/// stay inside a row.
+pub(super) struct Chunks {
+    pub starts: Vec<u32>,
+    pub picks: Vec<[u8; 16]>,
+    pub fractions: Vec<[f32; 16]>,
     /// Bytes per source row.
     pub row_len: usize,
 }
 
-impl Pairs {
+impl Chunks {
     fn new(lanes: &[(usize, f32)], in_w: usize) -> Self {
         let row_len = in_w * 3;
-        let mut pairs = Self {
-            offsets: Vec::with_capacity(lanes.len() / 2),
-            weights: Vec::with_capacity(lanes.len() / 2),
+        let count = lanes.len() * 3 / 16;
+        let mut chunks = Self {
+            starts: Vec::with_capacity(count),
+            picks: Vec::with_capacity(count),
+            fractions: Vec::with_capacity(count),
             row_len,
         };
-        for (k, pair) in lanes.chunks_exact(2).enumerate() {
-            let ((left0, lr0), (left1, lr1)) = (pair[0], pair[1]);
-            // The second pixel's right neighbour is read from 3 bytes past its left one.
-            if left1 * 3 + 3 + 4 > row_len || k * 6 + 8 > lanes.len() * 3 {
+        for k in 0..count {
+            // Output byte `i` of the chunk: its top-left source byte and fraction.
+            let byte = |i: usize| {
+                let (left, lr) = lanes[(k * 16 + i) / 3];
+                (left * 3 + (k * 16 + i) % 3, lr)
+            };
+            // The first channel of the chunk's first pixel.
+            let start = lanes[k * 16 / 3].0 * 3;
+            if byte(15).0 - start >= 32 || start + 3 + 32 > row_len {
                 break;
             }
-            pairs.offsets.push(((left0 * 3) as u32, (left1 * 3) as u32));
-            pairs.weights.push([
-                1.0 - lr0,
-                lr0,
-                1.0 - lr0,
-                lr0,
-                1.0 - lr1,
-                lr1,
-                1.0 - lr1,
-                lr1,
-            ]);
+            chunks.starts.push(start as u32);
+            chunks
+                .picks
+                .push(std::array::from_fn(|i| (byte(i).0 - start) as u8));
+            chunks.fractions.push(std::array::from_fn(|i| byte(i).1));
         }
-        pairs
+        chunks
     }
 }
 
@@ -109,7 +114,7 @@ pub fn resize_rgb(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     let x_scale = (in_w - 1) as f64 / (out_w.max(2) - 1) as f64;
     let y_scale = (in_h - 1) as f64 / (out_h.max(2) - 1) as f64;
     let columns = Columns::new(in_w, out_w, x_scale);
-    let pairs = Pairs::new(&columns.lanes, in_w);
+    let chunks = Chunks::new(&columns.lanes, in_w);
     let rows: Vec<f64> = (0..out_h)
         .scan(-y_scale, |y, _| {
             *y += y_scale;
@@ -127,7 +132,7 @@ pub fn resize_rgb(image: &RgbImage, width: u32, height: u32) -> RgbImage {
                 &src[top * in_w * 3..(top + 1) * in_w * 3],
                 &src[bottom * in_w * 3..(bottom + 1) * in_w * 3],
             );
-            resize_row(&columns, &pairs, rows, y - top as f64, row_out);
+            resize_row(&columns, &chunks, rows, y - top as f64, row_out);
         });
     out
 }
@@ -135,7 +140,7 @@ pub fn resize_rgb(image: &RgbImage, width: u32, height: u32) -> RgbImage {
 /// One output row from its top and bottom source rows.
 fn resize_row(
     columns: &Columns,
-    pairs: &Pairs,
+    chunks: &Chunks,
     (top, bottom): (&[u8], &[u8]),
     tb_frac: f64,
     out: &mut [u8],
@@ -143,9 +148,12 @@ fn resize_row(
     let (lane_out, tail_out) = out.split_at_mut(columns.lanes.len() * 3);
     let weights = ((1.0 - tb_frac) as f32, tb_frac as f32);
     #[cfg(target_arch = "x86_64")]
-    if Isa::current() >= Isa::Avx2 {
+    if Isa::current() >= Isa::Avx512 {
+        // SAFETY: the CPU has AVX-512 F and BW (`Isa::current`).
+        unsafe { x86::lanes_avx512(&columns.lanes, chunks, (top, bottom), weights, lane_out) };
+    } else if Isa::current() >= Isa::Avx2 {
         // SAFETY: the CPU has AVX2 (`Isa::current`).
-        unsafe { x86::lanes_avx2(&columns.lanes, pairs, (top, bottom), weights, lane_out) };
+        unsafe { x86::lanes_avx2(&columns.lanes, chunks, (top, bottom), weights, lane_out) };
     } else if Isa::current() >= Isa::Sse41 {
         // SAFETY: the CPU has SSE4.1 (`Isa::current`).
         unsafe { x86::lanes_sse41(&columns.lanes, (top, bottom), weights, lane_out) };
@@ -210,65 +218,147 @@ mod x86 {
         _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(word as i32)))
     }
 
-    /// [`lanes_sse41`] two pixels at a time, one in each half of an AVX register, for the
-    /// pairs of [`super::Pairs`]; the pixels after them go to [`lanes_sse41`].
+    /// The top-left and top-right source bytes of a chunk's 16 output bytes: `picks` (each
+    /// below 32) into the 32 bytes of `row` from `at` and into those from three bytes on.
     ///
     /// # Safety
-    /// The CPU must have AVX2; `pairs` must have been made for these lanes and a row as long
+    /// The CPU must have AVX2; the 35 bytes from `row + at` must lie inside the row.
+    #[target_feature(enable = "avx2")]
+    unsafe fn pick(row: *const u8, at: usize, picks: __m128i) -> [__m128i; 2] {
+        // Bit 7 of each byte set where its pick lies in the upper 16 bytes.
+        let upper = _mm_slli_epi16::<3>(picks);
+        let from = |at: usize| {
+            // SAFETY: the caller keeps the 35 bytes from `at` inside the row.
+            let (low, high) = unsafe {
+                (
+                    _mm_loadu_si128(row.add(at).cast()),
+                    _mm_loadu_si128(row.add(at + 16).cast()),
+                )
+            };
+            _mm_blendv_epi8(
+                _mm_shuffle_epi8(low, picks),
+                _mm_shuffle_epi8(high, picks),
+                upper,
+            )
+        };
+        [from(at), from(at + 3)]
+    }
+
+    /// [`super::lanes_portable`] for 16 output bytes (channels) at a time, in two vectors of
+    /// eight floats, for the chunks of [`super::Chunks`]; the pixels after them go to
+    /// [`lanes_sse41`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; `chunks` must have been made for these lanes and a row as long
     /// as `top` and `bottom`, and `out` must hold three bytes per lane.
     #[target_feature(enable = "avx2")]
     pub unsafe fn lanes_avx2(
         lanes: &[(usize, f32)],
-        pairs: &super::Pairs,
+        chunks: &super::Chunks,
         (top, bottom): (&[u8], &[u8]),
         (inv_tb, tb): (f32, f32),
         out: &mut [u8],
     ) {
         assert!(out.len() >= lanes.len() * 3 && top.len() == bottom.len());
-        assert!(pairs.offsets.len() * 2 <= lanes.len() && pairs.row_len == top.len());
-        let vertical = _mm256_setr_ps(inv_tb, inv_tb, tb, tb, inv_tb, inv_tb, tb, tb);
-        // Picks the low byte of each 32-bit lane (`as i32 as u8`), in each half.
-        let low_bytes = _mm256_setr_epi8(
-            0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1,
-            -1, -1, -1, -1, -1, -1, -1, -1, -1,
-        );
-        let (top_row, bottom_row, target) = (top.as_ptr(), bottom.as_ptr(), out.as_mut_ptr());
-        for (k, (&(at0, at1), horizontal)) in pairs.offsets.iter().zip(&pairs.weights).enumerate() {
-            // SAFETY: `Pairs::new` keeps only pairs whose four-byte reads (at the offsets and
-            // three bytes on) stay inside a row and whose eight-byte write stays inside the
-            // lanes' output.
+        assert!(chunks.starts.len() * 16 <= lanes.len() * 3 && chunks.row_len == top.len());
+        let (inv_tb_v, tb_v) = (_mm256_set1_ps(inv_tb), _mm256_set1_ps(tb));
+        let (one, low_byte) = (_mm256_set1_ps(1.0), _mm256_set1_epi32(0xff));
+        let parts = chunks
+            .starts
+            .iter()
+            .zip(&chunks.picks)
+            .zip(&chunks.fractions);
+        for (k, ((&at, picks), fractions)) in parts.enumerate() {
+            // SAFETY: `Chunks::new` keeps only chunks whose reads stay inside a row, and
+            // chunk `k`'s 16 output bytes lie inside the lanes' output.
             unsafe {
-                let load = |row: *const u8, at0: usize, at1: usize| {
-                    let word = |at: usize| u64::from(row.add(at).cast::<u32>().read_unaligned());
-                    let bits = (word(at0) | word(at1) << 32) as i64;
-                    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(bits)))
+                let picks = _mm_loadu_si128(picks.as_ptr().cast());
+                let [tl, tr] = pick(top.as_ptr(), at as usize, picks);
+                let [bl, br] = pick(bottom.as_ptr(), at as usize, picks);
+                // Eight output bytes from `half` (0 or 8) on, as 32-bit integers.
+                let blend = |half: usize| {
+                    let float = |bytes: __m128i| {
+                        let bytes = if half == 0 {
+                            bytes
+                        } else {
+                            _mm_unpackhi_epi64(bytes, bytes)
+                        };
+                        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes))
+                    };
+                    let lr = _mm256_loadu_ps(fractions.as_ptr().add(half));
+                    let inv_lr = _mm256_sub_ps(one, lr);
+                    let tl = _mm256_mul_ps(_mm256_mul_ps(inv_tb_v, inv_lr), float(tl));
+                    let tr = _mm256_mul_ps(_mm256_mul_ps(inv_tb_v, lr), float(tr));
+                    let bl = _mm256_mul_ps(_mm256_mul_ps(tb_v, inv_lr), float(bl));
+                    let br = _mm256_mul_ps(_mm256_mul_ps(tb_v, lr), float(br));
+                    let value = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(tl, tr), bl), br);
+                    // `as i32 as u8`: the low byte.
+                    _mm256_and_si256(_mm256_cvttps_epi32(value), low_byte)
                 };
-                let (at0, at1) = (at0 as usize, at1 as usize);
-                // [tl, tr, bl, br] weights of each pixel.
-                let w = _mm256_mul_ps(vertical, _mm256_loadu_ps(horizontal.as_ptr()));
-                let tl = _mm256_mul_ps(load(top_row, at0, at1), _mm256_permute_ps::<0x00>(w));
-                let tr = _mm256_mul_ps(
-                    load(top_row, at0 + 3, at1 + 3),
-                    _mm256_permute_ps::<0x55>(w),
+                let words =
+                    _mm256_permute4x64_epi64::<0xd8>(_mm256_packus_epi32(blend(0), blend(8)));
+                let bytes = _mm_packus_epi16(
+                    _mm256_castsi256_si128(words),
+                    _mm256_extracti128_si256::<1>(words),
                 );
-                let bl = _mm256_mul_ps(load(bottom_row, at0, at1), _mm256_permute_ps::<0xaa>(w));
-                let br = _mm256_mul_ps(
-                    load(bottom_row, at0 + 3, at1 + 3),
-                    _mm256_permute_ps::<0xff>(w),
-                );
-                let value = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(tl, tr), bl), br);
-                let bytes = _mm256_shuffle_epi8(_mm256_cvttps_epi32(value), low_bytes);
-                let first = _mm256_extract_epi32::<0>(bytes) as u32 as u64;
-                let second = _mm256_extract_epi32::<4>(bytes) as u32 as u64;
-                // Six bytes of the pair and two that the next pixels overwrite.
-                target
-                    .add(k * 6)
-                    .cast::<u64>()
-                    .write_unaligned(first & 0xff_ffff | (second & 0xff_ffff) << 24);
+                _mm_storeu_si128(out.as_mut_ptr().add(k * 16).cast(), bytes);
             }
         }
-        let done = pairs.offsets.len() * 2;
+        let done = chunks.starts.len() * 16 / 3;
         // SAFETY: AVX2 implies SSE4.1.
+        unsafe {
+            lanes_sse41(
+                &lanes[done..],
+                (top, bottom),
+                (inv_tb, tb),
+                &mut out[done * 3..],
+            )
+        };
+    }
+
+    /// [`lanes_avx2`] with the 16 output bytes of a chunk in one vector of 16 floats.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and BW; `chunks` must have been made for these lanes and a
+    /// row as long as `top` and `bottom`, and `out` must hold three bytes per lane.
+    #[target_feature(enable = "avx512f,avx512bw,avx2")]
+    pub unsafe fn lanes_avx512(
+        lanes: &[(usize, f32)],
+        chunks: &super::Chunks,
+        (top, bottom): (&[u8], &[u8]),
+        (inv_tb, tb): (f32, f32),
+        out: &mut [u8],
+    ) {
+        assert!(out.len() >= lanes.len() * 3 && top.len() == bottom.len());
+        assert!(chunks.starts.len() * 16 <= lanes.len() * 3 && chunks.row_len == top.len());
+        let (inv_tb_v, tb_v) = (_mm512_set1_ps(inv_tb), _mm512_set1_ps(tb));
+        let one = _mm512_set1_ps(1.0);
+        let parts = chunks
+            .starts
+            .iter()
+            .zip(&chunks.picks)
+            .zip(&chunks.fractions);
+        for (k, ((&at, picks), fractions)) in parts.enumerate() {
+            // SAFETY: as in `lanes_avx2`.
+            unsafe {
+                let picks = _mm_loadu_si128(picks.as_ptr().cast());
+                let [tl, tr] = pick(top.as_ptr(), at as usize, picks);
+                let [bl, br] = pick(bottom.as_ptr(), at as usize, picks);
+                let float = |bytes: __m128i| _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes));
+                let lr = _mm512_loadu_ps(fractions.as_ptr());
+                let inv_lr = _mm512_sub_ps(one, lr);
+                let tl = _mm512_mul_ps(_mm512_mul_ps(inv_tb_v, inv_lr), float(tl));
+                let tr = _mm512_mul_ps(_mm512_mul_ps(inv_tb_v, lr), float(tr));
+                let bl = _mm512_mul_ps(_mm512_mul_ps(tb_v, inv_lr), float(bl));
+                let br = _mm512_mul_ps(_mm512_mul_ps(tb_v, lr), float(br));
+                let value = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(tl, tr), bl), br);
+                // `as i32 as u8`: the low byte.
+                let bytes = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(value));
+                _mm_storeu_si128(out.as_mut_ptr().add(k * 16).cast(), bytes);
+            }
+        }
+        let done = chunks.starts.len() * 16 / 3;
+        // SAFETY: AVX-512 implies SSE4.1.
         unsafe {
             lanes_sse41(
                 &lanes[done..],
@@ -309,6 +399,80 @@ mod x86 {
             let bytes = _mm_shuffle_epi8(_mm_cvttps_epi32(value), low_bytes);
             let word = (_mm_cvtsi128_si32(bytes) as u32).to_le_bytes();
             pixel_out.copy_from_slice(&word[..3]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every vector kernel the CPU has gives the portable kernel's bytes, on random rows of
+    /// pyramid-like and odd sizes (so that chunks, leftover pixels and row ends all occur).
+    #[test]
+    fn vector_lanes_equal_portable() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for (in_w, out_w) in [
+            (1200, 2399),
+            (2399, 1999),
+            (1999, 1666),
+            (37, 31),
+            (17, 29),
+            (101, 50),
+            (6, 5),
+        ] {
+            let x_scale = (in_w - 1) as f64 / (out_w.max(2) - 1) as f64;
+            let columns = Columns::new(in_w, out_w, x_scale);
+            let chunks = Chunks::new(&columns.lanes, in_w);
+            // On pyramid sizes the chunks cover all but the row's end.
+            if in_w > 1000 {
+                assert!(chunks.starts.len() * 16 + 64 > columns.lanes.len() * 3);
+            }
+            let rows: Vec<Vec<u8>> = (0..2)
+                .map(|_| (0..in_w * 3).map(|_| next() as u8).collect())
+                .collect();
+            let (top, bottom) = (&rows[0][..], &rows[1][..]);
+            for _ in 0..8 {
+                let tb = (next() % 1000) as f32 / 1000.0;
+                let weights = (1.0 - tb, tb);
+                let mut expected = vec![0; columns.lanes.len() * 3];
+                lanes_portable(&columns.lanes, (top, bottom), weights, &mut expected);
+                #[cfg(target_arch = "x86_64")]
+                for isa in [Isa::Sse41, Isa::Avx2, Isa::Avx512] {
+                    if Isa::current() < isa {
+                        continue;
+                    }
+                    let mut got = vec![0; expected.len()];
+                    // SAFETY: the CPU has `isa` (`Isa::current`); `chunks` were made for these
+                    // lanes and rows.
+                    unsafe {
+                        match isa {
+                            Isa::Avx512 => x86::lanes_avx512(
+                                &columns.lanes,
+                                &chunks,
+                                (top, bottom),
+                                weights,
+                                &mut got,
+                            ),
+                            Isa::Avx2 => x86::lanes_avx2(
+                                &columns.lanes,
+                                &chunks,
+                                (top, bottom),
+                                weights,
+                                &mut got,
+                            ),
+                            _ => x86::lanes_sse41(&columns.lanes, (top, bottom), weights, &mut got),
+                        }
+                    }
+                    assert_eq!(got, expected, "{isa:?}, {in_w} -> {out_w}, tb {tb}");
+                }
+            }
         }
     }
 }
