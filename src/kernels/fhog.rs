@@ -12,10 +12,11 @@
 //! right), so splitting the work changes no bit: each band of histogram rows is filled by one
 //! task, which processes every pixel row voting into the band (the rows on a band's edge,
 //! which vote into two bands, are processed by both) and adds only the votes that land in it.
-//! Per pixel row, the gradients, magnitudes and vote weights are computed for the whole row in
-//! straight loops that the compiler vectorises (for AVX2 or AVX-512 when the CPU has them), the
-//! orientations with AVX2 or AVX-512 intrinsics that keep the nine directions in registers;
-//! only the votes are added one by one.
+//! Per pixel row, the magnitudes and vote weights are computed for the whole row in straight
+//! loops that the compiler vectorises (for AVX2 or AVX-512 when the CPU has them), the
+//! gradients and orientations with AVX2 or AVX-512 intrinsics (the gradients as 16-bit
+//! differences whose squared lengths `vpmaddwd` sums, the orientations with the nine
+//! directions in registers); only the votes are added one by one.
 
 use image::RgbImage;
 use rayon::prelude::*;
@@ -329,20 +330,35 @@ impl Scratch {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     fn compute_avx2(&mut self, columns: &Columns, rows: [&[u8]; 3], vy0: f32, vy1: f32) {
-        self.compute_portable(columns, rows, vy0, vy1);
+        let simd = columns.simd_count;
+        let (gx, gy, magnitude) = (&mut self.gx, &mut self.gy, &mut self.magnitude);
+        x86::gradients_avx2(
+            rows,
+            &mut gx[..simd],
+            &mut gy[..simd],
+            &mut magnitude[..simd],
+        );
+        self.finish(columns, rows, vy0, vy1);
         x86::snap_avx2(&mut self.at, &self.gx, &self.gy);
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw")]
     fn compute_avx512(&mut self, columns: &Columns, rows: [&[u8]; 3], vy0: f32, vy1: f32) {
-        self.compute_portable(columns, rows, vy0, vy1);
+        let simd = columns.simd_count;
+        let (gx, gy, magnitude) = (&mut self.gx, &mut self.gy, &mut self.magnitude);
+        x86::gradients_avx512(
+            rows,
+            &mut gx[..simd],
+            &mut gy[..simd],
+            &mut magnitude[..simd],
+        );
+        self.finish(columns, rows, vy0, vy1);
         x86::snap_avx512(&mut self.at, &self.gx, &self.gy);
     }
 
     /// The row's gradients, magnitudes and vote weights, and in `at` the left cells' first
     /// bins, to which the callers add the orientations' bins.
-    #[inline(always)]
     fn compute_portable(&mut self, columns: &Columns, rows: [&[u8]; 3], vy0: f32, vy1: f32) {
         let simd = columns.simd_count;
         strongest_gradients::<true>(
@@ -352,6 +368,14 @@ impl Scratch {
             &mut self.gy[..simd],
             &mut self.magnitude[..simd],
         );
+        self.finish(columns, rows, vy0, vy1);
+    }
+
+    /// [`Self::compute_portable`] after the gradients of dlib's SIMD part (the first
+    /// `simd_count` pixels).
+    #[inline(always)]
+    fn finish(&mut self, columns: &Columns, rows: [&[u8]; 3], vy0: f32, vy1: f32) {
+        let simd = columns.simd_count;
         strongest_gradients::<false>(
             rows,
             simd,
@@ -484,12 +508,173 @@ fn snap(x: f32, y: f32) -> u32 {
     bin
 }
 
-/// [`snap`] for whole rows, many pixels at a time.
+/// [`snap`] and [`strongest_gradients`] (dlib's SIMD part) for whole rows, many pixels at a
+/// time.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{DIRECTIONS, snap};
+    use super::{DIRECTIONS, snap, strongest_gradients};
+
+    /// Byte shuffles that put channel `c` of the four pixels in each 16 bytes (twelve bytes
+    /// from the first) into the low (`HIGH` false) or high word of each pixel's 32 bits.
+    const fn channel_picks<const HIGH: bool>(c: usize) -> [i8; 32] {
+        let mut picks = [-1i8; 32];
+        let mut k = 0;
+        while k < 8 {
+            picks[k * 4 + if HIGH { 2 } else { 0 }] = ((k % 4) * 3 + c) as i8;
+            k += 1;
+        }
+        picks
+    }
+
+    /// The gradients of pixels 0.. of a row, as [`strongest_gradients::<true>`], 16 pixels
+    /// at a time: per channel, the byte shuffles put `(right, down)` and `(left, up)` into
+    /// the two 16-bit halves of 32-bit lanes, one subtraction gives `(dx, dy)` and
+    /// `vpmaddwd` its squared length; the channels are chosen with the same comparisons.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub fn gradients_avx512(
+        rows: [&[u8]; 3],
+        gx: &mut [f32],
+        gy: &mut [f32],
+        magnitude: &mut [f32],
+    ) {
+        let [above, here, below] = rows;
+        let count = gx.len();
+        assert!(gy.len() == count && magnitude.len() == count);
+        assert!(here.len() >= (count + 2) * 3 && above.len() >= (count + 1) * 3);
+        assert!(below.len() >= (count + 1) * 3);
+        // Each 16 bytes of a vector: the twelve bytes of four pixels and four more.
+        let spread = _mm512_setr_epi32(0, 1, 2, 3, 3, 4, 5, 6, 6, 7, 8, 9, 9, 10, 11, 12);
+        // Loads the 16 pixels from byte `at` of `row`, spread.
+        let load = |row: &[u8], at: usize| {
+            // SAFETY: the loads read the 48 bytes from `at`, inside the row (the callers keep
+            // `at + 48` within it).
+            let bytes = unsafe {
+                let row = row.as_ptr().add(at);
+                let head = _mm512_castsi256_si512(_mm256_loadu_si256(row.cast()));
+                _mm512_inserti32x4::<2>(head, _mm_loadu_si128(row.add(32).cast()))
+            };
+            _mm512_permutexvar_epi32(spread, bytes)
+        };
+        let wide = |picks: [i8; 32]| {
+            // SAFETY: 32 bytes.
+            let half = unsafe { _mm256_loadu_si256(picks.as_ptr().cast()) };
+            _mm512_broadcast_i64x4(half)
+        };
+        let low = [0, 1, 2].map(|c| wide(channel_picks::<false>(c)));
+        let high = [0, 1, 2].map(|c| wide(channel_picks::<true>(c)));
+        let done = count / 16 * 16;
+        for i in (0..done).step_by(16) {
+            let (l, r) = (load(here, i * 3), load(here, (i + 2) * 3));
+            let (u, d) = (load(above, (i + 1) * 3), load(below, (i + 1) * 3));
+            // `(dx, dy)` and the squared length per channel.
+            let channel = |c: usize| {
+                let ahead = _mm512_or_si512(
+                    _mm512_shuffle_epi8(r, low[c]),
+                    _mm512_shuffle_epi8(d, high[c]),
+                );
+                let behind = _mm512_or_si512(
+                    _mm512_shuffle_epi8(l, low[c]),
+                    _mm512_shuffle_epi8(u, high[c]),
+                );
+                let delta = _mm512_sub_epi16(ahead, behind);
+                (delta, _mm512_madd_epi16(delta, delta))
+            };
+            let (red, green, blue) = (channel(0), channel(1), channel(2));
+            // Red over green only when strictly stronger, blue unless strictly weaker.
+            let red_wins = _mm512_cmpgt_epi32_mask(red.1, green.1);
+            let first = (
+                _mm512_mask_blend_epi32(red_wins, green.0, red.0),
+                _mm512_mask_blend_epi32(red_wins, green.1, red.1),
+            );
+            let first_wins = _mm512_cmpgt_epi32_mask(first.1, blue.1);
+            let delta = _mm512_mask_blend_epi32(first_wins, blue.0, first.0);
+            let squared = _mm512_mask_blend_epi32(first_wins, blue.1, first.1);
+            let dx = _mm512_srai_epi32::<16>(_mm512_slli_epi32::<16>(delta));
+            let dy = _mm512_srai_epi32::<16>(delta);
+            // SAFETY: `i + 16 <= count`, the length of all three.
+            unsafe {
+                _mm512_storeu_ps(gx.as_mut_ptr().add(i), _mm512_cvtepi32_ps(dx));
+                _mm512_storeu_ps(gy.as_mut_ptr().add(i), _mm512_cvtepi32_ps(dy));
+                _mm512_storeu_ps(magnitude.as_mut_ptr().add(i), _mm512_cvtepi32_ps(squared));
+            }
+        }
+        strongest_gradients::<true>(
+            rows,
+            done,
+            &mut gx[done..],
+            &mut gy[done..],
+            &mut magnitude[done..],
+        );
+    }
+
+    /// [`gradients_avx512`] eight pixels at a time.
+    #[target_feature(enable = "avx2")]
+    pub fn gradients_avx2(rows: [&[u8]; 3], gx: &mut [f32], gy: &mut [f32], magnitude: &mut [f32]) {
+        let [above, here, below] = rows;
+        let count = gx.len();
+        assert!(gy.len() == count && magnitude.len() == count);
+        assert!(here.len() >= (count + 2) * 3 && above.len() >= (count + 1) * 3);
+        assert!(below.len() >= (count + 1) * 3);
+        let spread = _mm256_setr_epi32(0, 1, 2, 3, 3, 4, 5, 6);
+        // Loads the 8 pixels from byte `at` of `row`, spread.
+        let load = |row: &[u8], at: usize| {
+            // SAFETY: the loads read the 24 bytes from `at`, inside the row (the callers keep
+            // `at + 24` within it).
+            let bytes = unsafe {
+                let row = row.as_ptr().add(at);
+                let head = _mm256_castsi128_si256(_mm_loadu_si128(row.cast()));
+                _mm256_inserti128_si256::<1>(head, _mm_loadl_epi64(row.add(16).cast()))
+            };
+            _mm256_permutevar8x32_epi32(bytes, spread)
+        };
+        // SAFETY: 32 bytes each.
+        let picks = |picks: [i8; 32]| unsafe { _mm256_loadu_si256(picks.as_ptr().cast()) };
+        let low = [0, 1, 2].map(|c| picks(channel_picks::<false>(c)));
+        let high = [0, 1, 2].map(|c| picks(channel_picks::<true>(c)));
+        let done = count / 8 * 8;
+        for i in (0..done).step_by(8) {
+            let (l, r) = (load(here, i * 3), load(here, (i + 2) * 3));
+            let (u, d) = (load(above, (i + 1) * 3), load(below, (i + 1) * 3));
+            let channel = |c: usize| {
+                let ahead = _mm256_or_si256(
+                    _mm256_shuffle_epi8(r, low[c]),
+                    _mm256_shuffle_epi8(d, high[c]),
+                );
+                let behind = _mm256_or_si256(
+                    _mm256_shuffle_epi8(l, low[c]),
+                    _mm256_shuffle_epi8(u, high[c]),
+                );
+                let delta = _mm256_sub_epi16(ahead, behind);
+                (delta, _mm256_madd_epi16(delta, delta))
+            };
+            let (red, green, blue) = (channel(0), channel(1), channel(2));
+            let red_wins = _mm256_cmpgt_epi32(red.1, green.1);
+            let first = (
+                _mm256_blendv_epi8(green.0, red.0, red_wins),
+                _mm256_blendv_epi8(green.1, red.1, red_wins),
+            );
+            let first_wins = _mm256_cmpgt_epi32(first.1, blue.1);
+            let delta = _mm256_blendv_epi8(blue.0, first.0, first_wins);
+            let squared = _mm256_blendv_epi8(blue.1, first.1, first_wins);
+            let dx = _mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(delta));
+            let dy = _mm256_srai_epi32::<16>(delta);
+            // SAFETY: `i + 8 <= count`, the length of all three.
+            unsafe {
+                _mm256_storeu_ps(gx.as_mut_ptr().add(i), _mm256_cvtepi32_ps(dx));
+                _mm256_storeu_ps(gy.as_mut_ptr().add(i), _mm256_cvtepi32_ps(dy));
+                _mm256_storeu_ps(magnitude.as_mut_ptr().add(i), _mm256_cvtepi32_ps(squared));
+            }
+        }
+        strongest_gradients::<true>(
+            rows,
+            done,
+            &mut gx[done..],
+            &mut gy[done..],
+            &mut magnitude[done..],
+        );
+    }
 
     // Directions o and 9 - o (o in 1..5) are mirrored: x * -dx == -(x * dx) exactly, so their
     // dot products are a + b and b - a, with a = x * dx and b = y * dy.
@@ -600,6 +785,61 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The vector gradients equal [`strongest_gradients::<true>`] on random rows of odd
+    /// lengths, with bytes from wide and from narrow ranges (where channels tie often).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_gradients_equal_scalar() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for (count, range) in [
+            (1, 256),
+            (15, 256),
+            (17, 4),
+            (61, 3),
+            (1197, 256),
+            (1203, 2),
+        ] {
+            let row = |next: &mut dyn FnMut() -> u64| -> Vec<u8> {
+                (0..(count + 2) * 3)
+                    .map(|_| (next() % range) as u8)
+                    .collect()
+            };
+            let rows = [row(&mut next), row(&mut next), row(&mut next)];
+            let rows = [&rows[0][..], &rows[1][..], &rows[2][..]];
+            let mut expected = vec![vec![0f32; count]; 3];
+            let [gx, gy, m] = &mut expected[..] else {
+                unreachable!()
+            };
+            strongest_gradients::<true>(rows, 0, gx, gy, m);
+            for isa in [Isa::Avx512, Isa::Avx2] {
+                if Isa::current() < isa {
+                    continue;
+                }
+                let mut got = vec![vec![f32::NAN; count]; 3];
+                let [gx, gy, m] = &mut got[..] else {
+                    unreachable!()
+                };
+                if isa == Isa::Avx512 {
+                    // SAFETY: the CPU has AVX-512 (`Isa::current`).
+                    unsafe { x86::gradients_avx512(rows, gx, gy, m) };
+                } else {
+                    // SAFETY: the CPU has AVX2 (`Isa::current`).
+                    unsafe { x86::gradients_avx2(rows, gx, gy, m) };
+                }
+                assert!(
+                    got == expected,
+                    "{isa:?}, {count} pixels, bytes below {range}"
+                );
+            }
+        }
+    }
 
     /// The vector versions of [`snap`] give its bin for every gradient that integer pixels
     /// make (both components in -255..=255), added to what `at` held; the count is odd, so
