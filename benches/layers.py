@@ -9,9 +9,9 @@ embedder's per batch of chips) and prints a markdown table per network. Needs on
 
     python3 benches/layers.py [--peak GFLOPS] [--runs 3] [PHOTO]
 
---peak is the machine's peak single-precision rate with FMA for all its cores (2 FLOP x 8
-lanes x 2 FMA units x cores x GHz for AVX2; this project's 2-core AMD EPYC: about 190); each
-layer is then also shown as a share of it. The last timed run of each benchmark is reported.
+--peak is the machine's peak single-precision rate of the AVX2 kernel for all its cores (2 FLOP
+x 8 lanes x 2 FMA units x cores x GHz; this project's 2-core AMD EPYC: about 190); each layer is
+then also shown as a share of it. The last timed run of each benchmark is reported.
 """
 
 import argparse
@@ -88,7 +88,8 @@ def main():
     rust = executables()
     runs = str(args.runs)
     cnn = layers_of_last_run([rust["pipeline"], "--detector", "cnn", "--runs", runs, args.photo])
-    table(f"CNN detector, {Path(args.photo).name}, upsample 1", cnn, args.peak)
+    table(f"CNN detector on {Path(args.photo).name}, upsample 1 (5x5 and 9x9 layers; then the "
+          "embedder on the faces it found)", cnn, args.peak)
     embedder = layers_of_last_run([rust["embedder"], "--chips", "64", "--runs", runs])
     table("face embedder, 64 chips", embedder, args.peak)
 
