@@ -12,11 +12,12 @@
 //! right), so splitting the work changes no bit: each band of histogram rows is filled by one
 //! task, which processes every pixel row voting into the band (the rows on a band's edge,
 //! which vote into two bands, are processed by both) and adds only the votes that land in it.
-//! Per pixel row, the magnitudes and vote weights are computed for the whole row in straight
-//! loops that the compiler vectorises (for AVX2 or AVX-512 when the CPU has them), the
-//! gradients and orientations with AVX2 or AVX-512 intrinsics (the gradients as 16-bit
-//! differences whose squared lengths `vpmaddwd` sums, the orientations with the nine
-//! directions in registers); only the votes are added one by one.
+//! Per pixel row, the gradients, magnitudes and vote weights are computed for the whole row
+//! in straight loops, with AVX2 or AVX-512 intrinsics for dlib's SIMD part (the gradients as
+//! 16-bit differences whose squared lengths `vpmaddwd` sums) and for the orientations (with
+//! the nine directions in registers); only the votes are added one by one.
+
+use std::ops::Range;
 
 use image::RgbImage;
 use rayon::prelude::*;
@@ -330,14 +331,7 @@ impl Scratch {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     fn compute_avx2(&mut self, columns: &Columns, rows: [&[u8]; 3], vy0: f32, vy1: f32) {
-        let simd = columns.simd_count;
-        let (gx, gy, magnitude) = (&mut self.gx, &mut self.gy, &mut self.magnitude);
-        x86::gradients_avx2(
-            rows,
-            &mut gx[..simd],
-            &mut gy[..simd],
-            &mut magnitude[..simd],
-        );
+        x86::gradients_avx2(self, columns, rows, (vy0, vy1));
         self.finish(columns, rows, vy0, vy1);
         x86::snap_avx2(&mut self.at, &self.gx, &self.gy);
     }
@@ -345,14 +339,7 @@ impl Scratch {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw")]
     fn compute_avx512(&mut self, columns: &Columns, rows: [&[u8]; 3], vy0: f32, vy1: f32) {
-        let simd = columns.simd_count;
-        let (gx, gy, magnitude) = (&mut self.gx, &mut self.gy, &mut self.magnitude);
-        x86::gradients_avx512(
-            rows,
-            &mut gx[..simd],
-            &mut gy[..simd],
-            &mut magnitude[..simd],
-        );
+        x86::gradients_avx512(self, columns, rows, (vy0, vy1));
         self.finish(columns, rows, vy0, vy1);
         x86::snap_avx512(&mut self.at, &self.gx, &self.gy);
     }
@@ -368,11 +355,34 @@ impl Scratch {
             &mut self.gy[..simd],
             &mut self.magnitude[..simd],
         );
+        self.simd_weights(columns, 0..simd, (vy0, vy1));
         self.finish(columns, rows, vy0, vy1);
     }
 
-    /// [`Self::compute_portable`] after the gradients of dlib's SIMD part (the first
-    /// `simd_count` pixels).
+    /// The vote weights of pixels `range` of dlib's SIMD part, from their squared gradient
+    /// lengths in `magnitude`.
+    #[inline(always)]
+    fn simd_weights(&mut self, columns: &Columns, range: Range<usize>, (vy0, vy1): (f32, f32)) {
+        let [w0, w1, w2, w3] = &mut self.weights;
+        let all = w0[range.clone()]
+            .iter_mut()
+            .zip(&mut w1[range.clone()])
+            .zip(&mut w2[range.clone()])
+            .zip(&mut w3[range.clone()]);
+        let columns = columns.vx1[range.clone()]
+            .iter()
+            .zip(&columns.vx0[range.clone()]);
+        for (((((w0, w1), w2), w3), &m), (&vx1, &vx0)) in
+            all.zip(&self.magnitude[range]).zip(columns)
+        {
+            let v = m.sqrt();
+            let (vx1, vx0) = (vx1 * v, vx0 * v);
+            (*w0, *w1, *w2, *w3) = (vy1 * vx1, vy0 * vx1, vy1 * vx0, vy0 * vx0);
+        }
+    }
+
+    /// The rest of [`Self::compute_portable`] after dlib's SIMD part (the first `simd_count`
+    /// pixels): the gradients and vote weights of dlib's scalar part, and `at`.
     #[inline(always)]
     fn finish(&mut self, columns: &Columns, rows: [&[u8]; 3], vy0: f32, vy1: f32) {
         let simd = columns.simd_count;
@@ -383,9 +393,6 @@ impl Scratch {
             &mut self.gy[simd..],
             &mut self.magnitude[simd..],
         );
-        for v in self.magnitude.iter_mut() {
-            *v = v.sqrt();
-        }
         self.at.copy_from_slice(&columns.first_bin);
         let [w0, w1, w2, w3] = &mut self.weights;
         let all = w0
@@ -393,16 +400,8 @@ impl Scratch {
             .zip(w1.iter_mut())
             .zip(w2.iter_mut())
             .zip(w3.iter_mut());
-        for (i, ((((w0, w1), w2), w3), &v)) in all.zip(&self.magnitude).enumerate().take(simd) {
-            let (vx1, vx0) = (columns.vx1[i] * v, columns.vx0[i] * v);
-            (*w0, *w1, *w2, *w3) = (vy1 * vx1, vy0 * vx1, vy1 * vx0, vy0 * vx0);
-        }
-        let all = w0
-            .iter_mut()
-            .zip(w1.iter_mut())
-            .zip(w2.iter_mut())
-            .zip(w3.iter_mut());
-        for (i, ((((w0, w1), w2), w3), &v)) in all.zip(&self.magnitude).enumerate().skip(simd) {
+        for (i, ((((w0, w1), w2), w3), &m)) in all.zip(&self.magnitude).enumerate().skip(simd) {
+            let v = m.sqrt();
             let (vx1, vx0) = (columns.vx1[i], columns.vx0[i]);
             (*w0, *w1, *w2, *w3) = (vy1 * vx1 * v, vy0 * vx1 * v, vy1 * vx0 * v, vy0 * vx0 * v);
         }
@@ -514,7 +513,7 @@ fn snap(x: f32, y: f32) -> u32 {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{DIRECTIONS, snap, strongest_gradients};
+    use super::{Columns, DIRECTIONS, Scratch, snap, strongest_gradients};
 
     /// Byte shuffles that put channel `c` of the four pixels in each 16 bytes (twelve bytes
     /// from the first) into the low (`HIGH` false) or high word of each pixel's 32 bits.
@@ -528,20 +527,23 @@ mod x86 {
         picks
     }
 
-    /// The gradients of pixels 0.. of a row, as [`strongest_gradients::<true>`], 16 pixels
+    /// The gradients and vote weights of dlib's SIMD part of a row (its first `simd_count`
+    /// pixels), as [`strongest_gradients::<true>`] and [`Scratch::simd_weights`], 16 pixels
     /// at a time: per channel, the byte shuffles put `(right, down)` and `(left, up)` into
     /// the two 16-bit halves of 32-bit lanes, one subtraction gives `(dx, dy)` and
     /// `vpmaddwd` its squared length; the channels are chosen with the same comparisons.
     #[target_feature(enable = "avx512f,avx512bw")]
     pub fn gradients_avx512(
+        scratch: &mut Scratch,
+        columns: &Columns,
         rows: [&[u8]; 3],
-        gx: &mut [f32],
-        gy: &mut [f32],
-        magnitude: &mut [f32],
+        (vy0, vy1): (f32, f32),
     ) {
         let [above, here, below] = rows;
-        let count = gx.len();
-        assert!(gy.len() == count && magnitude.len() == count);
+        let count = columns.simd_count;
+        assert!(scratch.gx.len() >= count && scratch.gy.len() >= count);
+        assert!(scratch.weights.iter().all(|w| w.len() >= count));
+        assert!(columns.vx0.len() >= count && columns.vx1.len() >= count);
         assert!(here.len() >= (count + 2) * 3 && above.len() >= (count + 1) * 3);
         assert!(below.len() >= (count + 1) * 3);
         // Each 16 bytes of a vector: the twelve bytes of four pixels and four more.
@@ -564,6 +566,7 @@ mod x86 {
         };
         let low = [0, 1, 2].map(|c| wide(channel_picks::<false>(c)));
         let high = [0, 1, 2].map(|c| wide(channel_picks::<true>(c)));
+        let (vy0_v, vy1_v) = (_mm512_set1_ps(vy0), _mm512_set1_ps(vy1));
         let done = count / 16 * 16;
         for i in (0..done).step_by(16) {
             let (l, r) = (load(here, i * 3), load(here, (i + 2) * 3));
@@ -593,28 +596,47 @@ mod x86 {
             let squared = _mm512_mask_blend_epi32(first_wins, blue.1, first.1);
             let dx = _mm512_srai_epi32::<16>(_mm512_slli_epi32::<16>(delta));
             let dy = _mm512_srai_epi32::<16>(delta);
-            // SAFETY: `i + 16 <= count`, the length of all three.
+            let v = _mm512_sqrt_ps(_mm512_cvtepi32_ps(squared));
+            // SAFETY: `i + 16 <= count`, at most the length of all of them.
             unsafe {
-                _mm512_storeu_ps(gx.as_mut_ptr().add(i), _mm512_cvtepi32_ps(dx));
-                _mm512_storeu_ps(gy.as_mut_ptr().add(i), _mm512_cvtepi32_ps(dy));
-                _mm512_storeu_ps(magnitude.as_mut_ptr().add(i), _mm512_cvtepi32_ps(squared));
+                let at = |values: &[f32]| _mm512_loadu_ps(values.as_ptr().add(i));
+                let (vx1, vx0) = (
+                    _mm512_mul_ps(at(&columns.vx1), v),
+                    _mm512_mul_ps(at(&columns.vx0), v),
+                );
+                let store = |values: &mut [f32], v| _mm512_storeu_ps(values.as_mut_ptr().add(i), v);
+                store(&mut scratch.gx, _mm512_cvtepi32_ps(dx));
+                store(&mut scratch.gy, _mm512_cvtepi32_ps(dy));
+                let [w0, w1, w2, w3] = &mut scratch.weights;
+                store(w0, _mm512_mul_ps(vy1_v, vx1));
+                store(w1, _mm512_mul_ps(vy0_v, vx1));
+                store(w2, _mm512_mul_ps(vy1_v, vx0));
+                store(w3, _mm512_mul_ps(vy0_v, vx0));
             }
         }
         strongest_gradients::<true>(
             rows,
             done,
-            &mut gx[done..],
-            &mut gy[done..],
-            &mut magnitude[done..],
+            &mut scratch.gx[done..count],
+            &mut scratch.gy[done..count],
+            &mut scratch.magnitude[done..count],
         );
+        scratch.simd_weights(columns, done..count, (vy0, vy1));
     }
 
     /// [`gradients_avx512`] eight pixels at a time.
     #[target_feature(enable = "avx2")]
-    pub fn gradients_avx2(rows: [&[u8]; 3], gx: &mut [f32], gy: &mut [f32], magnitude: &mut [f32]) {
+    pub fn gradients_avx2(
+        scratch: &mut Scratch,
+        columns: &Columns,
+        rows: [&[u8]; 3],
+        (vy0, vy1): (f32, f32),
+    ) {
         let [above, here, below] = rows;
-        let count = gx.len();
-        assert!(gy.len() == count && magnitude.len() == count);
+        let count = columns.simd_count;
+        assert!(scratch.gx.len() >= count && scratch.gy.len() >= count);
+        assert!(scratch.weights.iter().all(|w| w.len() >= count));
+        assert!(columns.vx0.len() >= count && columns.vx1.len() >= count);
         assert!(here.len() >= (count + 2) * 3 && above.len() >= (count + 1) * 3);
         assert!(below.len() >= (count + 1) * 3);
         let spread = _mm256_setr_epi32(0, 1, 2, 3, 3, 4, 5, 6);
@@ -633,6 +655,7 @@ mod x86 {
         let picks = |picks: [i8; 32]| unsafe { _mm256_loadu_si256(picks.as_ptr().cast()) };
         let low = [0, 1, 2].map(|c| picks(channel_picks::<false>(c)));
         let high = [0, 1, 2].map(|c| picks(channel_picks::<true>(c)));
+        let (vy0_v, vy1_v) = (_mm256_set1_ps(vy0), _mm256_set1_ps(vy1));
         let done = count / 8 * 8;
         for i in (0..done).step_by(8) {
             let (l, r) = (load(here, i * 3), load(here, (i + 2) * 3));
@@ -660,20 +683,32 @@ mod x86 {
             let squared = _mm256_blendv_epi8(blue.1, first.1, first_wins);
             let dx = _mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(delta));
             let dy = _mm256_srai_epi32::<16>(delta);
-            // SAFETY: `i + 8 <= count`, the length of all three.
+            let v = _mm256_sqrt_ps(_mm256_cvtepi32_ps(squared));
+            // SAFETY: `i + 8 <= count`, at most the length of all of them.
             unsafe {
-                _mm256_storeu_ps(gx.as_mut_ptr().add(i), _mm256_cvtepi32_ps(dx));
-                _mm256_storeu_ps(gy.as_mut_ptr().add(i), _mm256_cvtepi32_ps(dy));
-                _mm256_storeu_ps(magnitude.as_mut_ptr().add(i), _mm256_cvtepi32_ps(squared));
+                let at = |values: &[f32]| _mm256_loadu_ps(values.as_ptr().add(i));
+                let (vx1, vx0) = (
+                    _mm256_mul_ps(at(&columns.vx1), v),
+                    _mm256_mul_ps(at(&columns.vx0), v),
+                );
+                let store = |values: &mut [f32], v| _mm256_storeu_ps(values.as_mut_ptr().add(i), v);
+                store(&mut scratch.gx, _mm256_cvtepi32_ps(dx));
+                store(&mut scratch.gy, _mm256_cvtepi32_ps(dy));
+                let [w0, w1, w2, w3] = &mut scratch.weights;
+                store(w0, _mm256_mul_ps(vy1_v, vx1));
+                store(w1, _mm256_mul_ps(vy0_v, vx1));
+                store(w2, _mm256_mul_ps(vy1_v, vx0));
+                store(w3, _mm256_mul_ps(vy0_v, vx0));
             }
         }
         strongest_gradients::<true>(
             rows,
             done,
-            &mut gx[done..],
-            &mut gy[done..],
-            &mut magnitude[done..],
+            &mut scratch.gx[done..count],
+            &mut scratch.gy[done..count],
+            &mut scratch.magnitude[done..count],
         );
+        scratch.simd_weights(columns, done..count, (vy0, vy1));
     }
 
     // Directions o and 9 - o (o in 1..5) are mirrored: x * -dx == -(x * dx) exactly, so their
@@ -786,11 +821,12 @@ mod x86 {
 mod tests {
     use super::*;
 
-    /// The vector gradients equal [`strongest_gradients::<true>`] on random rows of odd
-    /// lengths, with bytes from wide and from narrow ranges (where channels tie often).
+    /// A row's votes (orientation bins and weights) with AVX-512 and AVX2 equal the portable
+    /// code's, on random rows of odd widths, with bytes from wide and from narrow ranges
+    /// (where channels tie often).
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn vector_gradients_equal_scalar() {
+    fn vector_rows_equal_portable() {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {
             state ^= state << 13;
@@ -798,45 +834,49 @@ mod tests {
             state ^= state << 17;
             state
         };
-        for (count, range) in [
-            (1, 256),
-            (15, 256),
-            (17, 4),
+        for (width, range) in [
+            (4usize, 256),
+            (12, 256),
+            (27, 4),
             (61, 3),
             (1197, 256),
             (1203, 2),
         ] {
-            let row = |next: &mut dyn FnMut() -> u64| -> Vec<u8> {
-                (0..(count + 2) * 3)
-                    .map(|_| (next() % range) as u8)
-                    .collect()
+            // As `histograms` with cells of 8 covering the row.
+            let visible_nc = width - 1;
+            let simd_end = if visible_nc > 8 {
+                1 + (visible_nc - 8).div_ceil(8) * 8
+            } else {
+                1
             };
-            let rows = [row(&mut next), row(&mut next), row(&mut next)];
+            let columns = Columns::new(8.0, simd_end, visible_nc);
+            let rows: Vec<Vec<u8>> = (0..3)
+                .map(|_| (0..width * 3).map(|_| (next() % range) as u8).collect())
+                .collect();
             let rows = [&rows[0][..], &rows[1][..], &rows[2][..]];
-            let mut expected = vec![vec![0f32; count]; 3];
-            let [gx, gy, m] = &mut expected[..] else {
-                unreachable!()
-            };
-            strongest_gradients::<true>(rows, 0, gx, gy, m);
+            let (vy0, vy1) = (0.3125, 0.6875);
+            let mut expected = Scratch::new(columns.len());
+            expected.compute_portable(&columns, rows, vy0, vy1);
+            for ((at, &x), &y) in expected.at.iter_mut().zip(&expected.gx).zip(&expected.gy) {
+                *at += snap(x, y);
+            }
             for isa in [Isa::Avx512, Isa::Avx2] {
                 if Isa::current() < isa {
                     continue;
                 }
-                let mut got = vec![vec![f32::NAN; count]; 3];
-                let [gx, gy, m] = &mut got[..] else {
-                    unreachable!()
-                };
+                let mut got = Scratch::new(columns.len());
                 if isa == Isa::Avx512 {
                     // SAFETY: the CPU has AVX-512 (`Isa::current`).
-                    unsafe { x86::gradients_avx512(rows, gx, gy, m) };
+                    unsafe { got.compute_avx512(&columns, rows, vy0, vy1) };
                 } else {
                     // SAFETY: the CPU has AVX2 (`Isa::current`).
-                    unsafe { x86::gradients_avx2(rows, gx, gy, m) };
+                    unsafe { got.compute_avx2(&columns, rows, vy0, vy1) };
                 }
-                assert!(
-                    got == expected,
-                    "{isa:?}, {count} pixels, bytes below {range}"
-                );
+                let context = format!("{isa:?}, width {width}, bytes below {range}");
+                assert_eq!(got.at, expected.at, "{context}");
+                assert_eq!(got.gx, expected.gx, "{context}");
+                assert_eq!(got.gy, expected.gy, "{context}");
+                assert_eq!(got.weights, expected.weights, "{context}");
             }
         }
     }
