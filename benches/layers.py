@@ -9,9 +9,9 @@ embedder's per batch of chips) and prints a markdown table per network. Needs on
 
     python3 benches/layers.py [--peak GFLOPS] [--runs 3] [PHOTO]
 
---peak is the machine's peak single-precision rate of the AVX2 kernel for all its cores (2 FLOP
-x 8 lanes x 2 FMA units x cores x GHz; this project's 2-core AMD EPYC: about 190); each layer is
-then also shown as a share of it. The last timed run of each benchmark is reported.
+Each layer is also shown as a share of the peak rate of AVX2 FMAs (the convolution kernel's
+instructions) on all cores, which benches/peak.rs measures unless --peak gives it. The last
+timed run of each benchmark is reported.
 """
 
 import argparse
@@ -28,7 +28,7 @@ FIELD = re.compile(r"(\w+)=([\d.]+(?:e-?\d+)?)")
 
 def executables():
     output = subprocess.run(
-        ["cargo", "bench", "--no-run", "--message-format=json", "--bench", "pipeline", "--bench", "embedder"],
+        ["cargo", "bench", "--no-run", "--message-format=json", "--bench", "pipeline", "--bench", "embedder", "--bench", "peak"],
         cwd=CRATE, check=True, capture_output=True, text=True).stdout
     found = {}
     for line in output.splitlines():
@@ -82,10 +82,20 @@ def table(title, layers, peak):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("photo", nargs="?", default=str(CRATE / "tests/fixtures/pkg/images/large/t1.webp"))
-    parser.add_argument("--peak", type=float, help="the machine's peak GFLOP/s, all cores")
+    parser.add_argument("--peak", type=float, help="the peak GFLOP/s to compare with (default: measured)")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     rust = executables()
+    if args.peak is None:
+        peaks = {}
+        output = subprocess.run([rust["peak"]], cwd=CRATE, check=True, capture_output=True, text=True).stdout
+        for line in output.splitlines():
+            fields = dict(item.split("=", 1) for item in line.split()[1:] if "=" in item)
+            if "isa" in fields:
+                peaks[fields["isa"]] = float(fields["gflops"])
+        print("Peak (benches/peak.rs, every core): " +
+              ", ".join(f"{isa} FMA {gflops:.0f} GFLOP/s" for isa, gflops in peaks.items()))
+        args.peak = peaks.get("avx2")
     runs = str(args.runs)
     cnn = layers_of_last_run([rust["pipeline"], "--detector", "cnn", "--runs", runs, args.photo])
     table(f"CNN detector on {Path(args.photo).name}, upsample 1 (5x5 and 9x9 layers; then the "

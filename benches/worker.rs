@@ -16,7 +16,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
@@ -185,6 +185,9 @@ async fn main() {
                 &queue,
                 "--visibility-timeout",
                 "120",
+                // The photo host and the receiver listen on loopback.
+                "--destinations",
+                "local",
             ])
             .env("FACEDETECT_WEIGHTS", crate_dir.join("weights"))
             .env("AWS_ENDPOINT_URL", &endpoint)
@@ -199,12 +202,17 @@ async fn main() {
     );
     let (started_sender, started) = std::sync::mpsc::channel();
     let stderr = worker.0.stderr.take().expect("stderr");
+    // A failed source would be retried after a backoff and spoil the measurement: it ends the
+    // run instead.
+    let failed = Arc::new(AtomicBool::new(false));
+    let failure_seen = failed.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if line.contains("\"worker started\"") {
                 let _ = started_sender.send(Instant::now());
             } else if line.contains("\"source failed\"") {
                 eprintln!("{line}");
+                failure_seen.store(true, Ordering::SeqCst);
             }
         }
     });
@@ -215,6 +223,10 @@ async fn main() {
         assert!(
             worker.0.try_wait().expect("the worker's status").is_none(),
             "the worker exited"
+        );
+        assert!(
+            !failed.load(Ordering::SeqCst),
+            "a source failed (its log line is above)"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
