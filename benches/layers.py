@@ -15,27 +15,15 @@ timed run of each benchmark is reported.
 """
 
 import argparse
-import json
 import os
 import re
 import subprocess
 from collections import OrderedDict
 from pathlib import Path
 
-CRATE = Path(__file__).resolve().parent.parent
+from side_by_side import CRATE, bench_executables
+
 FIELD = re.compile(r"(\w+)=([\d.]+(?:e-?\d+)?)")
-
-
-def executables():
-    output = subprocess.run(
-        ["cargo", "bench", "--no-run", "--message-format=json", "--bench", "pipeline", "--bench", "embedder", "--bench", "peak"],
-        cwd=CRATE, check=True, capture_output=True, text=True).stdout
-    found = {}
-    for line in output.splitlines():
-        message = json.loads(line)
-        if message.get("reason") == "compiler-artifact" and message.get("executable"):
-            found[message["target"]["name"]] = message["executable"]
-    return found
 
 
 def layers_of_last_run(command):
@@ -85,7 +73,7 @@ def main():
     parser.add_argument("--peak", type=float, help="the peak GFLOP/s to compare with (default: measured)")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    rust = executables()
+    rust = bench_executables("pipeline", "embedder", "peak")
     if args.peak is None:
         peaks = {}
         output = subprocess.run([rust["peak"]], cwd=CRATE, check=True, capture_output=True, text=True).stdout

@@ -118,15 +118,22 @@ def medians(result, per=1.0):
             median(float(r["cpu_s"]) for r in result["runs"]) / per)
 
 
-def rust_executables():
-    output = subprocess.run(
-        ["cargo", "bench", "--no-run", "--message-format=json", "--bench", "pipeline", "--bench", "embedder"],
-        cwd=CRATE, check=True, capture_output=True, text=True).stdout
+def bench_executables(*benches):
+    """Builds the Rust benchmarks (the bench profile); returns their executables by name."""
+    command = ["cargo", "bench", "--no-run", "--message-format=json"]
+    for bench in benches:
+        command += ["--bench", bench]
+    output = subprocess.run(command, cwd=CRATE, check=True, capture_output=True, text=True).stdout
     found = {}
     for line in output.splitlines():
         message = json.loads(line)
         if message.get("reason") == "compiler-artifact" and message.get("executable"):
             found[message["target"]["name"]] = message["executable"]
+    return found
+
+
+def rust_executables():
+    found = bench_executables("pipeline", "embedder")
     subprocess.run(["cargo", "build", "--release", "--bin", "facedetect"], cwd=CRATE, check=True,
                    capture_output=True)
     found["facedetect"] = str(CRATE / "target/release/facedetect")
