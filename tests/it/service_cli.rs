@@ -24,26 +24,7 @@ async fn serve_answers_the_readme_curl_command() {
     let (receiver, api) = Receiver::start().await;
     receiver.expect("photo", 1, "token-1");
 
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _server = common::KillOnDrop(
-        facedetect()
-            .args(["serve", "--port", &port.to_string()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "serve did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (_server, port) = start_serve(&[]).await;
 
     let payload = json!({"api_url": api, "sources": [
         source(1, "photo", &format!("{photo_base}/photo/t1.webp"), "token-1")]});
@@ -97,6 +78,75 @@ async fn start_serve(args: &[&str]) -> (common::KillOnDrop, u16) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     (server, port)
+}
+
+/// SIGTERM (a container stopping) while Event invocations are being worked on: `serve` stops
+/// accepting, finishes the work it accepted (every photo is posted) and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_accepted_event_work_and_exits_0() {
+    let (photos, photo_base) = PhotoServer::start().await;
+    // Each photo answers after a second, so that the work is surely in flight at SIGTERM.
+    *photos.delay.lock().unwrap() = Duration::from_secs(1);
+    let (receiver, api) = Receiver::start().await;
+    let names = ["t1.webp", "obama.webp", "biden.webp"];
+    let mut sources = Vec::new();
+    for (pk, name) in (1..).zip(names) {
+        photos.add(name, common::pkg_fixture(&format!("images/large/{name}")));
+        receiver.expect("photo", pk, &format!("token-{pk}"));
+        sources.push(source(
+            pk,
+            "photo",
+            &format!("{photo_base}/photo/{name}"),
+            &format!("token-{pk}"),
+        ));
+    }
+    let (mut server, port) = start_serve(&[]).await;
+    let url = format!("http://127.0.0.1:{port}/2015-03-31/functions/function/invocations");
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("X-Amz-Invocation-Type", "Event")
+        .body(json!({"api_url": api, "sources": sources}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(
+        receiver.delivered_count(),
+        0,
+        "posted before the photos were served"
+    );
+
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(120),
+            "serve still running 120 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!("exited {:?} after SIGTERM", signalled.elapsed());
+    assert!(status.success(), "serve exited with {status}");
+    for (pk, name) in (1..).zip(names) {
+        assert!(
+            receiver.delivered("photo", pk).is_some(),
+            "{name} was accepted but not posted before exit"
+        );
+    }
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "still listening after exit"
+    );
 }
 
 /// The peak resident memory of a process so far, in bytes (Linux).
