@@ -273,24 +273,17 @@ impl Worker {
     }
 
     fn terminate(&mut self) {
-        let pid = self.child().id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(status.success());
+        self.child.terminate();
     }
 
     /// Waits for the process to exit, at most `limit`.
     async fn exit_within(&mut self, limit: Duration) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child().try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                started.elapsed() < limit,
+        match self.child.exit_within(limit).await {
+            Some(status) => status,
+            None => panic!(
                 "the worker did not exit within {limit:?}; logs:\n{}",
                 self.all_logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            ),
         }
     }
 }
@@ -722,7 +715,7 @@ async fn enqueue_splits_counts_and_refuses_invalid_input() {
     // An invalid payload on line 2: refused with the shared error, nothing sent.
     let mut invalid_lines = lines.clone();
     invalid_lines[1] = json!({"api_url": api, "sources": [{"pk": "45", "type": "photo", "photo_url": "https://m/45.jpg", "token": "token-45"}]}).to_string();
-    let refused = run_with_stdin(
+    let refused = common::run_with_stdin(
         facedetect(&moto).args(["enqueue", "-", "--queue-url", &queue]),
         &invalid_lines.join("\n"),
     );
@@ -736,7 +729,7 @@ async fn enqueue_splits_counts_and_refuses_invalid_input() {
     assert_eq!(moto.counts(&queue).await, (0, 0));
 
     // 45 + 1 + 20 sources in messages of at most 4: 12 + 1 + 5, in two SendMessageBatch calls.
-    let sent = run_with_stdin(
+    let sent = common::run_with_stdin(
         facedetect(&moto).args([
             "enqueue",
             "-",
@@ -775,7 +768,7 @@ async fn enqueue_splits_counts_and_refuses_invalid_input() {
     assert_eq!(seen, (0..66).collect::<Vec<_>>());
 
     // The default split is concrexit's 20 per message.
-    let sent = run_with_stdin(
+    let sent = common::run_with_stdin(
         facedetect(&moto).args(["enqueue", "-", "--queue-url", &queue]),
         &lines[0],
     );
@@ -784,23 +777,6 @@ async fn enqueue_splits_counts_and_refuses_invalid_input() {
         String::from_utf8_lossy(&sent.stdout).trim(),
         "1 payloads sent as 3 messages (45 sources)"
     );
-}
-
-fn run_with_stdin(command: &mut Command, input: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 /// `--device cuda` on a build without the cuda feature fails with a clear error instead of

@@ -518,17 +518,6 @@ async fn invoke(
     (status, headers, response.text().await.unwrap())
 }
 
-async fn wait_for(done: impl Fn() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "gave up waiting"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn browsers_and_requests_without_the_secret_are_refused() {
     let (photos, photo_base) = PhotoServer::start().await;
@@ -603,12 +592,7 @@ async fn invocations_are_bounded_concurrent_and_finished_on_shutdown() {
         shutdown_grace: Duration::from_secs(5),
         ..ServeOptions::default()
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve::serve_until(listener, service, options, async {
-        let _ = stopped.await;
-    }));
+    let (endpoint, stop, server) = serve_in_process(service, options).await;
     let ok = format!("{photo_base}/photo/ok.png");
     let payload =
         |pk: u64| json!({"api_url": api, "sources": [source(pk, "photo", &ok, "t")]}).to_string();
@@ -698,12 +682,7 @@ async fn shutdown_gives_up_on_event_work_after_the_grace() {
         shutdown_grace: Duration::from_millis(300),
         ..ServeOptions::default()
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve::serve_until(listener, service, options, async {
-        let _ = stopped.await;
-    }));
+    let (endpoint, stop, server) = serve_in_process(service, options).await;
     let payload = json!({"api_url": api, "sources": [
         source(1, "photo", &format!("{photo_base}/photo/ok.png"), "t")]});
     let (status, _, _) = invoke(
@@ -915,4 +894,23 @@ async fn a_panic_in_the_async_part_fails_only_its_source() {
         "{error}"
     );
     assert!(receiver.delivered("photo", 2).is_some());
+}
+
+/// The invoke endpoint in this process on a free loopback port: its URL, the sender that shuts
+/// it down, and the server's task.
+async fn serve_in_process(
+    service: Arc<concrexit_facedetection::service::Service<FakeEncoder>>,
+    options: ServeOptions,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve::serve_until(listener, service, options, async {
+        let _ = stopped.await;
+    }));
+    (endpoint, stop, server)
 }

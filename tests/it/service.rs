@@ -573,17 +573,6 @@ async fn invoke_endpoint_request_response_and_event() {
     wait_for(|| receiver.delivered("reference", 4).is_some()).await;
 }
 
-async fn wait_for(done: impl Fn() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "gave up waiting"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// concrexit's own client: boto3's `invoke(..., InvocationType="Event")` with
 /// `AWS_ENDPOINT_URL_LAMBDA` pointing at the endpoint. Needs a Python with boto3: the one in
 /// `FACEDETECT_TEST_PYTHON`, else `python3`; skipped when neither has boto3, unless

@@ -3,7 +3,6 @@
 
 use crate::common;
 
-use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -116,25 +115,12 @@ async fn sigterm_finishes_the_accepted_event_work_and_exits_0() {
         "posted before the photos were served"
     );
 
-    let pid = server.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    server.terminate();
     let signalled = Instant::now();
-    let status = loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(120),
-            "serve still running 120 s after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = server
+        .exit_within(Duration::from_secs(120))
+        .await
+        .expect("serve still running 120 s after SIGTERM");
     println!("exited {:?} after SIGTERM", signalled.elapsed());
     assert!(status.success(), "serve exited with {status}");
     for (pk, name) in (1..).zip(names) {
@@ -269,23 +255,11 @@ async fn batch_reads_json_lines_from_stdin_and_summarises() {
     .map(|line| line.to_string())
     .join("\n");
 
-    let mut child = facedetect()
-        .args(["batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        common::run_with_stdin(facedetect().args(["batch", "-"]), &lines)
+    })
+    .await
+    .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");

@@ -236,6 +236,35 @@ fn crc32(data: &[u8]) -> u32 {
 /// ends.
 pub struct KillOnDrop(pub std::process::Child);
 
+impl KillOnDrop {
+    /// Sends the process SIGTERM, as a container runtime stopping it does.
+    pub fn terminate(&self) {
+        let pid = self.0.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM {pid}");
+    }
+
+    /// Waits for the process to exit, at most `limit`; `None` if it is still running.
+    pub async fn exit_within(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return Some(status);
+            }
+            if started.elapsed() >= limit {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -246,4 +275,23 @@ impl Drop for KillOnDrop {
 /// The bytes of a committed pkg fixture, e.g. `images/large/t1.webp`.
 pub fn pkg_fixture(path: &str) -> Vec<u8> {
     std::fs::read(crate_dir().join("tests/fixtures/pkg").join(path)).unwrap()
+}
+
+/// Runs `command` with `input` on its stdin; its output once it has exited.
+pub fn run_with_stdin(command: &mut std::process::Command, input: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }

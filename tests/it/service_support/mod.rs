@@ -447,3 +447,15 @@ pub fn fake_service(
 pub fn source(pk: u64, kind: &str, photo_url: &str, token: &str) -> Value {
     json!({"pk": pk, "type": kind, "photo_url": photo_url, "token": token})
 }
+
+/// Polls `done` until it holds; fails after 10 seconds.
+pub async fn wait_for(done: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "gave up waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
