@@ -13,7 +13,7 @@
 #   --compute-cap N  GPU compute capability the kernels are built for (default: $CUDA_COMPUTE_CAP,
 #                    else 90): 90 H100/H200, 89 L4 (g6), 86 A10G (g5), 80 A100.
 #   --venv DIR       where the toolkit wheels go (default: $FACEDETECT_CUDA_VENV, else
-#                    ~/.cache/concrexit-facedetection/cuda-13.0; about 1.2 GB).
+#                    ~/.cache/concrexit-facedetection/cuda-13.0; about 2.2 GB with cuDNN).
 #   --xz             also write a stripped, xz-compressed copy of the binary,
 #                    $CARGO_TARGET_DIR/facedetect-cuda.xz, for carrying to a GPU machine.
 #   --toolkit-only   only install and prepare the toolkit, then print the environment variables
@@ -47,6 +47,7 @@ pins=(
     nvidia-cuda-nvcc==13.0.88 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88
     nvidia-cuda-cccl==13.0.85 nvidia-cuda-runtime==13.0.96 nvidia-cuda-nvrtc==13.0.88
     nvidia-cublas==13.0.2.14 nvidia-curand==10.4.0.35
+    nvidia-cudnn-cu13==9.21.1.3
 )
 log() { echo "build-cuda.sh: $*" >&2; }
 
@@ -56,7 +57,8 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 log "installing the CUDA 13.0 wheels"
 "$venv/bin/pip" install --quiet --disable-pip-version-check "${pins[@]}"
-cu13="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia/cu13"
+site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+cu13="$site/nvidia/cu13"
 [ -x "$cu13/bin/nvcc" ] || { log "no nvcc in $cu13/bin"; exit 1; }
 
 # A toolkit-shaped folder over the wheels' cu13 folder. Updated in place, never removed, so that
@@ -64,7 +66,8 @@ cu13="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["pu
 home="$venv/cuda-home"
 mkdir -p "$home/lib64/stubs"
 for dir in bin include nvvm; do ln -sfn "$cu13/$dir" "$home/$dir"; done
-for lib in "$cu13"/lib/lib*.so.*; do
+# cuDNN 9 (the convolutions) comes from its own wheel, in nvidia/cudnn/lib.
+for lib in "$cu13"/lib/lib*.so.* "$site"/nvidia/cudnn/lib/libcudnn*.so.*; do
     name="$(basename "$lib")"
     ln -sfn "$lib" "$home/lib64/$name"
     ln -sfn "$lib" "$home/lib64/${name%%.so.*}.so"

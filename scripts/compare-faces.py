@@ -3,8 +3,10 @@
 
     compare-faces.py EXPECTED.jsonl GOT.jsonl [--tolerance 1e-4] [--json OUT.json]
 
-Photos are matched by file name. For each photo the rectangles must be the same, in the same
-order, and every encoding within the tolerance (largest absolute difference of one number).
+Photos are matched by file name; a photo of GOT named `copyNN_NAME` (the copies of a batch, as
+scripts/gpu-check.sh makes them) is compared with NAME of EXPECTED, and every copy counts. For
+each photo the rectangles must be the same, in the same order, and every encoding within the
+tolerance (largest absolute difference of one number).
 Prints a summary, writes it as JSON with --json, and exits 1 on any difference. Standard
 library only, so it runs on a machine with nothing but python3.
 """
@@ -12,7 +14,10 @@ library only, so it runs on a machine with nothing but python3.
 import argparse
 import json
 import os
+import re
 import sys
+
+COPY = re.compile(r"^copy\d+_")
 
 
 def load(path):
@@ -36,16 +41,20 @@ def main():
     problems = []
     worst = 0.0
     faces = 0
-    for name in sorted(set(expected) | set(got)):
-        if name not in got or name not in expected:
-            problems.append(f"{name}: only in {'expected' if name in expected else 'got'}")
+    originals = {COPY.sub("", name) for name in got}
+    for name in sorted(set(expected) - originals):
+        problems.append(f"{name}: only in expected")
+    for name in sorted(got):
+        original = COPY.sub("", name)
+        if original not in expected:
+            problems.append(f"{name}: only in got")
             continue
-        want_rects = [face["rect"] for face in expected[name]]
+        want_rects = [face["rect"] for face in expected[original]]
         got_rects = [face["rect"] for face in got[name]]
         if want_rects != got_rects:
             problems.append(f"{name}: rects {got_rects} instead of {want_rects}")
             continue
-        for want, have in zip(expected[name], got[name]):
+        for want, have in zip(expected[original], got[name]):
             faces += 1
             difference = max(abs(a - b) for a, b in zip(want["encoding"], have["encoding"]))
             worst = max(worst, difference)
@@ -54,7 +63,7 @@ def main():
     summary = {
         "expected": args.expected,
         "got": args.got,
-        "photos": len(expected),
+        "photos": len(got),
         "faces": faces,
         "max_encoding_difference": worst,
         "tolerance": args.tolerance,

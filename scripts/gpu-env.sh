@@ -7,12 +7,13 @@
 #   eval "$(scripts/gpu-env.sh [ROOT...])"      # the same, from any shell
 #
 # ROOT: folders to search (default: /opt/torch/.venv). Fails, naming what is missing, when one of
-# libcublas.so.13, libcublasLt.so.13, libcudart.so.13, libcurand.so.10 is not found under any ROOT
+# libcublas.so.13, libcublasLt.so.13, libcudart.so.13, libcurand.so.10, libcudnn.so.9 (cuDNN 9,
+# which loads its libcudnn_*.so.9 parts from the same folder) is not found under any ROOT
 # or when the driver's libcuda.so.1 is not installed; libnvrtc.so.13's folder is added if found.
 
 _facedetect_gpu_env() {
     # What the binary links (cuBLAS loads cuBLASLt); NVRTC is added when present.
-    local roots=("$@") libs=(libcublas.so.13 libcublasLt.so.13 libcudart.so.13 libcurand.so.10 libnvrtc.so.13)
+    local roots=("$@") libs=(libcublas.so.13 libcublasLt.so.13 libcudart.so.13 libcurand.so.10 libcudnn.so.9 libnvrtc.so.13)
     [ "${#roots[@]}" -gt 0 ] || roots=(/opt/torch/.venv)
     local lib found dir dirs=() missing=()
     for lib in "${libs[@]}"; do

@@ -63,7 +63,9 @@ pub(crate) mod kernels;
 pub mod logging;
 pub mod nn;
 pub mod pipeline;
+pub mod plan;
 pub mod service;
 pub mod weights;
 
 pub use error::{Error, Result};
+pub use kernels::models_use_kernels;

@@ -11,13 +11,16 @@ use concrexit_facedetection::backfill::device_batch::{BatchSizes, DeviceBatcher}
 use concrexit_facedetection::backfill::shutdown::Shutdown;
 use concrexit_facedetection::backfill::{enqueue, throughput, worker};
 use concrexit_facedetection::decode::{DecodeLimits, open_image};
+use concrexit_facedetection::detect::cnn::{CnnFaceDetector, ConvAlgorithm};
+use concrexit_facedetection::face::embedder::FaceEmbedder;
 use concrexit_facedetection::geometry::Rect;
 use concrexit_facedetection::logging::{self, LogFormat};
 use concrexit_facedetection::pipeline::{Detector, EncodeOptions, Face, FacePipeline};
+use concrexit_facedetection::plan::{MAX_BUFFER_ELEMENTS, PassLimits};
 use concrexit_facedetection::service::batch::BatchInput;
 use concrexit_facedetection::service::serve::ServeOptions;
 use concrexit_facedetection::service::{self, Destinations, Service, ServiceConfig};
-use concrexit_facedetection::weights::{WEIGHTS_ENV, WeightsLocation};
+use concrexit_facedetection::weights::{Model, WEIGHTS_ENV, WeightsLocation, files};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -48,6 +51,9 @@ enum Command {
     /// Measure the batched pipeline on a folder of photos: photos/s (decoding included) and
     /// the embedder's chips/s by batch size, as JSON lines.
     BenchDevice(BenchDeviceArgs),
+    /// Print how the CNN detector's and the embedder's work is split into device passes for
+    /// photos of one size: each pass's photos, largest buffer and device bytes, as JSON.
+    Plan(PlanArgs),
     /// Convert a dlib model file (.dat, .svm) into safetensors.
     ConvertDlib {
         /// The dlib model file.
@@ -184,6 +190,10 @@ struct BatchingArgs {
     /// 2 x cores on the CPU).
     #[arg(long)]
     concurrency: Option<usize>,
+    /// Device memory (MiB) one pass of a model may use; batches are split into passes that
+    /// fit it (`facedetect plan` shows how). Default: no limit beyond candle's 32-bit one.
+    #[arg(long, env = "FACEDETECT_DEVICE_MEMORY_MB", value_name = "MIB")]
+    device_memory_mb: Option<u64>,
 }
 
 impl BatchingArgs {
@@ -192,6 +202,7 @@ impl BatchingArgs {
         BatchSizes {
             detect: self.batch_size.unwrap_or(defaults.detect),
             embed: self.embed_batch.unwrap_or(defaults.embed),
+            device_memory_mb: self.device_memory_mb,
         }
     }
 
@@ -216,6 +227,36 @@ struct EnqueueArgs {
     /// The most sources in one message.
     #[arg(long, default_value_t = 20)]
     sources_per_message: usize,
+}
+
+#[derive(clap::Args)]
+struct PlanArgs {
+    /// The photos' size as WIDTHxHEIGHT, e.g. 1200x900.
+    #[arg(long, value_parser = parse_size)]
+    size: (u32, u32),
+    /// How many times each photo is doubled before detection.
+    #[arg(long, default_value_t = 1)]
+    upsample: u32,
+    /// How many photos of this size wait for the device at once.
+    #[arg(long, default_value_t = 1)]
+    photos: usize,
+    /// Device memory (MiB) one pass may use (default: no limit beyond candle's 32-bit one).
+    #[arg(long, env = "FACEDETECT_DEVICE_MEMORY_MB", value_name = "MIB")]
+    device_memory_mb: Option<u64>,
+    /// How the device computes the convolutions (the `cuda` build: cuDNN's implicit GEMM).
+    #[arg(long, value_enum, default_value_t = AlgorithmArg::ImplicitGemm)]
+    algorithm: AlgorithmArg,
+    /// The weights, as for `encode`.
+    #[arg(long, env = WEIGHTS_ENV)]
+    weights: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AlgorithmArg {
+    /// cuDNN's implicit GEMM: no gathered windows.
+    ImplicitGemm,
+    /// candle's CUDA convolution without cuDNN: windows gathered into a matrix.
+    Im2col,
 }
 
 #[derive(clap::Args)]
@@ -291,7 +332,7 @@ impl DeviceArg {
         match self {
             DeviceArg::Cpu => Ok(Device::Cpu),
             #[cfg(feature = "cuda")]
-            DeviceArg::Cuda => Device::new_cuda(0).context(
+            DeviceArg::Cuda => concrexit_facedetection::backfill::device_batch::cuda_device(0).context(
                 "--device cuda: cannot open CUDA device 0 (no NVIDIA GPU, or its driver is not loaded)",
             ),
             #[cfg(not(feature = "cuda"))]
@@ -318,6 +359,18 @@ impl ModelArgs {
             None => WeightsLocation::discover()?,
         };
         FacePipeline::load(&weights, device).context("loading the models")
+    }
+}
+
+fn parse_size(text: &str) -> Result<(u32, u32), String> {
+    let parsed = text
+        .split_once(['x', 'X'])
+        .and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)));
+    match parsed {
+        Some((width, height)) if width > 0 && height > 0 => Ok((width, height)),
+        _ => Err(format!(
+            "{text:?}: expected WIDTHxHEIGHT in pixels, e.g. 1200x900"
+        )),
     }
 }
 
@@ -621,7 +674,54 @@ fn bench_device(args: &BenchDeviceArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The device passes for photos of one size, as JSON.
+fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
+    let weights = match &args.weights {
+        Some(text) => WeightsLocation::parse(text)?,
+        None => WeightsLocation::discover()?,
+    };
+    let cnn = CnnFaceDetector::from_file(&weights.file(files::CNN_DETECTOR)?, &Device::Cpu)
+        .context("loading the CNN detector")?;
+    let algorithm = match args.algorithm {
+        AlgorithmArg::ImplicitGemm => ConvAlgorithm::ImplicitGemm,
+        AlgorithmArg::Im2col => ConvAlgorithm::Im2col,
+    };
+    let limits = PassLimits::with_device_memory_mb(args.device_memory_mb);
+    let (width, height) = args.size;
+    let passes = cnn.plan(args.size, args.upsample, args.photos, algorithm, &limits)?;
+    let pyramid = cnn.pyramid_shape(args.size, args.upsample);
+    let chip = FaceEmbedder::chip_cost();
+    let passes: Vec<_> = passes
+        .iter()
+        .map(|pass| {
+            serde_json::json!({
+                "photos": pass.items,
+                "largest_buffer_elements": pass.largest_buffer_elements,
+                "device_bytes": pass.device_bytes,
+            })
+        })
+        .collect();
+    let plan = serde_json::json!({
+        "size": [width, height],
+        "upsample": args.upsample,
+        "photos": args.photos,
+        "algorithm": algorithm,
+        "device_memory_mb": args.device_memory_mb,
+        "max_buffer_elements": MAX_BUFFER_ELEMENTS,
+        "pyramid": {"rows": pyramid.0, "cols": pyramid.1},
+        "passes": passes,
+        "embedder": {
+            "chip": chip,
+            "chips_per_pass": limits.items_per_pass(chip)?,
+        },
+    });
+    println!("{}", serde_json::to_string(&plan)?);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> anyhow::Result<ExitCode> {
+    #[cfg(feature = "cuda")]
+    forbid_tf32();
     let cli = Cli::parse();
     match cli.command {
         Command::Encode(args) => encode(&args),
@@ -630,6 +730,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Worker(args) => run_worker(&args),
         Command::Enqueue(args) => run_enqueue(&args),
         Command::BenchDevice(args) => bench_device(&args),
+        Command::Plan(args) => plan(&args),
         Command::ConvertDlib { input, output } => {
             let kind = concrexit_facedetection::convert::convert_file(&input, &output)
                 .with_context(|| format!("converting {}", input.display()))?;
@@ -641,4 +742,14 @@ fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// cuDNN and cuBLAS may run f32 convolutions and products on TF32 tensor cores on compute
+/// capability 8.0 and later (about 1e-3 relative error): too coarse for encodings that must
+/// match the stored dlib ones. `NVIDIA_TF32_OVERRIDE=0`, which both libraries read when they
+/// initialise, keeps them to full f32 (FMA) arithmetic.
+#[cfg(feature = "cuda")]
+fn forbid_tf32() {
+    // SAFETY: the first thing `main` does, while the process has a single thread.
+    unsafe { std::env::set_var("NVIDIA_TF32_OVERRIDE", "0") }
 }

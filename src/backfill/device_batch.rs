@@ -8,17 +8,22 @@
 //! text-embeddings-inference's queue and backend (one thread owns each batched model and
 //! takes whatever is waiting):
 //! - decoding: on the calling thread (the service's blocking threads);
-//! - the CNN detector: upsampling, the tiled pyramid and its copy to the device on the calling
-//!   thread ([`CnnFaceDetector::prepare`](crate::detect::cnn::CnnFaceDetector::prepare)), the
-//!   network on
-//!   batches of up to [`BatchSizes::detect`] photos, one pass per input shape, the score maps
-//!   turned back into rectangles on the model's thread (a short scan and dlib's non-max
-//!   suppression);
+//! - the CNN detector: upsampling and the copy of the 8-bit photo to the device on the calling
+//!   thread ([`CnnFaceDetector::prepare`](crate::detect::cnn::CnnFaceDetector::prepare)); on
+//!   the model's thread, batches of up to [`BatchSizes::detect`] photos, split by input shape
+//!   and into passes within candle's 32-bit limits and the device-memory budget
+//!   ([`crate::plan`]), each pass's tiled pyramids written by the device
+//!   ([`crate::detect::pyramid_fill`]), the score maps turned back into rectangles (a short
+//!   scan and dlib's non-max suppression);
 //! - the HOG detector: on the calling thread with the pipeline's device, i.e. the filter
 //!   scoring as matrix products on a GPU and the separable kernel on the CPU (see
 //!   [`crate::detect::hog`]); the image pyramid and FHOG stay on the CPU;
 //! - landmarks and chip extraction: on the calling thread (CPU);
-//! - the embedder: chips of many photos together in batches of up to [`BatchSizes::embed`].
+//! - the embedder: chips of many photos together in batches of up to [`BatchSizes::embed`],
+//!   split into passes as the CNN's are.
+//!
+//! Every thread issues its device work on one stream ([`cuda_device`]), so an upload made on a
+//! caller's thread is complete before the pass that reads it.
 //!
 //! A batch is whatever waits when the model's thread becomes free, up to the batch size: no
 //! timer holds work back. Under load the queues fill while the device works, so batches grow
@@ -38,21 +43,35 @@ use candle_core::Device;
 use image::RgbImage;
 use serde::Serialize;
 
-use crate::detect::cnn::{CnnInput, Detection, INPUT_BYTES_PER_UPSAMPLED_PIXEL};
+use crate::detect::cnn::{CnnInput, ConvAlgorithm, Detection, INPUT_BYTES_PER_UPSAMPLED_PIXEL};
 use crate::error::{Error, Result};
 use crate::face::embedder::{EMBED_BATCH, Encoding};
 use crate::geometry::Rect;
 use crate::pipeline::{Detector, ENCODE_BYTES, EncodeOptions, Face, FacePipeline};
+use crate::plan::PassLimits;
 use crate::service::FaceEncoder;
 
-/// How much one trip through the device may carry.
+/// CUDA device `ordinal` with one stream shared by every thread. candle's
+/// `Device::new_cuda` gives each host thread a stream of its own, with no ordering between
+/// them: a photo uploaded on a caller's thread could then be read by the model's thread before
+/// the copy is done. On one stream, work runs in the order it was issued.
+pub fn cuda_device(ordinal: usize) -> Result<Device> {
+    Ok(Device::new_cuda_with_stream(ordinal)?)
+}
+
+/// How much work the model threads take at once. Each batch is then split into device
+/// passes by [`crate::plan`]: every buffer below candle's 32-bit limits and, when
+/// `device_memory_mb` is set, the pass within that budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchSizes {
-    /// Photos per pass of the CNN detector. Each 1200x900 photo needs about 1 GB of device
-    /// memory at upsample 1 (0.25 GB at upsample 0).
+    /// Photos gathered for the CNN detector at once. A 1200x900 photo's pass needs about
+    /// 1.3 GB of device memory at upsample 1 with cuDNN (2.1 GB with im2col) and a quarter of
+    /// that at upsample 0; `facedetect plan` prints the figures for any size.
     pub detect: usize,
-    /// Face chips per pass of the embedder (about 10 MB of device memory each).
+    /// Face chips gathered for the embedder at once (about 25 MB of device memory each).
     pub embed: usize,
+    /// The device memory (MiB) a pass may use; unlimited when `None`.
+    pub device_memory_mb: Option<u64>,
 }
 
 impl BatchSizes {
@@ -64,11 +83,13 @@ impl BatchSizes {
             Self {
                 detect: 1,
                 embed: EMBED_BATCH,
+                device_memory_mb: None,
             }
         } else {
             Self {
                 detect: 16,
                 embed: 256,
+                device_memory_mb: None,
             }
         }
     }
@@ -81,6 +102,7 @@ pub struct DeviceBatcher {
     upsample: u32,
     cnn: BatchQueue<CnnInput, Vec<Detection>>,
     embedder: BatchQueue<RgbImage, Encoding>,
+    limits: PassLimits,
 }
 
 impl DeviceBatcher {
@@ -97,16 +119,17 @@ impl DeviceBatcher {
                 "batch sizes must be at least 1".to_string(),
             ));
         }
+        let limits = PassLimits::with_device_memory_mb(sizes.device_memory_mb);
         let cnn = {
             let pipeline = Arc::clone(&pipeline);
             BatchQueue::spawn("cnn-detector", sizes.detect, move |inputs| {
-                pipeline.cnn().detect_prepared(&inputs)
+                pipeline.cnn().detect_prepared_within(&inputs, &limits)
             })?
         };
         let embedder = {
             let pipeline = Arc::clone(&pipeline);
             BatchQueue::spawn("embedder", sizes.embed, move |chips| {
-                pipeline.embedder().embed_batch(&chips)
+                pipeline.embedder().embed_within(&chips, &limits)
             })?
         };
         Ok(Self {
@@ -115,6 +138,7 @@ impl DeviceBatcher {
             upsample,
             cnn,
             embedder,
+            limits,
         })
     }
 
@@ -125,8 +149,13 @@ impl DeviceBatcher {
             Detector::Hog => self.pipeline.detect(image, &self.options()),
             Detector::Cnn => {
                 let input = self.pipeline.cnn().prepare(image, self.upsample)?;
-                if input.shape().is_none() {
+                let Some(shape) = input.shape() else {
                     return Ok(Vec::new());
+                };
+                // A photo that cannot go through the device even alone fails here, alone.
+                let cnn = self.pipeline.cnn();
+                if let Some(cost) = cnn.photo_cost(shape, ConvAlgorithm::on(cnn.device())) {
+                    self.limits.items_per_pass(cost)?;
                 }
                 let detections = self.cnn.run(vec![input])?.pop().unwrap_or_default();
                 Ok(detections

@@ -9,17 +9,24 @@
 //! it maps to; the windows are mapped back through the pyramid, sorted by score, pruned by
 //! non-maximum suppression and mapped down by the upsampling.
 
+use candle_core::conv::CudnnFwdAlgo;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use image::RgbImage;
+use serde::Serialize;
 
 use crate::detect::nms::BoxOverlap;
 use crate::detect::pyramid::{self, rect_from_upsampled};
+use crate::detect::pyramid_fill::PyramidFill;
 use crate::detect::tiled_pyramid::TiledPyramid;
 use crate::error::{Error, Result};
 use crate::geometry::{DPoint, DRect, Rect};
-use crate::kernels::conv::{Activations, Conv, forward_banded, forward_chain};
+use crate::kernels::{
+    self,
+    conv::{Activations, Conv, forward_banded, forward_chain},
+};
 use crate::nn;
+use crate::plan::{ItemCost, Pass, PassLimits, plan_passes};
 use crate::weights::Model;
 
 /// Filters of the `downsampler`'s three convolutions (stride 2), forward order.
@@ -50,7 +57,7 @@ struct ConvLayer {
     stride: usize,
     padding: usize,
     relu: bool,
-    /// On the CPU, the same layer for the kernels of [`crate::kernels`].
+    /// The same layer for the kernels of [`crate::kernels`], when they run the models.
     cpu: Option<Conv>,
 }
 
@@ -63,6 +70,7 @@ impl ConvLayer {
         size: usize,
         stride: usize,
         affine: bool,
+        kernels: bool,
     ) -> Result<Self> {
         let affine_vb = affine.then(|| vb.pp("affine"));
         let (weight, bias) = nn::conv_affine(
@@ -72,7 +80,7 @@ impl ConvLayer {
             size,
         )?;
         let padding = nn::default_padding(size, stride);
-        let cpu = if weight.device().is_cpu() {
+        let cpu = if kernels {
             Some(Conv::from_tensors(&weight, &bias, stride)?)
         } else {
             None
@@ -104,6 +112,45 @@ impl ConvLayer {
         stride == 1 && filters < 8
     }
 
+    /// The buffers this layer adds to a pass over one photo whose input is `(channels,
+    /// rows, cols)`, with the device's convolution `algorithm`, or `None` when the filter does
+    /// not fit the input. The input itself is counted by the caller.
+    fn buffers(
+        &self,
+        (channels, rows, cols): (u64, u64, u64),
+        algorithm: ConvAlgorithm,
+    ) -> Option<LayerBuffers> {
+        let out_rows = self.output_len(rows as usize)? as u64;
+        let out_cols = self.output_len(cols as usize)? as u64;
+        let (filters, taps) = (self.filters as u64, (self.size * self.size) as u64);
+        let output = filters * out_rows * out_cols;
+        let (largest, peak) = if Self::shifts_outputs(self.filters, self.stride) {
+            // Padded twice (rows, then columns), every tap's products, then the running sum,
+            // the next tap and their sum.
+            let pad = 2 * self.padding as u64;
+            let padded_rows = channels * (rows + pad) * cols;
+            let padded = channels * (rows + pad) * (cols + pad);
+            let products = taps * filters * (rows + pad) * (cols + pad);
+            (
+                padded.max(products),
+                padded_rows + padded + products + 3 * output,
+            )
+        } else {
+            // The gathered windows (im2col), the product, its transposition into place; then
+            // the bias added and the relu, each a new buffer.
+            let gathered = match algorithm {
+                ConvAlgorithm::Im2col => out_rows * out_cols * channels * taps,
+                ConvAlgorithm::ImplicitGemm | ConvAlgorithm::Direct => 0,
+            };
+            (gathered, gathered + 2 * output)
+        };
+        Some(LayerBuffers {
+            output: (filters, out_rows, out_cols),
+            largest: largest.max(output),
+            peak,
+        })
+    }
+
     /// dlib's `map_output_to_input` of a convolution.
     fn output_to_input(&self, p: f64) -> f64 {
         p * self.stride as f64 - self.padding as f64 + (self.size / 2) as f64
@@ -127,8 +174,17 @@ impl ConvLayer {
         let y = if Self::shifts_outputs(self.filters, self.stride) {
             self.forward_shifted(x)?
         } else {
-            x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
-                .broadcast_add(&self.bias)?
+            // cuDNN (the `cuda` build) runs the convolution as an implicit GEMM, which needs
+            // no gathered windows; other backends ignore the choice (see `ConvAlgorithm`).
+            x.conv2d_with_algo(
+                &self.weight,
+                self.padding,
+                self.stride,
+                1,
+                1,
+                Some(CudnnFwdAlgo::ImplicitGemm),
+            )?
+            .broadcast_add(&self.bias)?
         };
         if self.relu { y.relu() } else { Ok(y) }
     }
@@ -170,6 +226,40 @@ impl ConvLayer {
     }
 }
 
+/// How a device computes the detector's convolutions, which decides the buffers of a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConvAlgorithm {
+    /// candle's CUDA convolution without cuDNN: every window gathered into a matrix (im2col),
+    /// multiplied by the filters, the product transposed into place.
+    Im2col,
+    /// cuDNN's implicit GEMM (the `cuda` build): no gathered matrix and no workspace.
+    ImplicitGemm,
+    /// candle's direct convolution on the CPU device.
+    Direct,
+}
+
+impl ConvAlgorithm {
+    /// The algorithm that runs on `device` in this build.
+    pub fn on(device: &Device) -> Self {
+        match device {
+            Device::Cpu => Self::Direct,
+            _ if cfg!(feature = "cuda") => Self::ImplicitGemm,
+            _ => Self::Im2col,
+        }
+    }
+}
+
+/// What one layer adds to a pass over one photo, in elements.
+struct LayerBuffers {
+    /// The layer's output (channels, rows, cols).
+    output: (u64, u64, u64),
+    /// Its largest buffer.
+    largest: u64,
+    /// The elements it holds at its peak besides its input.
+    peak: u64,
+}
+
 /// The MMOD CNN face detector.
 pub struct CnnFaceDetector {
     mean: [f32; 3],
@@ -187,11 +277,11 @@ pub struct CnnFaceDetector {
 /// upsampled once is 4.3 megapixels.
 pub const MAX_PIXELS: u64 = 16_000_000;
 
-/// Bytes of host memory [`CnnFaceDetector::prepare`] holds per pixel of the upsampled photo: the
-/// tiled pyramid's three float planes (about 3.7 times the upsampled photo's pixels: 15.8 M for
-/// a 1200x900 photo at upsample 1) and the upsampled photo itself, rounded up. On a GPU the
-/// network's activations are in device memory, so this is what a prepared photo costs the host.
-pub const INPUT_BYTES_PER_UPSAMPLED_PIXEL: u64 = 52;
+/// Bytes of host memory [`CnnFaceDetector::prepare`] holds per pixel of the upsampled photo on a
+/// device: the upsampled photo while it is copied over (the device writes the tiled pyramid
+/// itself), rounded up. On a GPU the network's activations are in device memory, so this is
+/// what a prepared photo costs the host.
+pub const INPUT_BYTES_PER_UPSAMPLED_PIXEL: u64 = 4;
 
 /// A face found by [`CnnFaceDetector`]: dlib's `mmod_rectangle`.
 pub type Detection = (Rect, f32);
@@ -207,8 +297,10 @@ pub struct CnnInput {
 
 /// The network's input for one photo.
 enum NetworkInput {
-    /// The tiled pyramid's three planes `[1, 3, rows, cols]`, already on the detector's device.
-    Planes(Tensor),
+    /// The upsampled photo, 8-bit RGB `[height * width * 3]`, already on the detector's
+    /// device, and its (width, height): the device writes the tiled pyramid from it into the
+    /// batch's input ([`PyramidFill`]).
+    Photo(Tensor, (u32, u32)),
     /// On the CPU, the upsampled photo: the kernels fill the tiled pyramid (channels-last)
     /// when they run, so that it only takes memory while they do.
     Image(RgbImage),
@@ -231,7 +323,17 @@ struct ScoreMap {
 }
 
 impl Model for CnnFaceDetector {
+    /// Loads the converted `mmod_human_face_detector`: for the CPU kernels on the CPU (unless
+    /// [`crate::kernels::models_use_kernels`] says otherwise), as tensors on other devices.
     fn load(vb: VarBuilder) -> Result<Self> {
+        let kernels = kernels::models_use_kernels(vb.device())?;
+        Self::load_with(vb, kernels)
+    }
+}
+
+impl CnnFaceDetector {
+    /// Loads the network for the CPU kernels (`kernels`) or as tensors on the device.
+    fn load_with(vb: VarBuilder, kernels: bool) -> Result<Self> {
         let device = vb.device().clone();
         let scalars = |name: &str, len: usize| -> Result<Vec<f32>> {
             Ok(vb.get(len, name)?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
@@ -274,6 +376,7 @@ impl Model for CnnFaceDetector {
                 FILTER_SIZE,
                 stride,
                 true,
+                kernels,
             )?);
             channels = filters;
         }
@@ -284,6 +387,7 @@ impl Model for CnnFaceDetector {
             HEAD_SIZE,
             1,
             false,
+            kernels,
         )?);
 
         Ok(Self {
@@ -299,9 +403,7 @@ impl Model for CnnFaceDetector {
             device,
         })
     }
-}
 
-impl CnnFaceDetector {
     /// Runs the network on a batch of tiled pyramids `[n, 3, rows, cols]` and returns the
     /// detector's score map `[n, windows, rows', cols']`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -331,7 +433,7 @@ impl CnnFaceDetector {
     /// more than [`MAX_PIXELS`] after upsampling is refused.
     pub fn detect_batch(&self, images: &[RgbImage], upsample: u32) -> Result<Vec<Vec<Detection>>> {
         for image in images {
-            check_size(image, upsample)?;
+            check_size(image.width(), image.height(), upsample)?;
         }
         let inputs = images
             .iter()
@@ -340,9 +442,78 @@ impl CnnFaceDetector {
         self.detect_prepared(&inputs)
     }
 
+    /// The buffers of a pass of the network over one tiled pyramid of `(rows, cols)` with the
+    /// convolution `algorithm`, from the loaded layers; `None` when the photo is too small for
+    /// the network (it holds no face and never goes through it). A pass over `n` photos holds
+    /// `n` times these.
+    pub fn photo_cost(
+        &self,
+        (rows, cols): (usize, usize),
+        algorithm: ConvAlgorithm,
+    ) -> Option<ItemCost> {
+        let input = 3 * rows as u64 * cols as u64;
+        // The uploaded 8-bit photo (smaller than a quarter of the pyramid's floats) stays
+        // alive beside the batch's input.
+        let mut peak = input + input / 4;
+        let mut largest = input;
+        let mut shape = (3, rows as u64, cols as u64);
+        for layer in &self.layers {
+            let buffers = layer.buffers(shape, algorithm)?;
+            let layer_input = shape.0 * shape.1 * shape.2;
+            peak = peak.max(input / 4 + layer_input + buffers.peak);
+            largest = largest.max(buffers.largest);
+            shape = buffers.output;
+        }
+        Some(ItemCost {
+            largest_buffer_elements: largest,
+            device_bytes: peak * std::mem::size_of::<f32>() as u64,
+        })
+    }
+
+    /// The tiled pyramid's (rows, cols) for a `width` x `height` photo upsampled `upsample`
+    /// times, as [`Self::prepare`] lays it out.
+    pub fn pyramid_shape(&self, (width, height): (u32, u32), upsample: u32) -> (usize, usize) {
+        let (width, height) = pyramid::upsampled_size((width, height), upsample);
+        let pyramid = TiledPyramid::new(
+            height as usize,
+            width as usize,
+            self.padding,
+            self.outer_padding,
+        );
+        (pyramid.rows, pyramid.cols)
+    }
+
+    /// The passes that `photos` photos of `width` x `height` at `upsample` take on this
+    /// detector's device within `limits` ([`crate::plan`]); an error when one photo alone
+    /// does not fit, or is refused by [`MAX_PIXELS`].
+    pub fn plan(
+        &self,
+        (width, height): (u32, u32),
+        upsample: u32,
+        photos: usize,
+        algorithm: ConvAlgorithm,
+        limits: &PassLimits,
+    ) -> Result<Vec<Pass>> {
+        check_size(width, height, upsample)?;
+        let shape = self.pyramid_shape((width, height), upsample);
+        match self.photo_cost(shape, algorithm) {
+            Some(cost) => plan_passes(photos, cost, limits),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Detects faces in prepared photos: those of the same shape go through the network
-    /// together, one pass per shape.
+    /// together, in passes within candle's 32-bit limits ([`crate::plan`]).
     pub fn detect_prepared(&self, inputs: &[CnnInput]) -> Result<Vec<Vec<Detection>>> {
+        self.detect_prepared_within(inputs, &PassLimits::default())
+    }
+
+    /// [`Self::detect_prepared`] with a device-memory budget in `limits` as well.
+    pub fn detect_prepared_within(
+        &self,
+        inputs: &[CnnInput],
+        limits: &PassLimits,
+    ) -> Result<Vec<Vec<Detection>>> {
         let mut results = vec![Vec::new(); inputs.len()];
         let mut shapes: Vec<(usize, usize)> = inputs.iter().filter_map(CnnInput::shape).collect();
         shapes.sort_unstable();
@@ -351,9 +522,19 @@ impl CnnFaceDetector {
             let indices: Vec<usize> = (0..inputs.len())
                 .filter(|&i| inputs[i].shape() == Some(shape))
                 .collect();
-            let batch: Vec<&CnnInput> = indices.iter().map(|&i| &inputs[i]).collect();
-            for (&index, scores) in indices.iter().zip(self.score_maps(&batch)?) {
-                results[index] = self.detections(&inputs[index], &scores);
+            let algorithm = ConvAlgorithm::on(&self.device);
+            let cost = self.photo_cost(shape, algorithm).ok_or_else(|| {
+                Error::InvalidInput("a photo too small for the CNN detector".to_string())
+            })?;
+            let passes = plan_passes(indices.len(), cost, limits)?;
+            let mut indices = indices.as_slice();
+            for pass in passes {
+                let (now, later) = indices.split_at(pass.items);
+                let batch: Vec<&CnnInput> = now.iter().map(|&i| &inputs[i]).collect();
+                for (&index, scores) in now.iter().zip(self.score_maps(&batch)?) {
+                    results[index] = self.detections(&inputs[index], &scores);
+                }
+                indices = later;
             }
         }
         Ok(results)
@@ -366,7 +547,7 @@ impl CnnFaceDetector {
     /// [`shape`](CnnInput::shape) go through the network together in [`Self::detect_prepared`].
     /// A photo of more than [`MAX_PIXELS`] after upsampling is refused.
     pub fn prepare(&self, image: &RgbImage, upsample: u32) -> Result<CnnInput> {
-        check_size(image, upsample)?;
+        check_size(image.width(), image.height(), upsample)?;
         let upsampled = (upsample > 0).then(|| pyramid::upsample(image, upsample));
         let (width, height) = upsampled.as_ref().unwrap_or(image).dimensions();
         let pyramid = TiledPyramid::new(
@@ -389,13 +570,14 @@ impl CnnFaceDetector {
                 upsampled.unwrap_or_else(|| image.clone()),
             ))
         } else {
-            let mut planes = vec![0f32; 3 * pyramid.rows * pyramid.cols];
-            pyramid.fill(upsampled.as_ref().unwrap_or(image), self.mean, &mut planes);
-            Some(NetworkInput::Planes(Tensor::from_vec(
-                planes,
-                (1, 3, pyramid.rows, pyramid.cols),
-                &self.device,
-            )?))
+            let photo = upsampled.unwrap_or_else(|| image.clone());
+            let size = photo.dimensions();
+            let values = photo.into_raw();
+            let len = values.len();
+            Some(NetworkInput::Photo(
+                Tensor::from_vec(values, len, &self.device)?,
+                size,
+            ))
         };
         Ok(CnnInput {
             pyramid,
@@ -431,26 +613,32 @@ impl CnnFaceDetector {
                     NetworkInput::Image(image) => {
                         Ok(self.score_map_cpu(&layers, &input.pyramid, image))
                     }
-                    NetworkInput::Planes(_) => Err(Error::InvalidInput(
+                    NetworkInput::Photo(..) => Err(Error::InvalidInput(
                         "a CNN input prepared for another device".to_string(),
                     )),
                 })
                 .collect();
         }
-        let samples = samples
-            .iter()
-            .map(|sample| match sample {
-                NetworkInput::Planes(planes) => Ok(planes),
-                NetworkInput::Image(_) => Err(Error::InvalidInput(
-                    "a CNN input prepared for the CPU kernels".to_string(),
-                )),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let input = match samples[..] {
-            [] => return Ok(Vec::new()),
-            [single] => single.clone(),
-            _ => Tensor::cat(&samples, 0)?,
+        let Some((rows, cols)) = shape else {
+            return Ok(Vec::new());
         };
+        // The batch's input, zero outside the levels, each photo's pyramid written into it on
+        // the device.
+        let input = Tensor::zeros((samples.len(), 3, rows, cols), DType::F32, &self.device)?;
+        for (photo, (sample, input_photo)) in samples.iter().zip(inputs).enumerate() {
+            let NetworkInput::Photo(pixels, size) = sample else {
+                return Err(Error::InvalidInput(
+                    "a CNN input prepared for the CPU kernels".to_string(),
+                ));
+            };
+            let fill = PyramidFill {
+                pyramid: &input_photo.pyramid,
+                size: *size,
+                mean: self.mean,
+                photo,
+            };
+            input.inplace_op2(pixels, &fill)?;
+        }
         let scores = self.forward(&input)?.to_device(&Device::Cpu)?;
         let (_, channels, rows, cols) = scores.dims4()?;
         let scores = scores.flatten_all()?.to_vec1::<f32>()?;
@@ -551,15 +739,126 @@ impl CnnFaceDetector {
 }
 
 /// Refuses a photo that is more than [`MAX_PIXELS`] once upsampled `upsample` times.
-fn check_size(image: &RgbImage, upsample: u32) -> Result<()> {
-    let pixels = u64::from(image.width()) * u64::from(image.height());
+fn check_size(width: u32, height: u32, upsample: u32) -> Result<()> {
+    let pixels = u64::from(width) * u64::from(height);
     if pixels.saturating_mul(4u64.saturating_pow(upsample)) > MAX_PIXELS {
         return Err(Error::InvalidInput(format!(
-            "{}x{} upsampled {upsample} times is more than the CNN detector's {} megapixels",
-            image.width(),
-            image.height(),
+            "{width}x{height} upsampled {upsample} times is more than the CNN detector's {} \
+             megapixels",
             MAX_PIXELS / 1_000_000
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::{files, open};
+
+    fn load(kernels: bool) -> CnnFaceDetector {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("weights")
+            .join(files::CNN_DETECTOR);
+        let vb = open(&path, &Device::Cpu).expect("weights");
+        CnnFaceDetector::load_with(vb, kernels).expect("detector")
+    }
+
+    fn photo(name: &str) -> RgbImage {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/pkg/images")
+            .join(name);
+        image::open(path).expect("fixture").to_rgb8()
+    }
+
+    /// The candle tensor path (what a GPU runs) against the CPU kernels: the same score map
+    /// within 1e-4 at every position, the same faces. Small photos, so that the tensor path's
+    /// slower CPU convolution keeps the test short.
+    #[test]
+    fn tensor_path_scores_as_the_kernels_do() {
+        let (kernels, tensors) = (load(true), load(false));
+        for (name, upsample) in [("orig/Tom_Hanks_54745.png", 1), ("medium/obama.webp", 0)] {
+            let image = photo(name);
+            let on_kernels = kernels.prepare(&image, upsample).expect("prepare");
+            let on_tensors = tensors.prepare(&image, upsample).expect("prepare");
+            assert_eq!(on_kernels.shape(), on_tensors.shape(), "{name}");
+            let want = kernels
+                .score_maps(&[&on_kernels])
+                .expect("kernels")
+                .remove(0);
+            let got = tensors
+                .score_maps(&[&on_tensors])
+                .expect("tensors")
+                .remove(0);
+            assert_eq!((want.rows, want.cols), (got.rows, got.cols), "{name}");
+            let worst = want
+                .scores
+                .iter()
+                .zip(&got.scores)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-4, "{name}: score maps differ by {worst}");
+            let faces = kernels.detections(&on_kernels, &want);
+            assert!(!faces.is_empty(), "{name}: no face");
+            let rects = |faces: &[Detection]| faces.iter().map(|f| f.0).collect::<Vec<_>>();
+            assert_eq!(
+                rects(&faces),
+                rects(&tensors.detections(&on_tensors, &got)),
+                "{name}"
+            );
+        }
+    }
+
+    /// Photos of one shape go through the tensor path in one pass, each with the faces it
+    /// has alone.
+    #[test]
+    fn a_batched_pass_finds_each_photos_faces() {
+        let tensors = load(false);
+        let photos = [photo("medium/obama.webp"), photo("medium/astronaut.webp")];
+        let alone: Vec<_> = photos
+            .iter()
+            .map(|image| tensors.detect(image, 0).expect("detect"))
+            .collect();
+        let together = tensors.detect_batch(&photos, 0).expect("detect_batch");
+        for (one, batched) in alone.iter().zip(&together) {
+            assert!(!one.is_empty());
+            assert_eq!(one.len(), batched.len());
+            for (a, b) in one.iter().zip(batched) {
+                assert_eq!(a.0, b.0);
+                assert!((a.1 - b.1).abs() < 1e-4, "{} {}", a.1, b.1);
+            }
+        }
+    }
+
+    /// Buffers of a pass over a 1200x900 album photo upsampled once, from the loaded layers:
+    /// the second strided layer's gathered windows are the largest with im2col (about 393
+    /// million elements), which 2^31 allows five times; cuDNN's implicit GEMM gathers none.
+    #[test]
+    fn pass_buffers_follow_the_layers() {
+        let detector = load(true);
+        let shape = detector.pyramid_shape((1200, 900), 1);
+        let im2col = detector.photo_cost(shape, ConvAlgorithm::Im2col).unwrap();
+        let implicit = detector
+            .photo_cost(shape, ConvAlgorithm::ImplicitGemm)
+            .unwrap();
+        assert!(
+            (380_000_000..400_000_000).contains(&im2col.largest_buffer_elements),
+            "{im2col:?}"
+        );
+        assert!(implicit.largest_buffer_elements < im2col.largest_buffer_elements / 4);
+        assert!(implicit.device_bytes < im2col.device_bytes);
+        let passes = detector
+            .plan(
+                (1200, 900),
+                1,
+                16,
+                ConvAlgorithm::Im2col,
+                &PassLimits::default(),
+            )
+            .unwrap();
+        assert_eq!(
+            passes.iter().map(|p| p.items).collect::<Vec<_>>(),
+            [5, 5, 5, 1]
+        );
+    }
 }

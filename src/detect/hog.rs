@@ -40,7 +40,7 @@ use crate::detect::pyramid::{self, PyramidDown, rect_from_upsampled};
 use crate::error::{Error, Result};
 use crate::geometry::{DRect, Rect};
 #[cfg(target_arch = "x86_64")]
-use crate::kernels::Isa;
+use crate::kernels::{self, Isa};
 use crate::weights::Model;
 
 /// Most filter output positions scored at once by the matrix products; larger levels are
@@ -68,6 +68,9 @@ pub struct HogDetector {
     /// arranged for the column step, `[filter_height, 31 * rank]`.
     filters: Vec<SeparableFilters>,
     device: Device,
+    /// Whether the filters are scored by the CPU kernel rather than with tensors
+    /// ([`crate::kernels::models_use_kernels`]).
+    kernels: bool,
 }
 
 struct SeparableFilters {
@@ -96,6 +99,7 @@ impl Model for HogDetector {
     /// Loads the tensors written by the converter (`weights/frontal_face_detector.safetensors`).
     fn load(vb: VarBuilder) -> Result<Self> {
         let device = vb.device().clone();
+        let kernels = kernels::models_use_kernels(&device)?;
         let int = |name: &str| -> Result<i64> {
             Ok(vb
                 .get_unchecked_dtype(name, DType::I64)?
@@ -196,6 +200,7 @@ impl Model for HogDetector {
             },
             filters,
             device,
+            kernels,
         })
     }
 }
@@ -315,7 +320,7 @@ impl HogDetector {
     /// Scores of every filter at every window position of one level, `[filters, out_rows,
     /// out_cols]` flattened, where `out = features - filter + 1`.
     fn score_level(&self, features: &fhog::Fhog) -> Result<Vec<f32>> {
-        if self.device.is_cpu() {
+        if self.kernels {
             Ok(self.score_level_cpu(features))
         } else {
             self.score_level_tensors(features)

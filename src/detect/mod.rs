@@ -5,7 +5,8 @@
 //!   service's; it scores [`fhog`] features of every level of an image [`pyramid`] with linear
 //!   filters.
 //! - [`cnn`]: the CNN (MMOD) face detector (`cnn_face_detection_model_v1`), a fully
-//!   convolutional network scanning a [`tiled_pyramid`] of the photo.
+//!   convolutional network scanning a [`tiled_pyramid`] of the photo, which the device that
+//!   runs the network writes itself ([`pyramid_fill`]).
 //!
 //! Both enlarge the photo first with [`pyramid::upsample`] and map their windows back with
 //! [`pyramid::rect_from_upsampled`], and both end with dlib's non-maximum suppression
@@ -16,4 +17,5 @@ pub mod fhog;
 pub mod hog;
 pub mod nms;
 pub mod pyramid;
+pub mod pyramid_fill;
 pub mod tiled_pyramid;

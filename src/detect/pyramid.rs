@@ -169,14 +169,20 @@ pub fn pyramid_up(image: &RgbImage) -> RgbImage {
     if image.width() == 0 || image.height() == 0 {
         return RgbImage::new(0, 0);
     }
-    let whole = Rect::new(
-        0,
-        0,
-        i64::from(image.width()) - 1,
-        i64::from(image.height()) - 1,
-    );
-    let up = PyramidDown::new(2).rect_up(whole.into(), 1).round();
-    resize_bilinear(image, (up.right + 1) as u32, (up.bottom + 1) as u32)
+    let (width, height) = upsampled_size(image.dimensions(), 1);
+    resize_bilinear(image, width, height)
+}
+
+/// The (width, height) of a `width` x `height` image after [`upsample`] `times`.
+pub fn upsampled_size((width, height): (u32, u32), times: u32) -> (u32, u32) {
+    (0..times).fold((width, height), |(width, height), _| {
+        if width == 0 || height == 0 {
+            return (0, 0);
+        }
+        let whole = Rect::new(0, 0, i64::from(width) - 1, i64::from(height) - 1);
+        let up = PyramidDown::new(2).rect_up(whole.into(), 1).round();
+        ((up.right + 1) as u32, (up.bottom + 1) as u32)
+    })
 }
 
 /// dlib's `resize_image(in, out, interpolate_bilinear())` for RGB images, pixel for pixel
@@ -197,6 +203,18 @@ mod tests {
         // dlib: rect_down(rectangle(10,10,100,100)) == [(4, 4) (49, 49)] after rounding.
         let down = pyr.rect_down(Rect::new(10, 10, 100, 100).into(), 1).round();
         assert_eq!(down, Rect::new(4, 4, 49, 49));
+    }
+
+    #[test]
+    fn upsampled_sizes_are_those_of_the_upsampled_images() {
+        let image = RgbImage::new(13, 7);
+        for times in 0..3 {
+            assert_eq!(
+                upsampled_size((13, 7), times),
+                upsample(&image, times).dimensions()
+            );
+        }
+        assert_eq!(upsampled_size((0, 7), 2), (0, 0));
     }
 
     #[test]

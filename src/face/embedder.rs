@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::kernels::conv::{Activations, Conv};
 use crate::kernels::resnet::{Block, ResNet};
 use crate::nn;
+use crate::plan::{ItemCost, PassLimits, plan_passes};
 use crate::weights::Model;
 
 /// Side of the square chips the network takes.
@@ -342,9 +343,10 @@ struct TensorNetwork {
 
 impl Model for FaceEmbedder {
     /// Loads the weights written by the converter (`dlib_face_recognition_resnet_model_v1`):
-    /// for the CPU kernels on the CPU, as tensors on other devices.
+    /// for the CPU kernels on the CPU (unless [`crate::kernels::models_use_kernels`] says
+    /// otherwise), as tensors on other devices.
     fn load(vb: VarBuilder) -> Result<Self> {
-        let kernels = vb.device().is_cpu();
+        let kernels = crate::kernels::models_use_kernels(vb.device())?;
         Self::load_network(vb, kernels)
     }
 }
@@ -493,6 +495,74 @@ impl FaceEmbedder {
         let mut encodings = Vec::with_capacity(chips.len());
         for batch in chips.chunks(EMBED_BATCH) {
             encodings.extend(self.embed_batch(batch)?);
+        }
+        Ok(encodings)
+    }
+
+    /// The buffers of a tensor pass over one chip ([`crate::plan`]), from the architecture the
+    /// tensor network is built from: each layer's gathered windows `[positions, taps,
+    /// channels]`, its output (the product, the bias added, the pieces joined) and its input,
+    /// beside the batch's chips.
+    pub fn chip_cost() -> ItemCost {
+        let input = u64::from(CHIP_SIZE * CHIP_SIZE) * 3;
+        let (mut largest, mut peak) = (input, 0);
+        let mut layer = |in_elements: u64, gathered: u64, output: u64| {
+            largest = largest.max(gathered).max(output);
+            peak = peak.max(input + in_elements + gathered + 3 * output);
+        };
+        // A window operation on a square input of `side` and `channels`: (out side, gathered).
+        let windows = |side: usize, size: usize, stride: usize, padding: usize, channels: usize| {
+            let out = nn::output_len(side, size, stride, padding).unwrap_or(0);
+            (out, (out * out * size * size * channels) as u64)
+        };
+        let square = |side: usize, channels: usize| (side * side * channels) as u64;
+
+        let (stem_channels, stem_size, stem_stride) = STEM_CONV;
+        let (side, gathered) = windows(CHIP_SIZE as usize, stem_size, stem_stride, 0, 3);
+        layer(input, gathered, square(side, stem_channels));
+        let (pool_size, pool_stride) = STEM_POOL;
+        let (mut side, gathered) = windows(side, pool_size, pool_stride, 0, stem_channels);
+        layer(
+            square(side, stem_channels),
+            gathered,
+            square(side, stem_channels),
+        );
+        let mut in_channels = stem_channels;
+        for &(channels, stride) in &BLOCKS {
+            let in_elements = square(side, in_channels);
+            let padding = nn::default_padding(BLOCK_CONV_SIZE, stride);
+            let (out, gathered) = windows(side, BLOCK_CONV_SIZE, stride, padding, in_channels);
+            layer(in_elements, gathered, square(out, channels));
+            let (_, gathered) = windows(out, BLOCK_CONV_SIZE, 1, 1, channels);
+            layer(square(out, channels), gathered, square(out, channels));
+            let shortcut = if stride == 2 {
+                let (pooled, gathered) = windows(side, 2, 2, 0, in_channels);
+                layer(in_elements, gathered, square(pooled, in_channels));
+                pooled
+            } else {
+                side
+            };
+            side = out.max(shortcut);
+            in_channels = channels;
+        }
+        ItemCost {
+            largest_buffer_elements: largest,
+            device_bytes: peak * std::mem::size_of::<f32>() as u64,
+        }
+    }
+
+    /// Encodings of 150x150 chips in passes within `limits` ([`crate::plan`]): as many
+    /// chips per forward pass as candle's limits and the device-memory budget allow.
+    pub fn embed_within(&self, chips: &[RgbImage], limits: &PassLimits) -> Result<Vec<Encoding>> {
+        if let Network::Kernels(_) = &self.network {
+            return self.embed_batch(chips);
+        }
+        let mut encodings = Vec::with_capacity(chips.len());
+        let mut rest = chips;
+        for pass in plan_passes(chips.len(), Self::chip_cost(), limits)? {
+            let (now, later) = rest.split_at(pass.items);
+            encodings.extend(self.embed_batch(now)?);
+            rest = later;
         }
         Ok(encodings)
     }

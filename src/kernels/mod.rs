@@ -4,6 +4,12 @@
 //! run time: [`Isa::current`] is the widest instruction set the CPU has, unless
 //! `FACEDETECT_CPU_KERNELS` (`portable`, `sse4.1`, `avx2`, `avx512`) names a narrower one, so
 //! that each version can be run, compared and ruled out on any machine.
+//!
+//! `FACEDETECT_CPU_KERNELS=none` turns the models' kernels off ([`models_use_kernels`]): the
+//! CNN detector, the HOG detector's filter scoring and the embedder then run candle's tensor
+//! operations on the CPU device, the very code a GPU runs, so that path is tested on machines
+//! without one. The host-side loops (image pyramid, FHOG) run as they do beside a GPU, at the
+//! widest instruction set. Any other value is refused when a model loads.
 
 pub mod conv;
 pub mod fhog;
@@ -12,8 +18,61 @@ pub mod resnet;
 
 use std::sync::OnceLock;
 
-/// The environment variable that caps the instruction set of the kernels.
+use candle_core::Device;
+
+use crate::error::{Error, Result};
+
+/// The environment variable that caps the instruction set of the kernels, or turns the
+/// models' kernels off.
 pub const ISA_VARIABLE: &str = "FACEDETECT_CPU_KERNELS";
+
+/// The values [`ISA_VARIABLE`] takes.
+pub const SETTINGS: &str = "none, portable, sse4.1, avx2, avx512";
+
+/// What [`ISA_VARIABLE`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Setting {
+    /// Unset: the kernels at the widest instruction set the CPU has.
+    Widest,
+    /// `none`: the models on the CPU device run candle's tensor operations.
+    Tensors,
+    /// The kernels at most at this instruction set.
+    Cap(Isa),
+}
+
+impl Setting {
+    fn parse(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "none" => Some(Self::Tensors),
+            other => Isa::from_name(other).map(Self::Cap),
+        }
+    }
+
+    /// The process's setting, read once; an unknown value is an error naming the valid ones.
+    fn current() -> std::result::Result<Self, &'static str> {
+        static CURRENT: OnceLock<std::result::Result<Setting, String>> = OnceLock::new();
+        CURRENT
+            .get_or_init(|| match std::env::var(ISA_VARIABLE) {
+                Err(_) => Ok(Self::Widest),
+                Ok(name) => Self::parse(&name).ok_or(name),
+            })
+            .as_ref()
+            .copied()
+            .map_err(String::as_str)
+    }
+}
+
+/// Whether the models on `device` run on the kernels: on the CPU device unless
+/// `FACEDETECT_CPU_KERNELS=none`; never on another device. Every model asks when it loads,
+/// so an unknown value of the variable fails the load with the list of valid ones.
+pub fn models_use_kernels(device: &Device) -> Result<bool> {
+    match Setting::current() {
+        Err(name) => Err(Error::InvalidInput(format!(
+            "{ISA_VARIABLE}={name:?} is not one of {SETTINGS}"
+        ))),
+        Ok(setting) => Ok(device.is_cpu() && setting != Setting::Tensors),
+    }
+}
 
 /// The vector instructions a kernel may use, narrowest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -34,21 +93,11 @@ impl Isa {
     /// least that level, which guarantees that the CPU has them.
     pub fn current() -> Self {
         static CURRENT: OnceLock<Isa> = OnceLock::new();
-        *CURRENT.get_or_init(|| {
-            let detected = Self::detected();
-            match std::env::var(ISA_VARIABLE) {
-                Ok(name) => match Self::from_name(&name) {
-                    Some(cap) => cap.min(detected),
-                    None => {
-                        tracing::warn!(
-                            value = %name,
-                            "{ISA_VARIABLE} is not one of portable, sse4.1, avx2, avx512; ignored"
-                        );
-                        detected
-                    }
-                },
-                Err(_) => detected,
-            }
+        // With `none`, or a value the models refuse when they load, the host-side loops run
+        // as they do beside a GPU.
+        *CURRENT.get_or_init(|| match Setting::current() {
+            Ok(Setting::Cap(cap)) => cap.min(Self::detected()),
+            _ => Self::detected(),
         })
     }
 
@@ -75,7 +124,7 @@ impl Isa {
     }
 
     fn from_name(name: &str) -> Option<Self> {
-        match name.trim().to_ascii_lowercase().as_str() {
+        match name {
             "portable" => Some(Self::Portable),
             "sse4.1" | "sse41" => Some(Self::Sse41),
             "avx2" => Some(Self::Avx2),
@@ -92,7 +141,9 @@ mod tests {
     #[test]
     fn names_parse_and_order() {
         assert_eq!(Isa::from_name("portable"), Some(Isa::Portable));
-        assert_eq!(Isa::from_name(" AVX2 "), Some(Isa::Avx2));
+        assert_eq!(Setting::parse(" AVX2 "), Some(Setting::Cap(Isa::Avx2)));
+        assert_eq!(Setting::parse("None"), Some(Setting::Tensors));
+        assert_eq!(Setting::parse("avx"), None);
         assert_eq!(Isa::from_name("sse4.1"), Some(Isa::Sse41));
         assert_eq!(Isa::from_name("avx512"), Some(Isa::Avx512));
         assert_eq!(Isa::from_name("neon"), None);

@@ -3,6 +3,10 @@
 //! same faces as with the widest one this CPU has, with encodings within 1e-5, on both
 //! detectors and on aligned chips. A version the CPU lacks runs as the widest it has, so on
 //! any machine each run is valid and the versions it has are compared.
+//!
+//! `FACEDETECT_CPU_KERNELS=none` runs the models as candle tensor operations on the CPU
+//! device, the code a GPU runs: the same faces as the kernels, scores within 1e-4, encodings
+//! within 1e-5. An unknown value is refused.
 
 use crate::common;
 
@@ -40,8 +44,12 @@ fn faces(photo: &Value) -> &Vec<Value> {
     photo["faces"].as_array().expect("faces")
 }
 
-/// The same photos, the same rectangles and landmarks, encodings within [`TOLERANCE`].
-fn assert_same_faces(isa: &str, expected: &[Value], actual: &[Value]) {
+/// The largest difference allowed between the scores of the tensor path and the kernels.
+const TENSOR_SCORE_TOLERANCE: f64 = 1e-4;
+
+/// The same photos, the same rectangles and landmarks, scores within `score_tolerance`,
+/// encodings within [`TOLERANCE`].
+fn assert_same_faces(isa: &str, expected: &[Value], actual: &[Value], score_tolerance: f64) {
     assert_eq!(expected.len(), actual.len(), "{isa}: photos");
     let mut compared = 0;
     for (want, got) in expected.iter().zip(actual) {
@@ -60,7 +68,7 @@ fn assert_same_faces(isa: &str, expected: &[Value], actual: &[Value]) {
             );
             if let (Some(x), Some(y)) = (a["score"].as_f64(), b["score"].as_f64()) {
                 assert!(
-                    (x - y).abs() < TOLERANCE,
+                    (x - y).abs() < score_tolerance,
                     "{isa}: a score in {photo}: {x} {y}"
                 );
             }
@@ -100,7 +108,7 @@ fn fixture(path: &str) -> String {
 fn check_every_isa(args: &[String]) {
     let widest = encode(None, args);
     for isa in ["portable", "sse4.1", "avx2"] {
-        assert_same_faces(isa, &widest, &encode(Some(isa), args));
+        assert_same_faces(isa, &widest, &encode(Some(isa), args), TOLERANCE);
     }
 }
 
@@ -135,4 +143,63 @@ fn every_instruction_set_encodes_aligned_chips_alike() {
     let mut args = vec!["--aligned".to_string()];
     args.extend(chips);
     check_every_isa(&args);
+}
+
+/// The tensor path against the widest kernels.
+fn check_tensor_path(args: &[String]) {
+    let kernels = encode(None, args);
+    let tensors = encode(Some("none"), args);
+    assert_same_faces("none", &kernels, &tensors, TENSOR_SCORE_TOLERANCE);
+}
+
+fn medium_photos() -> Vec<String> {
+    ["obama.webp", "biden.webp", "t1.webp", "astronaut.webp"]
+        .iter()
+        .map(|name| fixture(&format!("images/medium/{name}")))
+        .collect()
+}
+
+#[test]
+fn the_tensor_path_finds_the_same_faces_with_hog() {
+    check_tensor_path(&medium_photos());
+}
+
+#[test]
+fn the_tensor_path_finds_the_same_faces_with_the_cnn() {
+    // Upsample 0 keeps the tensor path's CPU convolutions short.
+    let mut args = vec![
+        "--detector".into(),
+        "cnn".into(),
+        "--upsample".into(),
+        "0".into(),
+    ];
+    args.extend(medium_photos());
+    check_tensor_path(&args);
+}
+
+#[test]
+fn the_tensor_path_encodes_aligned_chips_alike() {
+    let chips = ["orig/t1/chip_hog_0.png", "orig/astronaut/chip_hog_1.png"];
+    let mut args = vec!["--aligned".to_string()];
+    args.extend(chips.map(fixture));
+    check_tensor_path(&args);
+}
+
+#[test]
+fn an_unknown_setting_is_refused_with_the_valid_ones() {
+    let output = Command::new(env!("CARGO_BIN_EXE_facedetect"))
+        .arg("encode")
+        .arg(fixture("images/medium/obama.webp"))
+        .env("FACEDETECT_WEIGHTS", common::weights_dir())
+        .env("FACEDETECT_CPU_KERNELS", "avx3")
+        .output()
+        .expect("facedetect runs");
+    assert!(!output.status.success(), "a typo must not run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "FACEDETECT_CPU_KERNELS=\"avx3\" is not one of none, portable, sse4.1, avx2, avx512"
+        ),
+        "{stderr}"
+    );
 }

@@ -20,6 +20,7 @@ mod hog;
 mod kernels;
 mod landmarks;
 mod pipeline;
+mod plan;
 mod pyramid;
 
 // The models' files.
