@@ -14,21 +14,22 @@
 
 locals {
   # The metrics the scaling alarms combine, by metric-math id; each is the maximum of a minute.
+  # (Dimensions as maps, so that the three have one type and make a map.)
   scaling_metrics = {
     visible = {
       namespace   = "AWS/SQS"
       metric_name = "ApproximateNumberOfMessagesVisible"
-      dimensions  = { QueueName = aws_sqs_queue.backfill.name }
+      dimensions  = tomap({ QueueName = aws_sqs_queue.backfill.name })
     }
     in_flight = {
       namespace   = "AWS/SQS"
       metric_name = "ApproximateNumberOfMessagesNotVisible"
-      dimensions  = { QueueName = aws_sqs_queue.backfill.name }
+      dimensions  = tomap({ QueueName = aws_sqs_queue.backfill.name })
     }
     tasks = {
       namespace   = "ECS/ContainerInsights"
       metric_name = "DesiredTaskCount"
-      dimensions  = { ClusterName = aws_ecs_cluster.this.name, ServiceName = aws_ecs_service.worker.name }
+      dimensions  = tomap({ ClusterName = aws_ecs_cluster.this.name, ServiceName = aws_ecs_service.worker.name })
     }
   }
 

@@ -140,7 +140,7 @@ variable "subnet_ids" {
   default     = null
 
   validation {
-    condition     = var.subnet_ids != null && length(coalesce(var.subnet_ids, [])) > 0 && alltrue([for id in coalesce(var.subnet_ids, []) : can(regex("^subnet-[0-9a-f]{8,17}$", id))])
+    condition     = var.subnet_ids != null && try(length(var.subnet_ids) > 0 && alltrue([for id in var.subnet_ids : can(regex("^subnet-[0-9a-f]{8,17}$", id))]), false)
     error_message = "subnet_ids is not set, empty, or holds something that is not a subnet ID (subnet-...): give at least one subnet of vpc_id, e.g. -var 'backfill_subnet_ids=[\"subnet-0123456789abcdef0\"]' on the stage (aws ec2 describe-subnets --filters Name=vpc-id,Values=VPC_ID lists them)."
   }
 }
