@@ -1576,9 +1576,26 @@ impl Policy {
         }
     }
 
-    fn apply(&self, desired: f64, above: f64) -> f64 {
+    /// The count after the policy acts on a breach of `difference` (metric minus threshold).
+    /// As Application Auto Scaling reads step bounds: for an alarm above its threshold the
+    /// lower bound is inclusive and the upper exclusive, for one below it the other way round.
+    fn apply(&self, desired: f64, difference: f64, above: bool) -> f64 {
         let step = self.steps.iter().find(|(lower, upper, _)| {
-            lower.is_none_or(|l| above >= l) && upper.is_none_or(|u| above < u)
+            let over_lower = lower.is_none_or(|l| {
+                if above {
+                    difference >= l
+                } else {
+                    difference > l
+                }
+            });
+            let under_upper = upper.is_none_or(|u| {
+                if above {
+                    difference < u
+                } else {
+                    difference <= u
+                }
+            });
+            over_lower && under_upper
         });
         match step {
             Some((_, _, adjustment)) if self.exact => *adjustment,
@@ -1656,8 +1673,9 @@ impl Scaling {
                     continue;
                 }
                 let value = alarm.value(history.last().unwrap()).unwrap_or(0.0);
+                let above = alarm.operator.starts_with("GreaterThan");
                 let changed = policy
-                    .apply(next, value - alarm.threshold)
+                    .apply(next, value - alarm.threshold, above)
                     .clamp(0.0, self.max);
                 if changed != next {
                     last_acted[index] = now;
