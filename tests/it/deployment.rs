@@ -2,10 +2,18 @@
 //! must hold for the system to run unattended: every queue has a dead-letter queue (or is one)
 //! with an alarm on it, failed Lambda invocations have an on-failure destination, IAM policies
 //! name the queues, repositories and log groups they act on instead of `*`, the GPU service and
-//! its instances can scale to zero, and the worker's stop timeout is above its drain bound. The
-//! Lambda build leaves out what only the command line uses. The real linters (`terraform fmt`,
-//! checkov; hadolint is in `lint`) run when installed: skipped with a message without them, a
-//! failure when `FACEDETECT_REQUIRE_LINTERS=1` (as in CI).
+//! its instances can scale to zero, and the worker's stop timeout is above its drain bound. Then
+//! what a first apply on the original's account needs: the original's resources imported, VPC
+//! and subnets given (no default VPC) with HTTPS-only egress, the GPU quota and instance type
+//! checked at plan time, one repository's main branch trusted, spot draining allowed on container
+//! instances; and what it costs: the scaling simulated minute by minute from the alarms and
+//! policies (never in while messages remain), every alarm's boundary, the worker's memory budgets
+//! from the task, the Lambda concurrency split, the registry's lifecycle simulated over a year of
+//! pushes. The images' contexts, the worker image's compute capability and stripped binary, the
+//! workflows' order and Terraform version. The Lambda build leaves out what only the command
+//! line uses. The real linters (`terraform fmt`, checkov; hadolint is in `lint`) run when
+//! installed: skipped with a message without them, a failure when `FACEDETECT_REQUIRE_LINTERS=1`
+//! (as in CI).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

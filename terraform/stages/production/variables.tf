@@ -51,3 +51,9 @@ variable "backfill_subnet_ids" {
   type        = list(string)
   default     = null
 }
+
+variable "backfill_assign_public_ip" {
+  description = "Give the GPU instances a public address: true in public subnets; false in private subnets behind a NAT gateway"
+  type        = bool
+  default     = true
+}

@@ -40,17 +40,18 @@ module "alerts" {
 }
 
 module "backfill" {
-  source          = "../../modules/backfill"
-  stage           = local.stage
-  aws_region      = var.aws_region
-  repository_name = "concrexit/facedetection-worker"
-  image_tag       = var.worker_image_tag
-  max_tasks       = 1
-  spot            = var.spot_workers
-  vpc_id          = var.backfill_vpc_id
-  subnet_ids      = var.backfill_subnet_ids
-  alarm_topic_arn = module.alerts.topic_arn
-  tags            = local.tags
+  source           = "../../modules/backfill"
+  stage            = local.stage
+  aws_region       = var.aws_region
+  repository_name  = "concrexit/facedetection-worker"
+  image_tag        = var.worker_image_tag
+  max_tasks        = 1
+  spot             = var.spot_workers
+  vpc_id           = var.backfill_vpc_id
+  subnet_ids       = var.backfill_subnet_ids
+  assign_public_ip = var.backfill_assign_public_ip
+  alarm_topic_arn  = module.alerts.topic_arn
+  tags             = local.tags
 }
 
 module "lambda" {
