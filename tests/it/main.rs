@@ -40,5 +40,6 @@ mod service_cli;
 mod service_pipeline;
 
 // The deployment files.
+mod cost_table;
 mod deployment;
 mod lint;

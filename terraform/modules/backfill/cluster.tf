@@ -6,16 +6,55 @@ data "aws_ssm_parameter" "gpu_ami" {
   name = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
 }
 
-data "aws_vpc" "this" {
-  id      = var.vpc_id
-  default = var.vpc_id == null
+# The VPC and subnets are given (no default VPC is assumed: the original's account may have none,
+# and the GPU instances belong in a VPC its operators chose). Each subnet is looked up to check
+# that it is in that VPC and to find its availability zone.
+data "aws_subnet" "gpu" {
+  for_each = toset(var.subnet_ids)
+  id       = each.value
 }
 
-data "aws_subnets" "this" {
+# What the instance type is (vCPUs for the quota, memory for the task, GPUs for the device budget)
+# and the availability zones of the subnets that offer it.
+data "aws_ec2_instance_type" "gpu" {
+  instance_type = var.instance_type
+}
+
+data "aws_ec2_instance_type_offerings" "gpu" {
+  location_type = "availability-zone"
+
   filter {
-    name   = "vpc-id"
-    values = [data.aws_vpc.this.id]
+    name   = "instance-type"
+    values = [var.instance_type]
   }
+
+  filter {
+    name   = "location"
+    values = distinct([for subnet in data.aws_subnet.gpu : subnet.availability_zone])
+  }
+}
+
+locals {
+  # The GPU instance families the worker image runs on, with their GPU's compute capability
+  # (the image's kernels are PTX for var.image_compute_capability, compiled by the driver for
+  # any GPU at or above it) and the EC2 vCPU quotas their instances count against.
+  instance_family = split(".", var.instance_type)[0]
+  gpu_families = {
+    g5  = { gpu = "NVIDIA A10G", compute_capability = 86 }
+    g6  = { gpu = "NVIDIA L4", compute_capability = 89 }
+    g6e = { gpu = "NVIDIA L40S", compute_capability = 89 }
+    gr6 = { gpu = "NVIDIA L4", compute_capability = 89 }
+  }
+  # Service Quotas codes: "Running On-Demand G and VT instances" and "All G and VT Spot Instance
+  # Requests", both in vCPUs and 0 on a new account.
+  gpu_quota_code  = var.spot ? "L-3819A6DF" : "L-DB2E81BA"
+  gpu_quota_name  = var.spot ? "All G and VT Spot Instance Requests" : "Running On-Demand G and VT instances"
+  gpu_vcpus_total = data.aws_ec2_instance_type.gpu.default_vcpus * var.max_tasks
+}
+
+data "aws_servicequotas_service_quota" "gpu" {
+  service_code = "ec2"
+  quota_code   = local.gpu_quota_code
 }
 
 resource "aws_ecs_cluster" "this" {
@@ -32,7 +71,7 @@ resource "aws_ecs_cluster" "this" {
 resource "aws_security_group" "gpu" {
   name        = "${local.name}-gpu"
   description = "GPU workers: no inbound traffic; HTTPS out to ECR, SQS, CloudWatch, the photo host and concrexit"
-  vpc_id      = data.aws_vpc.this.id
+  vpc_id      = var.vpc_id
   tags        = var.tags
 }
 
@@ -118,7 +157,7 @@ resource "aws_autoscaling_group" "gpu" {
   name_prefix         = "${local.name}-gpu-"
   min_size            = 0
   max_size            = var.max_tasks
-  vpc_zone_identifier = coalesce(var.subnet_ids, data.aws_subnets.this.ids)
+  vpc_zone_identifier = var.subnet_ids
   # Required by the capacity provider's managed termination protection: ECS, not the group,
   # decides which instances may go (those with no worker on them).
   protect_from_scale_in = true
@@ -146,6 +185,34 @@ resource "aws_autoscaling_group" "gpu" {
   lifecycle {
     # The capacity provider sets the desired capacity.
     ignore_changes = [desired_capacity]
+
+    precondition {
+      condition     = alltrue([for subnet in data.aws_subnet.gpu : subnet.vpc_id == var.vpc_id])
+      error_message = "Every subnet in subnet_ids must belong to vpc_id (${var.vpc_id}); these do not: ${join(", ", [for subnet in data.aws_subnet.gpu : subnet.id if subnet.vpc_id != var.vpc_id])}."
+    }
+
+    precondition {
+      condition     = contains(keys(local.gpu_families), local.instance_family)
+      error_message = "instance_type ${var.instance_type}: the worker runs on one of the GPU families ${join(", ", keys(local.gpu_families))} (NVIDIA, compute capability 8.6 or more, counted against the G and VT vCPU quota)."
+    }
+
+    precondition {
+      condition     = try(local.gpu_families[local.instance_family].compute_capability, 0) >= var.image_compute_capability
+      error_message = "instance_type ${var.instance_type}: its GPU's compute capability is below the ${var.image_compute_capability} the worker image is built for (Dockerfile.cuda's CUDA_COMPUTE_CAP)."
+    }
+
+    precondition {
+      condition     = length(data.aws_ec2_instance_type_offerings.gpu.locations) > 0
+      error_message = "instance_type ${var.instance_type} is not offered in the availability zones of subnet_ids (${join(", ", distinct([for subnet in data.aws_subnet.gpu : subnet.availability_zone]))}); give subnets in a zone that offers it (aws ec2 describe-instance-type-offerings --location-type availability-zone --filters Name=instance-type,Values=${var.instance_type})."
+    }
+
+    # A new account's G and VT vCPU quota is 0: without this check the first apply succeeds and
+    # every scale-out then fails in the Auto Scaling group's activity history with "You have
+    # requested more vCPU capacity than your current vCPU limit of 0 allows".
+    precondition {
+      condition     = data.aws_servicequotas_service_quota.gpu.value >= local.gpu_vcpus_total
+      error_message = "The EC2 quota \"${local.gpu_quota_name}\" (${local.gpu_quota_code}) in ${var.aws_region} is ${data.aws_servicequotas_service_quota.gpu.value} vCPUs; ${var.max_tasks} x ${var.instance_type} need ${local.gpu_vcpus_total}. Request an increase (README, Deployment: GPU quota): aws service-quotas request-service-quota-increase --service-code ec2 --quota-code ${local.gpu_quota_code} --desired-value ${local.gpu_vcpus_total} --region ${var.aws_region}"
+    }
   }
 }
 

@@ -57,9 +57,23 @@ data "aws_iam_policy_document" "instance" {
       "ecs:SubmitAttachmentStateChanges",
       "ecs:SubmitContainerStateChange",
       "ecs:SubmitTaskStateChange",
-      "ecs:UpdateContainerInstancesState",
     ]
     resources = [aws_ecs_cluster.this.arn]
+  }
+
+  # Spot draining (ECS_ENABLE_SPOT_INSTANCE_DRAINING): on an interruption notice the agent sets
+  # its own container instance to DRAINING. UpdateContainerInstancesState acts on container
+  # instances, not on the cluster, so it needs their ARNs (a statement naming only the cluster
+  # lets the call fail with AccessDenied); ecs:cluster keeps it to this cluster's instances.
+  statement {
+    sid       = "SpotDraining"
+    actions   = ["ecs:UpdateContainerInstancesState"]
+    resources = ["${local.ecs_arn_prefix}:container-instance/${aws_ecs_cluster.this.name}/*"]
+    condition {
+      test     = "ArnEquals"
+      variable = "ecs:cluster"
+      values   = [aws_ecs_cluster.this.arn]
+    }
   }
 
   statement {

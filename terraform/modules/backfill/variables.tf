@@ -19,7 +19,7 @@ variable "image_tag" {
 }
 
 variable "instance_type" {
-  description = "GPU instance type; the image's CUDA_COMPUTE_CAP must suit its GPU (g6: L4, 89; g5: A10G, 86; p4d: A100, 80)"
+  description = "GPU instance type, of a family the worker image runs on (g5: A10G; g6, gr6: L4; g6e: L40S); its vCPUs times max_tasks must fit the account's G and VT vCPU quota"
   type        = string
   default     = "g6.xlarge"
 }
@@ -37,7 +37,7 @@ variable "max_tasks" {
 }
 
 variable "messages_per_task" {
-  description = "Visible messages per running worker that make the service add one (each message holds up to 20 sources)"
+  description = "Backlog (messages visible and in flight) per worker above which the service adds one, up to max_tasks (each message holds up to 20 sources)"
   type        = number
   default     = 500
 }
@@ -65,10 +65,38 @@ variable "upsample" {
   default     = 1
 }
 
-variable "task_memory_reservation" {
-  description = "MiB of host memory reserved for the worker (soft limit; g6.xlarge has 16 GiB)"
+variable "task_memory" {
+  description = "MiB of host memory the worker's container may use (its hard limit). The worker's own budget, FACEDETECT_MEMORY_MB, is derived from it. g6.xlarge has 16 GiB, of which the system and the ECS agent keep about 1 GiB"
   type        = number
-  default     = 8192
+  default     = 14336
+
+  validation {
+    condition     = var.task_memory >= 2048
+    error_message = "task_memory must be at least 2048 MiB: the models, the CUDA context and a batch of photos need it."
+  }
+}
+
+variable "memory_budget_percent" {
+  description = "Share of task_memory, in percent, that the worker admits photos against (FACEDETECT_MEMORY_MB); the rest covers what its budget does not count (allocator fragmentation, the CUDA driver's host allocations after start), so that the container's hard limit is never reached"
+  type        = number
+  default     = 90
+
+  validation {
+    condition     = var.memory_budget_percent > 0 && var.memory_budget_percent <= 100
+    error_message = "memory_budget_percent is a percentage (1-100)."
+  }
+}
+
+variable "device_memory_mb" {
+  description = "MiB of GPU memory the worker may use (FACEDETECT_DEVICE_MEMORY_MB); null for memory_budget_percent of the instance type's GPU memory"
+  type        = number
+  default     = null
+}
+
+variable "image_compute_capability" {
+  description = "The CUDA compute capability the worker image's kernels are built for (Dockerfile.cuda's CUDA_COMPUTE_CAP, as PTX that the driver compiles for any GPU at or above it); the instance type's GPU must have at least this"
+  type        = number
+  default     = 80
 }
 
 variable "root_volume_size" {
@@ -96,15 +124,25 @@ variable "worker_drain_seconds" {
 }
 
 variable "vpc_id" {
-  description = "VPC of the GPU instances; null for the account's default VPC"
+  description = "VPC of the GPU instances (no default VPC is assumed)"
   type        = string
   default     = null
+
+  validation {
+    condition     = var.vpc_id != null && can(regex("^vpc-[0-9a-f]{8,17}$", var.vpc_id))
+    error_message = "vpc_id is not set or not a VPC ID (vpc-...): give the VPC of the GPU instances, e.g. -var backfill_vpc_id=vpc-0123456789abcdef0 on the stage (aws ec2 describe-vpcs --query 'Vpcs[].[VpcId,IsDefault,Tags]' lists them)."
+  }
 }
 
 variable "subnet_ids" {
-  description = "Subnets of the GPU instances; null for every subnet of the VPC"
+  description = "Subnets of the GPU instances, in vpc_id: public subnets with assign_public_ip, or private ones behind a NAT gateway"
   type        = list(string)
   default     = null
+
+  validation {
+    condition     = var.subnet_ids != null && try(length(var.subnet_ids) > 0 && alltrue([for id in var.subnet_ids : can(regex("^subnet-[0-9a-f]{8,17}$", id))]), false)
+    error_message = "subnet_ids is not set, empty, or holds something that is not a subnet ID (subnet-...): give at least one subnet of vpc_id, e.g. -var 'backfill_subnet_ids=[\"subnet-0123456789abcdef0\"]' on the stage (aws ec2 describe-subnets --filters Name=vpc-id,Values=VPC_ID lists them)."
+  }
 }
 
 variable "assign_public_ip" {

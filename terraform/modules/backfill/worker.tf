@@ -1,5 +1,5 @@
 # The worker: `facedetect worker` (the image's entrypoint) on one GPU, reading the backfill
-# queue; its service scales on the queue's depth, from zero to max_tasks and back to zero.
+# queue; its service scales on the backlog (scaling.tf), from zero to max_tasks and back to zero.
 
 data "aws_ecr_repository" "worker" {
   name = var.repository_name
@@ -23,6 +23,21 @@ locals {
   # stopping worker finishes or releases its messages (a SIGKILL loses nothing either: the
   # messages come back when their visibility times out, only later).
   stop_timeout = var.worker_drain_seconds + 30
+
+  # The worker admits photos against FACEDETECT_MEMORY_MB (its default, 2048, suits a Lambda
+  # function, not a 16 GiB instance): a share of the container's hard limit. Likewise the GPU
+  # memory (FACEDETECT_DEVICE_MEMORY_MB): a share of one GPU of the instance type.
+  worker_memory_mb = floor(var.task_memory * var.memory_budget_percent / 100)
+  gpu_memory_mb    = try(max([for gpu in data.aws_ec2_instance_type.gpu.gpus : gpu.memory_size]...), 0)
+  device_memory_mb = coalesce(var.device_memory_mb, floor(local.gpu_memory_mb * var.memory_budget_percent / 100))
+
+  # The image's CUDA_CACHE_PATH (Dockerfile.cuda) lies under this tmpfs: the driver compiles
+  # candle's PTX kernels when it loads them and caches the result there, which a read-only root
+  # file system would refuse. Docker creates a tmpfs with mode 1777, so the non-root user can
+  # write it; its pages count against the container's memory, and CUDA_CACHE_MAXSIZE bounds
+  # the cache below its size.
+  tmpfs_path    = "/tmp"
+  tmpfs_size_mb = 512
 }
 
 resource "aws_ecs_task_definition" "worker" {
@@ -45,15 +60,20 @@ resource "aws_ecs_task_definition" "worker" {
       ]
       environment = [
         { name = "FACEDETECT_QUEUE_URL", value = aws_sqs_queue.backfill.url },
+        { name = "FACEDETECT_MEMORY_MB", value = tostring(local.worker_memory_mb) },
+        { name = "FACEDETECT_DEVICE_MEMORY_MB", value = tostring(local.device_memory_mb) },
         # Containers cannot reach the instance metadata (hop limit 1), so the region is given.
         { name = "AWS_REGION", value = var.aws_region },
         { name = "RUST_LOG", value = "info" },
       ]
       resourceRequirements   = [{ type = "GPU", value = "1" }]
-      memoryReservation      = var.task_memory_reservation
+      memory                 = var.task_memory
       stopTimeout            = local.stop_timeout
       readonlyRootFilesystem = true
-      linuxParameters        = { initProcessEnabled = true }
+      linuxParameters = {
+        initProcessEnabled = true
+        tmpfs              = [{ containerPath = local.tmpfs_path, size = local.tmpfs_size_mb }]
+      }
       logConfiguration = {
         logDriver = "awslogs"
         options = {
@@ -69,6 +89,18 @@ resource "aws_ecs_task_definition" "worker" {
     precondition {
       condition     = local.stop_timeout <= 120
       error_message = "ECS allows a stop timeout of at most 120 s: the worker's drain bound must be at most 90 s."
+    }
+
+    # The system and the ECS agent keep about 1 GiB of an instance; a task asking for more than
+    # the rest is never placed, and the service waits for capacity forever.
+    precondition {
+      condition     = var.task_memory <= data.aws_ec2_instance_type.gpu.memory_size - 1024
+      error_message = "task_memory (${var.task_memory} MiB) does not fit on a ${var.instance_type} (${data.aws_ec2_instance_type.gpu.memory_size} MiB, of which about 1024 MiB stay with the system and the ECS agent)."
+    }
+
+    precondition {
+      condition     = local.device_memory_mb > 0 && local.device_memory_mb <= local.gpu_memory_mb
+      error_message = "device_memory_mb (${local.device_memory_mb}) must be positive and at most the memory of one GPU of a ${var.instance_type} (${local.gpu_memory_mb} MiB)."
     }
   }
 
@@ -111,104 +143,3 @@ resource "aws_appautoscaling_target" "worker" {
   max_capacity       = var.max_tasks
 }
 
-# Work waiting: one worker per messages_per_task visible messages, at most max_tasks. Step
-# bounds are relative to the alarm's threshold of 1 message.
-resource "aws_appautoscaling_policy" "scale_out" {
-  name               = "${local.name}-worker-scale-out"
-  policy_type        = "StepScaling"
-  service_namespace  = aws_appautoscaling_target.worker.service_namespace
-  resource_id        = aws_appautoscaling_target.worker.resource_id
-  scalable_dimension = aws_appautoscaling_target.worker.scalable_dimension
-
-  step_scaling_policy_configuration {
-    adjustment_type         = "ExactCapacity"
-    cooldown                = 60
-    metric_aggregation_type = "Maximum"
-
-    dynamic "step_adjustment" {
-      for_each = range(1, var.max_tasks + 1)
-      content {
-        metric_interval_lower_bound = (step_adjustment.value - 1) * var.messages_per_task
-        metric_interval_upper_bound = step_adjustment.value == var.max_tasks ? null : step_adjustment.value * var.messages_per_task
-        scaling_adjustment          = step_adjustment.value
-      }
-    }
-  }
-}
-
-# Nothing visible and nothing in flight for idle_minutes: no worker, and then no GPU instance.
-resource "aws_appautoscaling_policy" "scale_in" {
-  name               = "${local.name}-worker-scale-in"
-  policy_type        = "StepScaling"
-  service_namespace  = aws_appautoscaling_target.worker.service_namespace
-  resource_id        = aws_appautoscaling_target.worker.resource_id
-  scalable_dimension = aws_appautoscaling_target.worker.scalable_dimension
-
-  step_scaling_policy_configuration {
-    adjustment_type         = "ExactCapacity"
-    cooldown                = 60
-    metric_aggregation_type = "Maximum"
-
-    step_adjustment {
-      metric_interval_upper_bound = 0
-      scaling_adjustment          = 0
-    }
-  }
-}
-
-resource "aws_cloudwatch_metric_alarm" "work_waiting" {
-  alarm_name          = "${local.name}-backfill-work-waiting"
-  alarm_description   = "Messages wait in the backfill queue: scale the GPU workers out"
-  namespace           = "AWS/SQS"
-  metric_name         = "ApproximateNumberOfMessagesVisible"
-  dimensions          = { QueueName = aws_sqs_queue.backfill.name }
-  statistic           = "Maximum"
-  period              = 60
-  evaluation_periods  = 1
-  threshold           = 1
-  comparison_operator = "GreaterThanOrEqualToThreshold"
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = [aws_appautoscaling_policy.scale_out.arn]
-  tags                = var.tags
-}
-
-resource "aws_cloudwatch_metric_alarm" "queue_idle" {
-  alarm_name          = "${local.name}-backfill-idle"
-  alarm_description   = "The backfill queue is empty, nothing in flight: scale the GPU workers to zero"
-  comparison_operator = "LessThanOrEqualToThreshold"
-  threshold           = 0
-  evaluation_periods  = var.idle_minutes
-  # An idle queue stops reporting metrics; that counts as empty.
-  treat_missing_data = "breaching"
-  alarm_actions      = [aws_appautoscaling_policy.scale_in.arn]
-  tags               = var.tags
-
-  metric_query {
-    id          = "depth"
-    expression  = "visible + in_flight"
-    label       = "Messages visible or in flight"
-    return_data = true
-  }
-
-  metric_query {
-    id = "visible"
-    metric {
-      namespace   = "AWS/SQS"
-      metric_name = "ApproximateNumberOfMessagesVisible"
-      dimensions  = { QueueName = aws_sqs_queue.backfill.name }
-      stat        = "Maximum"
-      period      = 60
-    }
-  }
-
-  metric_query {
-    id = "in_flight"
-    metric {
-      namespace   = "AWS/SQS"
-      metric_name = "ApproximateNumberOfMessagesNotVisible"
-      dimensions  = { QueueName = aws_sqs_queue.backfill.name }
-      stat        = "Maximum"
-      period      = 60
-    }
-  }
-}

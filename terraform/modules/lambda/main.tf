@@ -139,6 +139,13 @@ resource "aws_lambda_event_source_mapping" "backfill" {
   }
 
   lifecycle {
+    # Both share the function's reserved concurrency: the queue's share must leave live uploads
+    # their minimum, or a backfill throttles every upload until it is done.
+    precondition {
+      condition     = var.event_source_max_concurrency + var.min_live_concurrency <= var.reserved_concurrency
+      error_message = "The backfill queue may occupy ${var.event_source_max_concurrency} instances (event_source_max_concurrency) and live uploads need ${var.min_live_concurrency} (min_live_concurrency), more than the function's reserved concurrency of ${var.reserved_concurrency}: raise reserved_concurrency or lower event_source_max_concurrency (at least 2)."
+    }
+
     precondition {
       condition     = var.event_source.visibility_timeout >= var.timeout
       error_message = "The queue's visibility timeout must be at least the function's timeout, or a message is handed out again while the function still works on it."

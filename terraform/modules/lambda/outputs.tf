@@ -17,3 +17,13 @@ output "log_group" {
   description = "The function's log group"
   value       = aws_cloudwatch_log_group.this.name
 }
+
+output "repository_name" {
+  description = "ECR repository of the function's image"
+  value       = data.aws_ecr_repository.this.name
+}
+
+output "image_digest" {
+  description = "Digest of the image the function runs (the stage tags it release-<stage>)"
+  value       = data.aws_ecr_image.this.image_digest
+}

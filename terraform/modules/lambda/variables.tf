@@ -21,22 +21,21 @@ variable "image_tag" {
 variable "memory_size" {
   description = "Memory in MB; Lambda's CPU share grows with it (1769 MB is one vCPU). See the README's cost section for the measurements behind the default."
   type        = number
-  # Measured (README, "Cost and capacity"): a 1200x900 album photo takes 0.38 s of one core
-  # (HOG, single-threaded; 0.33 s through the whole service), and a 20-photo invocation peaks
-  # at 217 MB resident. Memory therefore only buys CPU, and CPU-bound work costs the same
-  # GB-seconds at any size (0.66 GB-s, $0.011 per 1000 photos): at 2048 MB (1.16 vCPU) a
-  # 20-photo batch takes about 7 s instead of 26 s at the original's 512 MB, with ample room.
+  # The README's cost table (scripts/cost-table, from the committed bench results) gives the
+  # time per photo and the cost at several sizes: the work is CPU-bound, so every size costs
+  # about the same GB-seconds per photo and memory buys latency; 2048 MB (1.16 vCPU, two
+  # threads) runs a 20-photo batch in a few seconds, with many times its peak memory to spare.
   default = 2048
 }
 
 variable "timeout" {
-  description = "Seconds an invocation may run: a 20-photo batch takes about 7 s of CPU at the default memory; the rest covers the service's worst-case retries of one source (4 downloads of 15 s, 4 callbacks of 30 s, with backoff)"
+  description = "Seconds an invocation may run: a 20-photo batch takes a few seconds of CPU at the default memory (README, cost table); the rest covers the service's worst-case retries of one source (4 downloads of 15 s, 4 callbacks of 30 s, with backoff)"
   type        = number
   default     = 300
 }
 
 variable "reserved_concurrency" {
-  description = "The most instances at once; bounds the load on concrexit and the cost of a burst of uploads"
+  description = "The most instances at once; bounds the load on concrexit and the cost of a burst of uploads. Live uploads and, with event_source, the backfill queue share it"
   type        = number
 }
 
@@ -79,9 +78,26 @@ variable "event_source" {
 }
 
 variable "event_source_max_concurrency" {
-  description = "The most instances the queue may occupy at once (at least 2), leaving the rest of the reserved concurrency to live uploads"
+  description = "The most instances the backfill queue (event_source) may occupy at once; with min_live_concurrency it must fit in reserved_concurrency, so that live uploads are never starved"
   type        = number
   default     = 2
+
+  validation {
+    # SQS event source mappings accept a maximum concurrency of 2 to 1000.
+    condition     = var.event_source_max_concurrency >= 2 && var.event_source_max_concurrency <= 1000
+    error_message = "event_source_max_concurrency must be between 2 and 1000 (the limits of an SQS event source mapping)."
+  }
+}
+
+variable "min_live_concurrency" {
+  description = "Instances of reserved_concurrency that the backfill queue never takes: live uploads always have at least these"
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.min_live_concurrency >= 1
+    error_message = "min_live_concurrency must be at least 1, or a backfill on Lambda could hold every instance while uploads wait."
+  }
 }
 
 variable "tags" {

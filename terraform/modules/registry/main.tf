@@ -25,9 +25,14 @@ resource "aws_ecr_repository" "this" {
   tags = var.tags
 }
 
-# Every image CI pushes carries a sha-<commit> tag. Deployed functions and tasks pin an image by
-# digest, so an image must outlive its deployment: keep the last var.keep_images CI images, and
-# drop untagged layers (build leftovers, images whose every tag moved away) after two weeks.
+# What a stage runs is pinned by digest, so an image must outlive its deployment. Each stage's
+# apply tags the images it runs release-<stage> (scripts/tag-release.sh; the tag moves with the
+# next apply), and the rules below never expire an image that carries such a tag: ECR expires an
+# image by at most one rule, and an image matching a rule of higher priority is never expired by
+# a lower one. Rule 1 selects the released images and expires only beyond keep_releases, which
+# the stages' release tags never reach (one image per stage per repository at most). CI's own
+# images (sha-<commit>, `latest`) keep the last keep_images; untagged ones (build leftovers,
+# images whose tags all moved away) go after untagged_days.
 resource "aws_ecr_lifecycle_policy" "this" {
   for_each = aws_ecr_repository.this
 
@@ -36,12 +41,12 @@ resource "aws_ecr_lifecycle_policy" "this" {
     rules = [
       {
         rulePriority = 1
-        description  = "Expire untagged images after 14 days"
+        description  = "Keep the images the stages run (tagged ${var.release_tag_prefix}<stage> when applied)"
         selection = {
-          tagStatus   = "untagged"
-          countType   = "sinceImagePushed"
-          countUnit   = "days"
-          countNumber = 14
+          tagStatus     = "tagged"
+          tagPrefixList = [var.release_tag_prefix]
+          countType     = "imageCountMoreThan"
+          countNumber   = var.keep_releases
         }
         action = { type = "expire" }
       },
@@ -53,6 +58,17 @@ resource "aws_ecr_lifecycle_policy" "this" {
           tagPrefixList = ["sha-"]
           countType     = "imageCountMoreThan"
           countNumber   = var.keep_images
+        }
+        action = { type = "expire" }
+      },
+      {
+        rulePriority = 3
+        description  = "Expire untagged images after ${var.untagged_days} days"
+        selection = {
+          tagStatus   = "untagged"
+          countType   = "sinceImagePushed"
+          countUnit   = "days"
+          countNumber = var.untagged_days
         }
         action = { type = "expire" }
       },
@@ -83,7 +99,9 @@ resource "aws_ecr_repository_policy" "lambda" {
   policy     = data.aws_iam_policy_document.lambda_pull.json
 }
 
-# The role the GitHub workflow assumes (vars.AWS_ROLE_ARN) to push both images, from main only.
+# The role the GitHub workflow assumes (vars.AWS_ROLE_ARN) to push both images: only the build
+# workflow's jobs on the main branch of var.github_repository (an exact subject, no wildcard; a
+# job with a GitHub environment would present another subject and be refused).
 data "aws_iam_policy_document" "github_trust" {
   count = local.push_role ? 1 : 0
 

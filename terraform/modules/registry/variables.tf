@@ -8,9 +8,27 @@ variable "repositories" {
 }
 
 variable "keep_images" {
-  description = "How many images pushed by CI (tagged sha-<commit>) each repository keeps; a deployed function or task pins one of them by digest"
+  description = "How many images pushed by CI (tagged sha-<commit>) each repository keeps, besides the released ones"
   type        = number
   default     = 20
+}
+
+variable "release_tag_prefix" {
+  description = "Prefix of the tags a stage puts on the images it runs (release-staging, release-production); images with such a tag are never expired"
+  type        = string
+  default     = "release-"
+}
+
+variable "keep_releases" {
+  description = "Released images (tagged release_tag_prefix...) kept per repository: above the number of stages, so that no image a stage runs is ever expired"
+  type        = number
+  default     = 10
+}
+
+variable "untagged_days" {
+  description = "Days an untagged image is kept"
+  type        = number
+  default     = 14
 }
 
 variable "lambda_function_name_pattern" {
@@ -25,9 +43,14 @@ variable "aws_region" {
 }
 
 variable "github_repository" {
-  description = "GitHub repository (owner/name) whose workflow on main pushes the images; null for no push role"
+  description = "GitHub repository (owner/name) whose build workflow on main pushes the images: the original's, whose AWS_ROLE_ARN variable the workflow reads"
   type        = string
-  default     = "svthalia/concrexit-facedetection"
+  default     = "svthalia/concrexit-facedetection-lambda"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$", var.github_repository))
+    error_message = "github_repository is owner/name exactly (no wildcard): the trust policy allows that repository's main branch and nothing else."
+  }
 }
 
 variable "github_oidc_provider_arn" {

@@ -37,5 +37,6 @@ module "registry" {
   source                   = "../../modules/registry"
   aws_region               = var.aws_region
   github_oidc_provider_arn = var.github_oidc_provider_arn
+  github_repository        = var.github_repository
   tags                     = local.tags
 }

@@ -15,3 +15,9 @@ variable "github_oidc_provider_arn" {
   type        = string
   default     = null
 }
+
+variable "github_repository" {
+  description = "GitHub repository (owner/name) whose build workflow on main may push the images: the one this code is pushed to, which holds the AWS_ROLE_ARN variable"
+  type        = string
+  default     = "svthalia/concrexit-facedetection-lambda"
+}

@@ -40,28 +40,59 @@ module "alerts" {
 }
 
 module "backfill" {
-  source          = "../../modules/backfill"
-  stage           = local.stage
-  aws_region      = var.aws_region
-  repository_name = "concrexit/facedetection-worker"
-  image_tag       = var.worker_image_tag
-  max_tasks       = 1
-  spot            = var.spot_workers
-  alarm_topic_arn = module.alerts.topic_arn
-  tags            = local.tags
+  source           = "../../modules/backfill"
+  stage            = local.stage
+  aws_region       = var.aws_region
+  repository_name  = "concrexit/facedetection-worker"
+  image_tag        = var.worker_image_tag
+  max_tasks        = 1
+  spot             = var.spot_workers
+  vpc_id           = var.backfill_vpc_id
+  subnet_ids       = var.backfill_subnet_ids
+  assign_public_ip = var.backfill_assign_public_ip
+  alarm_topic_arn  = module.alerts.topic_arn
+  tags             = local.tags
 }
 
 module "lambda" {
-  source               = "../../modules/lambda"
-  stage                = local.stage
-  aws_region           = var.aws_region
-  repository_name      = "concrexit/facedetection-lambda"
-  image_tag            = var.lambda_image_tag
-  reserved_concurrency = 2
-  alarm_topic_arn      = module.alerts.topic_arn
+  source          = "../../modules/lambda"
+  stage           = local.stage
+  aws_region      = var.aws_region
+  repository_name = "concrexit/facedetection-lambda"
+  image_tag       = var.lambda_image_tag
+  # 2 for live uploads alone; with a backfill on Lambda 3: 2 for the queue (the least an SQS
+  # event source mapping allows) and 1 always left to live uploads.
+  reserved_concurrency         = var.backfill_on_lambda ? 3 : 2
+  event_source_max_concurrency = 2
+  min_live_concurrency         = 1
+  alarm_topic_arn              = module.alerts.topic_arn
   event_source = var.backfill_on_lambda ? {
     arn                = module.backfill.queue_arn
     visibility_timeout = module.backfill.queue_visibility_timeout
   } : null
   tags = local.tags
+}
+
+# The images this stage runs carry the tag release-staging, which the registry's lifecycle policy
+# never expires (modules/registry): after every apply that changes an image, the tag moves to it.
+# Needs the AWS CLI (ecr:BatchGetImage, ecr:PutImage) where terraform runs.
+resource "terraform_data" "release_tags" {
+  triggers_replace = {
+    lambda = module.lambda.image_digest
+    worker = module.backfill.image_digest
+  }
+
+  provisioner "local-exec" {
+    command = join(" ", [
+      "${path.module}/../../../scripts/tag-release.sh", "release-${local.stage}",
+      "${module.lambda.repository_name}@${module.lambda.image_digest}",
+      "${module.backfill.repository_name}@${module.backfill.image_digest}",
+    ])
+    environment = {
+      AWS_PROFILE = var.aws_profile
+      AWS_REGION  = var.aws_region
+    }
+  }
+
+  depends_on = [module.lambda, module.backfill]
 }

@@ -39,3 +39,21 @@ variable "backfill_on_lambda" {
   type        = bool
   default     = false
 }
+
+variable "backfill_vpc_id" {
+  description = "VPC of the GPU workers (required; no default VPC is assumed)"
+  type        = string
+  default     = null
+}
+
+variable "backfill_subnet_ids" {
+  description = "Subnets of the GPU workers in backfill_vpc_id (required): public ones (the instances get a public address), or private ones behind a NAT gateway"
+  type        = list(string)
+  default     = null
+}
+
+variable "backfill_assign_public_ip" {
+  description = "Give the GPU instances a public address: true in public subnets; false in private subnets behind a NAT gateway"
+  type        = bool
+  default     = true
+}
