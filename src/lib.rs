@@ -22,17 +22,21 @@
 //!   WebP), EXIF orientation applied, pixel count limited before decoding.
 //! - [`detect`]: the two face detectors, dlib's HOG frontal face detector ([`detect::hog`] on
 //!   [`detect::fhog`] features of a [`detect::pyramid`]) and its CNN (MMOD) detector
-//!   ([`detect::cnn`] on a [`detect::tiled_pyramid`]), and the non-maximum suppression both end
-//!   with ([`detect::nms`]).
+//!   ([`detect::cnn`] on a [`detect::tiled_pyramid`], which a device writes itself with
+//!   [`detect::pyramid_fill`]), and the non-maximum suppression both end with
+//!   ([`detect::nms`]).
 //! - [`face`]: from a face's rectangle to its encoding: [`face::landmarks`] (the 5-point shape
 //!   predictor), [`face::alignment`] (the aligned chip), [`face::embedder`] (the face
 //!   recognition ResNet), and [`face::jitter`] for `num_jitters`.
 //! - [`pipeline`]: the orchestration above, with the original service's defaults.
+//! - [`plan`]: how the models' work on a device is split into passes, every buffer below
+//!   candle's 32-bit element limits and within a device-memory budget.
 //! - [`nn`]: dlib's DNN layer rules that the embedder and the CNN detector share.
 //! - `kernels` (crate-private): the hot loops on the CPU in plain Rust, vectorised with run-time
 //!   feature detection (`FACEDETECT_CPU_KERNELS` caps it): the direct convolution both networks
 //!   run on, the embedder's ResNet on it, FHOG histograms and pyramid resampling, each with the
-//!   arithmetic of the dlib code it replaces; candle's tensors are the path on a GPU.
+//!   arithmetic of the dlib code it replaces; candle's tensors are the path on a GPU, and on
+//!   the CPU with `FACEDETECT_CPU_KERNELS=none` ([`models_use_kernels`]).
 //! - [`geometry`]: dlib's rectangles, points and transforms.
 //! - [`weights`]: where the converted weights are (a directory or a Hugging Face Hub
 //!   repository) and how every model loads from them ([`weights::Model`]).
@@ -48,7 +52,7 @@
 //! - [`logging`]: the log output of both binaries; [`error`]: the library's error type.
 //!
 //! The binaries are thin: `src/main.rs` (`facedetect`: encode, serve, batch, worker, enqueue,
-//! bench-device, convert-dlib) and
+//! bench-device, plan, convert-dlib) and
 //! `src/bin/lambda.rs` (`facedetect-lambda`, the AWS Lambda function).
 
 #[cfg(feature = "cli")]
