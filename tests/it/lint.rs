@@ -41,6 +41,7 @@ fn scripts_are_shellcheck_clean() {
             "scripts/gpu-check.sh",
             "scripts/build-lambda-zip.sh",
             "scripts/check-glibc.sh",
+            "scripts/local-demo",
             ".ci/run",
         ],
     );

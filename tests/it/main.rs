@@ -28,6 +28,7 @@ mod device;
 mod weights;
 
 // The command line, the service, the Lambda function and the backfill worker.
+mod aws_errors;
 mod backfill;
 mod cli;
 mod hardening;
@@ -37,7 +38,9 @@ mod lambda_zip;
 mod service;
 mod service_cli;
 mod service_pipeline;
+mod serve_auth;
 
-// The deployment files.
+// The deployment files, and the README's examples.
 mod deployment;
 mod lint;
+mod readme;
