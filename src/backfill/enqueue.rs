@@ -10,10 +10,10 @@
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
-use super::aws;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde_json::{Value, json};
 
+use super::aws;
 use crate::service::batch::{BatchError, BatchInput, parse_payloads, read_input};
 use crate::service::{Payload, PayloadError};
 

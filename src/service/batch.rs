@@ -137,7 +137,9 @@ pub async fn run<E: FaceEncoder>(
         .map(|(line, payload)| async move {
             let line = *line;
             service
-                .run_observed(payload, &move |report| observe(line, report))
+                .run_observed(payload, &move |report: &super::SourceReport| {
+                    observe(line, report)
+                })
                 .await
         })
         .buffer_unordered(parallel_payloads.max(1))

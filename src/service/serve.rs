@@ -241,7 +241,9 @@ fn invocation_type_answer(invocation_type: &str) -> Option<Response> {
         other => Some(aws_error(
             StatusCode::BAD_REQUEST,
             "InvalidParameterValueException",
-            &format!("X-Amz-Invocation-Type must be RequestResponse, Event or DryRun, not {other:?}"),
+            &format!(
+                "X-Amz-Invocation-Type must be RequestResponse, Event or DryRun, not {other:?}"
+            ),
         )),
     }
 }

@@ -62,7 +62,11 @@ impl SignedRequest {
         Some(Self::parse_fields(rest, headers, now))
     }
 
-    fn parse_fields(fields: &str, headers: &HeaderMap, now: SystemTime) -> Result<Self, SigV4Error> {
+    fn parse_fields(
+        fields: &str,
+        headers: &HeaderMap,
+        now: SystemTime,
+    ) -> Result<Self, SigV4Error> {
         let (mut credential, mut signed_headers, mut signature) = (None, None, None);
         for field in fields.split(',') {
             let (name, value) = field
@@ -235,7 +239,12 @@ mod tests {
             1_709_251_199
         );
         assert_eq!(parse_amz_date("19700101T000000Z"), Some(UNIX_EPOCH));
-        for bad in ["20240229T235959", "2024-02-29T23:59:59Z", "20241329T000000Z", ""] {
+        for bad in [
+            "20240229T235959",
+            "2024-02-29T23:59:59Z",
+            "20241329T000000Z",
+            "",
+        ] {
             assert_eq!(parse_amz_date(bad), None, "{bad}");
         }
     }

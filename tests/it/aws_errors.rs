@@ -11,7 +11,9 @@ use std::process::Command;
 /// configuration files, no instance metadata).
 fn facedetect(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_facedetect"));
-    command.args(args).env("FACEDETECT_WEIGHTS", common::weights_dir());
+    command
+        .args(args)
+        .env("FACEDETECT_WEIGHTS", common::weights_dir());
     for name in [
         "AWS_PROFILE",
         "AWS_ACCESS_KEY_ID",
@@ -31,7 +33,10 @@ fn facedetect(args: &[&str]) -> Command {
     }
     command
         .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/aws-credentials",
+        )
         .env("AWS_EC2_METADATA_DISABLED", "true");
     command
 }
@@ -46,7 +51,10 @@ fn closed_port() -> u16 {
 }
 
 fn payload_file() -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("facedetect-aws-errors-{}.jsonl", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "facedetect-aws-errors-{}.jsonl",
+        std::process::id()
+    ));
     let payload = r#"{"api_url": "http://127.0.0.1:8000", "sources": [{"pk": 1, "type": "photo", "photo_url": "http://127.0.0.1:8001/t1.webp", "token": "t"}]}"#;
     std::fs::write(&path, payload).unwrap();
     path
@@ -58,7 +66,13 @@ fn one_line_failure(command: &mut Command) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
     assert!(!output.status.success(), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    for internal in ["DispatchFailure", "ConnectorError", "SdkError", "Caused by", "source:"] {
+    for internal in [
+        "DispatchFailure",
+        "ConnectorError",
+        "SdkError",
+        "Caused by",
+        "source:",
+    ] {
         assert!(!stderr.contains(internal), "{internal} in: {stderr}");
     }
     stderr
@@ -112,7 +126,10 @@ fn worker_names_the_endpoint_it_cannot_reach() {
 #[test]
 fn missing_credentials_and_region_say_what_to_set() {
     let payloads = payload_file();
-    let queue = format!("http://127.0.0.1:{}/000000000000/facedetection", closed_port());
+    let queue = format!(
+        "http://127.0.0.1:{}/000000000000/facedetection",
+        closed_port()
+    );
     let stderr = one_line_failure(
         facedetect(&["enqueue", payloads.to_str().unwrap(), "--queue-url", &queue])
             .env("AWS_REGION", "eu-west-1"),
@@ -127,6 +144,9 @@ fn missing_credentials_and_region_say_what_to_set() {
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing"),
     );
-    assert!(stderr.contains("no AWS region configured: set AWS_REGION"), "{stderr}");
+    assert!(
+        stderr.contains("no AWS region configured: set AWS_REGION"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_file(payloads);
 }

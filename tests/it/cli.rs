@@ -233,18 +233,23 @@ fn jitters_apply_with_rect_as_with_detection() {
     let detected = facedetect(&["encode", "--jitters", "4", image]);
     let jittered_detection = first_face_encoding(&detected);
     let rect = json_lines(&detected)[0]["faces"][0]["rect"].clone();
-    let rect = format!(
-        "{},{},{},{}",
-        rect[0], rect[1], rect[2], rect[3]
-    );
+    let rect = format!("{},{},{},{}", rect[0], rect[1], rect[2], rect[3]);
     let plain = first_face_encoding(&facedetect(&["encode", "--rect", &rect, image]));
     let jittered = first_face_encoding(&facedetect(&[
-        "encode", "--jitters", "4", "--rect", &rect, image,
+        "encode",
+        "--jitters",
+        "4",
+        "--rect",
+        &rect,
+        image,
     ]));
     assert_eq!(jittered, jittered_detection, "--rect with --jitters 4");
     let moved = common::euclidean(&jittered, &plain);
     // Jittering moves the encoding, but far less than the 0.49 between two people.
-    assert!(moved > 1e-3 && moved < 0.2, "jittered {moved} from the plain encoding");
+    assert!(
+        moved > 1e-3 && moved < 0.2,
+        "jittered {moved} from the plain encoding"
+    );
 }
 
 #[test]
@@ -253,11 +258,26 @@ fn jitters_apply_with_aligned_chips() {
     let chip = case_dir.join("chip_hog_0.png");
     let chip = chip.to_str().unwrap();
     let plain = first_face_encoding(&facedetect(&["encode", "--aligned", chip]));
-    let jittered = first_face_encoding(&facedetect(&["encode", "--aligned", "--jitters", "4", chip]));
-    let again = first_face_encoding(&facedetect(&["encode", "--aligned", "--jitters", "4", chip]));
+    let jittered = first_face_encoding(&facedetect(&[
+        "encode",
+        "--aligned",
+        "--jitters",
+        "4",
+        chip,
+    ]));
+    let again = first_face_encoding(&facedetect(&[
+        "encode",
+        "--aligned",
+        "--jitters",
+        "4",
+        chip,
+    ]));
     assert_eq!(jittered, again, "the jitter is seeded");
     let moved = common::euclidean(&jittered, &plain);
-    assert!(moved > 1e-3 && moved < 0.2, "jittered {moved} from the plain encoding");
+    assert!(
+        moved > 1e-3 && moved < 0.2,
+        "jittered {moved} from the plain encoding"
+    );
 }
 
 /// Options that would change nothing are refused in one line, with the reason, before any
@@ -321,10 +341,15 @@ fn unreadable_inputs_fail_in_one_line_naming_them_once() {
         ],
         "{stderr}"
     );
-    assert_eq!(json_lines(&output).len(), 1, "the good image is still encoded");
+    assert_eq!(
+        json_lines(&output).len(),
+        1,
+        "the good image is still encoded"
+    );
 
     // convert-dlib on a photo: not a dlib model, and which ones it reads.
-    let out = std::env::temp_dir().join(format!("facedetect-cli-{}.safetensors", std::process::id()));
+    let out =
+        std::env::temp_dir().join(format!("facedetect-cli-{}.safetensors", std::process::id()));
     let output = facedetect(&[
         "convert-dlib",
         good.to_str().unwrap(),

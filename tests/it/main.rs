@@ -35,10 +35,10 @@ mod hardening;
 mod lambda;
 mod lambda_binary;
 mod lambda_zip;
+mod serve_auth;
 mod service;
 mod service_cli;
 mod service_pipeline;
-mod serve_auth;
 
 // The deployment files, and the README's examples.
 mod deployment;

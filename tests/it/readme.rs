@@ -131,8 +131,7 @@ fn available(example: &Example) -> bool {
                 "FACEDETECT_REQUIRE_BOTO3",
             ),
             "moto" => (
-                std::env::split_paths(&search_path())
-                    .any(|dir| dir.join("moto_server").is_file()),
+                std::env::split_paths(&search_path()).any(|dir| dir.join("moto_server").is_file()),
                 "FACEDETECT_REQUIRE_MOTO",
             ),
             other => panic!("README line {}: unknown need {other:?}", example.line),
@@ -205,7 +204,8 @@ fn the_matcher_understands_the_notation() {
     assert!(lines_match(&expected, &["x", "y", "y", "z"]));
     assert!(lines_match(&expected, &["x", "z"]));
     assert!(!lines_match(&expected, &["x", "y"]));
-    let parsed = examples("<!-- readme-test: needs moto -->\n  ```console\n  $ a b\n  out\n  ? 2\n  ```\n");
+    let parsed =
+        examples("<!-- readme-test: needs moto -->\n  ```console\n  $ a b\n  out\n  ? 2\n  ```\n");
     assert_eq!(parsed.len(), 1);
     assert_eq!(parsed[0].command, "a b");
     assert_eq!(parsed[0].expected, ["out"]);
@@ -239,8 +239,7 @@ fn the_readme_curl_example_is_the_one_the_walkthrough_runs() {
         .expect("the README's curl example");
     let end = start + readme[start..].find("\n```").unwrap();
     let curl = &readme[start..end];
-    let script =
-        std::fs::read_to_string(common::crate_dir().join("scripts/local-demo")).unwrap();
+    let script = std::fs::read_to_string(common::crate_dir().join("scripts/local-demo")).unwrap();
     assert!(
         script.contains(curl),
         "scripts/local-demo does not run the README's\n{curl}"

@@ -55,7 +55,10 @@ fn signed(
 ) -> reqwest::Request {
     let uri: axum::http::Uri = url.parse().unwrap();
     let host = uri.authority().unwrap().to_string();
-    let mut headers: Vec<(&str, &str)> = vec![("host", &host), ("content-type", "application/json")];
+    let mut headers: Vec<(&str, &str)> = vec![
+        ("host", host.as_str()),
+        ("content-type", "application/json"),
+    ];
     headers.extend_from_slice(extra);
     let identity = Credentials::new("AKIDTESTS", secret, None, None, "tests").into();
     let params = SigningParams::builder()
@@ -116,7 +119,11 @@ async fn sigv4_with_the_secret_is_accepted_and_anything_else_refused() {
     // Signed with another secret, dated too far from now either way, or changed after
     // signing: refused before anything runs.
     let refusals = [
-        ("wrong secret", signed(&url, &body, "not-the-secret", now, &[]), "signature does not match"),
+        (
+            "wrong secret",
+            signed(&url, &body, "not-the-secret", now, &[]),
+            "signature does not match",
+        ),
         (
             "6 minutes old",
             signed(&url, &body, SECRET, now - Duration::from_secs(360), &[]),
@@ -130,8 +137,16 @@ async fn sigv4_with_the_secret_is_accepted_and_anything_else_refused() {
         (
             "signed Event, sent as RequestResponse",
             {
-                let mut request = signed(&url, &body, SECRET, now, &[("x-amz-invocation-type", "Event")]);
-                request.headers_mut().insert("x-amz-invocation-type", "RequestResponse".parse().unwrap());
+                let mut request = signed(
+                    &url,
+                    &body,
+                    SECRET,
+                    now,
+                    &[("x-amz-invocation-type", "Event")],
+                );
+                request
+                    .headers_mut()
+                    .insert("x-amz-invocation-type", "RequestResponse".parse().unwrap());
                 request
             },
             "signature does not match",
@@ -147,13 +162,23 @@ async fn sigv4_with_the_secret_is_accepted_and_anything_else_refused() {
         ),
         (
             "DryRun with the wrong secret",
-            signed(&url, "", "not-the-secret", now, &[("x-amz-invocation-type", "DryRun")]),
+            signed(
+                &url,
+                "",
+                "not-the-secret",
+                now,
+                &[("x-amz-invocation-type", "DryRun")],
+            ),
             "signature does not match",
         ),
     ];
     for (what, request, why) in refusals {
         let (status, kind, text) = send(request).await;
-        assert_eq!((status, kind.as_str()), (403, "AccessDeniedException"), "{what}: {text}");
+        assert_eq!(
+            (status, kind.as_str()),
+            (403, "AccessDeniedException"),
+            "{what}: {text}"
+        );
         assert!(text.contains(why), "{what}: {text}");
     }
     // Within 5 minutes is accepted (DryRun: nothing runs).
@@ -275,11 +300,18 @@ async fn boto3_signs_with_the_secret_as_the_readme_compose_snippet_configures_it
         .port();
     let command: Vec<String> = server["command"][""]
         .split_whitespace()
-        .map(|word| if word == "9000" { port.to_string() } else { word.to_string() })
+        .map(|word| {
+            if word == "9000" {
+                port.to_string()
+            } else {
+                word.to_string()
+            }
+        })
         .collect();
     assert_eq!(command[0], "target/release/facedetect");
     assert!(command.contains(&"0.0.0.0".to_string()), "{command:?}");
-    let log = std::env::temp_dir().join(format!("facedetect-serve-auth-{}.log", std::process::id()));
+    let log =
+        std::env::temp_dir().join(format!("facedetect-serve-auth-{}.log", std::process::id()));
     let mut serve = Command::new(env!("CARGO_BIN_EXE_facedetect"));
     serve
         .args(&command[1..])
@@ -294,7 +326,10 @@ async fn boto3_signs_with_the_secret_as_the_readme_compose_snippet_configures_it
     let _server = common::KillOnDrop(serve.spawn().unwrap());
     let started = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(120), "serve did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "serve did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -319,14 +354,27 @@ unsigned = invoke(signature_version=botocore.UNSIGNED)
 print(json.dumps({"right": right, "wrong": wrong, "unsigned": unsigned}))
 "#;
     let mut boto3 = Command::new(&python);
-    boto3.args(["-c", script, &concrexit["FACEDETECTION_LAMBDA_ARN"], &payload]);
-    for name in ["AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE"] {
+    boto3.args([
+        "-c",
+        script,
+        &concrexit["FACEDETECTION_LAMBDA_ARN"],
+        &payload,
+    ]);
+    for name in [
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_SESSION_TOKEN",
+        "AWS_CONFIG_FILE",
+    ] {
         boto3.env_remove(name);
     }
     for (name, value) in concrexit {
         boto3.env(name, value);
     }
-    boto3.env("AWS_ENDPOINT_URL_LAMBDA", format!("http://127.0.0.1:{port}"));
+    boto3.env(
+        "AWS_ENDPOINT_URL_LAMBDA",
+        format!("http://127.0.0.1:{port}"),
+    );
     let output = tokio::task::spawn_blocking(move || boto3.output())
         .await
         .unwrap()
@@ -341,18 +389,29 @@ print(json.dumps({"right": right, "wrong": wrong, "unsigned": unsigned}))
     assert_eq!(results["right"]["StatusCode"], 200, "{results}");
     assert_eq!(results["right"]["Payload"]["posted"], 1, "{results}");
     assert_eq!(receiver.delivered("photo", 1).unwrap().len(), 6);
-    assert_eq!(results["wrong"]["Error"], "AccessDeniedException", "{results}");
-    assert_eq!(results["unsigned"]["Error"], "AccessDeniedException", "{results}");
+    assert_eq!(
+        results["wrong"]["Error"], "AccessDeniedException",
+        "{results}"
+    );
+    assert_eq!(
+        results["unsigned"]["Error"], "AccessDeniedException",
+        "{results}"
+    );
     assert_eq!(receiver.attempts("photo", 1), 1, "a refused request ran");
 
     let log = std::fs::read_to_string(&log).unwrap();
-    let _ = std::fs::remove_file(std::env::temp_dir().join(format!(
-        "facedetect-serve-auth-{}.log",
-        std::process::id()
-    )));
+    let _ = std::fs::remove_file(
+        std::env::temp_dir().join(format!("facedetect-serve-auth-{}.log", std::process::id())),
+    );
     assert!(
-        log.contains(&format!("\"access_key_id\":\"{}\"", concrexit["AWS_ACCESS_KEY_ID"])),
+        log.contains(&format!(
+            "\"access_key_id\":\"{}\"",
+            concrexit["AWS_ACCESS_KEY_ID"]
+        )),
         "{log}"
     );
-    assert!(!log.contains(secret.as_str()), "the secret is in the log:\n{log}");
+    assert!(
+        !log.contains(secret.as_str()),
+        "the secret is in the log:\n{log}"
+    );
 }
