@@ -31,7 +31,7 @@ static ENDPOINT: OnceLock<String> = OnceLock::new();
 pub enum AwsSetupError {
     #[error("{NO_REGION}")]
     NoRegion,
-    #[error("{NO_CREDENTIALS} ({0})")]
+    #[error("{NO_CREDENTIALS}{}", if .0.is_empty() { String::new() } else { format!(" ({})", .0) })]
     NoCredentials(String),
 }
 
@@ -44,8 +44,15 @@ pub async fn sqs_client() -> Result<Client, AwsSetupError> {
     let provider = config
         .credentials_provider()
         .ok_or_else(|| AwsSetupError::NoCredentials("no credentials provider".to_string()))?;
-    if let Err(error) = provider.provide_credentials().await {
-        return Err(AwsSetupError::NoCredentials(root_cause(&error)));
+    match provider.provide_credentials().await {
+        Ok(_) => {}
+        // Nothing in the chain had any: the list of what was tried says no more than that.
+        Err(CredentialsError::CredentialsNotLoaded(_)) => {
+            return Err(AwsSetupError::NoCredentials(String::new()));
+        }
+        // A source that is there but broken (a profile without keys, a role that cannot be
+        // assumed): its reason.
+        Err(error) => return Err(AwsSetupError::NoCredentials(root_cause(&error))),
     }
     let endpoint = std::env::var("AWS_ENDPOINT_URL_SQS")
         .ok()
@@ -97,13 +104,19 @@ where
 fn chain<'a>(
     error: &'a (dyn StdError + 'static),
 ) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
-    std::iter::successors(Some(error), |e| e.source())
+    std::iter::successors(Some(error), |&e| e.source())
 }
 
-/// The innermost error's message: the one that says what happened ("Connection refused").
+/// The innermost error's message, the one that says what happened ("Connection refused"),
+/// on one line.
 fn root_cause(error: &(dyn StdError + 'static)) -> String {
-    chain(error)
+    let text = chain(error)
         .last()
         .map(|cause| cause.to_string())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }

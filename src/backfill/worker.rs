@@ -413,7 +413,7 @@ impl<E: FaceEncoder> Context<E> {
             tracing::warn!(
                 message_id = %id,
                 visibility_s = timeout.as_secs(),
-                error = %aws::describe(error),
+                error = %aws::describe(&error),
                 "changing a message's visibility failed"
             );
         }
@@ -455,7 +455,7 @@ impl<E: FaceEncoder> Context<E> {
                     }
                 }
                 Err(error) => tracing::warn!(
-                    error = %aws::describe(error),
+                    error = %aws::describe(&error),
                     messages = chunk.len(),
                     "releasing messages failed: they come back when their visibility times out"
                 ),

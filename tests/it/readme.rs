@@ -42,7 +42,7 @@ fn examples(text: &str) -> Vec<Example> {
             continue;
         }
         let indent = lines[i].len() - fence.len();
-        let needs = i
+        let needs: Vec<String> = i
             .checked_sub(1)
             .and_then(|previous| {
                 lines[previous]
