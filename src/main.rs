@@ -127,7 +127,7 @@ struct ServeArgs {
     #[arg(long, env = "FACEDETECT_DESTINATIONS")]
     destinations: Option<Destinations>,
     /// The most invocations accepted and not finished; more are answered 429.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
     max_invocations: usize,
     /// Seconds to finish accepted Event work after Ctrl-C or SIGTERM.
     #[arg(long, default_value_t = 60)]
@@ -141,7 +141,7 @@ struct BatchArgs {
     /// The payload file, or - for stdin.
     input: String,
     /// How many payloads run at once.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one)]
     parallel: usize,
     /// Where photos may be fetched from and encodings posted to: public, private or local.
     /// Link-local addresses (cloud metadata) never.
@@ -363,6 +363,15 @@ impl ModelArgs {
     }
 }
 
+/// A count that 0 would make meaningless (nothing could ever run).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn parse_rect(text: &str) -> Result<Rect, String> {
     let values: Vec<i64> = text
         .split(',')
@@ -501,6 +510,11 @@ fn service(
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    if args.secret.as_deref() == Some("") {
+        anyhow::bail!(
+            "the secret is empty (--secret or FACEDETECT_SERVE_SECRET): give one, or leave it unset"
+        );
+    }
     logging::init(LogFormat::Json, "info")?;
     let addr = std::net::SocketAddr::new(args.host, args.port);
     let options = ServeOptions {

@@ -376,3 +376,35 @@ fn unreadable_inputs_fail_in_one_line_naming_them_once() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert_eq!(stderr.matches("missing.dat").count(), 1, "{stderr}");
 }
+
+/// The rest of the audit: values that would make an option mean nothing are refused.
+#[test]
+fn meaningless_values_are_refused() {
+    let cases: [(&[&str], &str); 3] = [
+        // Beyond loopback without a (real) secret, so that a regression fails instead of
+        // serving.
+        (
+            &[
+                "serve",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                "0",
+                "--max-invocations",
+                "0",
+            ],
+            "must be at least 1",
+        ),
+        (&["batch", "-", "--parallel", "0"], "must be at least 1"),
+        (
+            &["serve", "--host", "0.0.0.0", "--port", "0", "--secret", ""],
+            "the secret is empty",
+        ),
+    ];
+    for (args, reason) in cases {
+        let output = facedetect(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
+}

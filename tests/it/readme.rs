@@ -4,9 +4,9 @@
 //! stands for any text within a line, a line `...` for any lines, and a last line `? failed`
 //! (or `? N`) for a non-zero exit status (or that one); without it the command must succeed.
 //!
-//! A block preceded by `<!-- readme-test: needs boto3 moto -->` needs Python's boto3 or moto's
-//! server: without them it is skipped with a message, unless `FACEDETECT_REQUIRE_BOTO3` or
-//! `FACEDETECT_REQUIRE_MOTO` is set (CI). The README's curl example must be the one
+//! A block preceded by `<!-- readme-test: needs curl boto3 moto -->` needs curl, Python's boto3
+//! or moto's server: without them it is skipped with a message, unless `FACEDETECT_REQUIRE_BOTO3`
+//! (curl, boto3) or `FACEDETECT_REQUIRE_MOTO` is set (CI). The README's curl example must be the one
 //! scripts/local-demo runs, so the walkthrough's output shows what that command prints.
 
 use crate::common;
@@ -128,6 +128,13 @@ fn available(example: &Example) -> bool {
                     .env("PATH", search_path())
                     .status()
                     .is_ok_and(|s| s.success()),
+                "FACEDETECT_REQUIRE_BOTO3",
+            ),
+            "curl" => (
+                Command::new("curl")
+                    .arg("--version")
+                    .output()
+                    .is_ok_and(|o| o.status.success()),
                 "FACEDETECT_REQUIRE_BOTO3",
             ),
             "moto" => (
