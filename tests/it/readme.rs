@@ -164,10 +164,10 @@ fn available(example: &Example) -> bool {
 fn search_path() -> std::ffi::OsString {
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_facedetect"));
     let mut dirs = vec![binary.parent().unwrap().to_path_buf()];
-    if let Some(python) = std::env::var_os("FACEDETECT_TEST_PYTHON") {
-        if let Some(dir) = PathBuf::from(python).parent() {
-            dirs.push(dir.to_path_buf());
-        }
+    if let Some(python) = std::env::var_os("FACEDETECT_TEST_PYTHON")
+        && let Some(dir) = PathBuf::from(python).parent()
+    {
+        dirs.push(dir.to_path_buf());
     }
     dirs.extend(std::env::split_paths(
         &std::env::var_os("PATH").unwrap_or_default(),
