@@ -380,7 +380,18 @@ fn unreadable_inputs_fail_in_one_line_naming_them_once() {
 /// The rest of the audit: values that would make an option mean nothing are refused.
 #[test]
 fn meaningless_values_are_refused() {
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
+        // The HOG detector takes no batches; on the CPU the size changes nothing else.
+        (
+            &[
+                "worker",
+                "--queue-url",
+                "http://127.0.0.1:9/000000000000/q",
+                "--batch-size",
+                "4",
+            ],
+            "--batch-size has no effect with the HOG detector",
+        ),
         // Beyond loopback without a (real) secret, so that a regression fails instead of
         // serving.
         (
