@@ -136,9 +136,11 @@ for detector in hog cnn; do
     for batch in 16 32; do
         [ "$detector" = hog ] && [ "$batch" = 32 ] && continue
         step="batched-$detector-$batch"
+        # The HOG detector takes photos one at a time: only the CNN has a batch size.
+        sizes=(--concurrency "$batch")
+        [ "$detector" = cnn ] && sizes+=(--batch-size "$batch")
         run "$step" 90 "$binary" bench-device "$work/copies-$batch" --device cuda --detector "$detector" \
-            --batch-size "$batch" --concurrency "$batch" --photos "$batch" --max-seconds 60 \
-            --faces "$out/$step.jsonl"
+            "${sizes[@]}" --photos "$batch" --max-seconds 60 --faces "$out/$step.jsonl"
         compare "$step" "$out/cpu-$detector.out" "$out/$step.jsonl"
     done
 done

@@ -27,8 +27,17 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("reading the dlib model {path}")]
+    #[error(
+        "{path} is not a dlib model this converter reads (dlib's face recognition ResNet, \
+         5-point shape predictor or MMOD face detector, a .dat file, or its HOG frontal face \
+         detector, a .svm or .dat file)"
+    )]
     Format { path: PathBuf, source: FormatError },
+    #[error("writing {path}")]
+    Write {
+        path: PathBuf,
+        source: candle_core::Error,
+    },
     #[error("model weights: {0}")]
     Weights(String),
     #[error("cannot decode image: {0}")]

@@ -9,7 +9,7 @@ use candle_core::Device;
 use clap::{Parser, Subcommand};
 use concrexit_facedetection::backfill::device_batch::{BatchSizes, DeviceBatcher};
 use concrexit_facedetection::backfill::shutdown::Shutdown;
-use concrexit_facedetection::backfill::{enqueue, throughput, worker};
+use concrexit_facedetection::backfill::{aws, enqueue, throughput, worker};
 use concrexit_facedetection::decode::{DecodeLimits, open_image};
 use concrexit_facedetection::detect::cnn::{CnnFaceDetector, ConvAlgorithm};
 use concrexit_facedetection::face::embedder::FaceEmbedder;
@@ -72,21 +72,46 @@ struct EncodeArgs {
     /// Treat each image as an aligned 150x150 face chip and only embed it.
     #[arg(long, conflicts_with = "rects")]
     aligned: bool,
-    /// The face detector.
-    #[arg(long, value_enum, default_value_t = DetectorArg::Hog)]
-    detector: DetectorArg,
-    /// How many times to double the image before detection (finds smaller faces).
-    #[arg(long, default_value_t = 1)]
-    upsample: u32,
+    /// The face detector [default: hog]; not with --rect or --aligned, which detect nothing.
+    #[arg(long, value_enum)]
+    detector: Option<DetectorArg>,
+    /// How many times to double the image before detection (finds smaller faces) [default:
+    /// 1]; not with --rect or --aligned, which detect nothing.
+    #[arg(long)]
+    upsample: Option<u32>,
     /// Average the encodings of this many randomly jittered chips (face_recognition's
-    /// num_jitters; 1: no jitter).
+    /// num_jitters; 1: no jitter), with detection, --rect and --aligned alike.
     #[arg(long, default_value_t = 1)]
     jitters: u32,
     #[command(flatten)]
     models: ModelArgs,
-    /// The photos (JPEG, PNG, WebP, GIF, BMP).
+    /// The photo files (JPEG, PNG, WebP, GIF, BMP).
     #[arg(required = true)]
     images: Vec<PathBuf>,
+}
+
+impl EncodeArgs {
+    /// Refuses options that would have no effect with the others given.
+    fn check(&self) -> anyhow::Result<()> {
+        let given = if self.aligned {
+            Some(("--aligned", "each image is already an aligned face chip"))
+        } else if !self.rects.is_empty() {
+            Some(("--rect", "the faces' locations are given"))
+        } else {
+            None
+        };
+        if let Some((mode, why)) = given {
+            for (option, set) in [
+                ("--detector", self.detector.is_some()),
+                ("--upsample", self.upsample.is_some()),
+            ] {
+                if set {
+                    anyhow::bail!("{option} has no effect with {mode}: {why}, nothing is detected");
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(clap::Args)]
@@ -98,7 +123,8 @@ struct ServeArgs {
     /// requires --secret).
     #[arg(long, default_value = "127.0.0.1")]
     host: std::net::IpAddr,
-    /// A secret every request must present as `Authorization: Bearer <secret>`.
+    /// A secret every request must present: as `Authorization: Bearer <secret>`, or as the
+    /// AWS secret access key of a Signature Version 4 signature (boto3; any access key id).
     #[arg(long, env = "FACEDETECT_SERVE_SECRET", hide_env_values = true)]
     secret: Option<String>,
     /// Where photos may be fetched from and encodings posted to: public, private (also
@@ -107,7 +133,7 @@ struct ServeArgs {
     #[arg(long, env = "FACEDETECT_DESTINATIONS")]
     destinations: Option<Destinations>,
     /// The most invocations accepted and not finished; more are answered 429.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
     max_invocations: usize,
     /// Seconds to finish accepted Event work after Ctrl-C or SIGTERM.
     #[arg(long, default_value_t = 60)]
@@ -121,7 +147,7 @@ struct BatchArgs {
     /// The payload file, or - for stdin.
     input: String,
     /// How many payloads run at once.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one)]
     parallel: usize,
     /// Where photos may be fetched from and encodings posted to: public, private or local.
     /// Link-local addresses (cloud metadata) never.
@@ -206,6 +232,21 @@ impl BatchingArgs {
         }
     }
 
+    /// Refuses `--batch-size` where it would change nothing: the HOG detector takes photos
+    /// one at a time, so the size only matters through the default concurrency on CUDA.
+    fn check(&self, detector: Detector, device: &Device) -> anyhow::Result<()> {
+        if detector == Detector::Hog
+            && self.batch_size.is_some()
+            && (device.is_cpu() || self.concurrency.is_some())
+        {
+            anyhow::bail!(
+                "--batch-size has no effect with the HOG detector: it sets the photos per pass \
+                 of the CNN detector (--detector cnn); use --concurrency for photos in flight"
+            );
+        }
+        Ok(())
+    }
+
     fn concurrency(&self, device: &Device, sizes: BatchSizes) -> usize {
         self.concurrency.unwrap_or_else(|| {
             if device.is_cpu() {
@@ -282,9 +323,10 @@ struct BenchDeviceArgs {
     /// Embedder batch sizes to time, comma-separated (e.g. 16,64,256; default: none).
     #[arg(long, value_delimiter = ',')]
     embed_sizes: Vec<usize>,
-    /// Seconds to time each embedder batch size for, at least.
-    #[arg(long, default_value_t = 2.0)]
-    embed_seconds: f64,
+    /// Seconds to time each embedder batch size for, at least [default: 2]; needs
+    /// --embed-sizes.
+    #[arg(long, requires = "embed_sizes")]
+    embed_seconds: Option<f64>,
     /// Write each distinct photo's faces from the batched run here, as JSON lines like
     /// `encode` prints.
     #[arg(long)]
@@ -374,6 +416,15 @@ fn parse_size(text: &str) -> Result<(u32, u32), String> {
     }
 }
 
+/// A count that 0 would make meaningless (nothing could ever run).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn parse_rect(text: &str) -> Result<Rect, String> {
     let values: Vec<i64> = text
         .split(',')
@@ -406,11 +457,29 @@ enum FaceOutput {
     Aligned { encoding: Vec<f32> },
 }
 
+/// What `encode` says about an image it cannot read: the reason, after the image's name once.
+fn unreadable(path: &std::path::Path, error: concrexit_facedetection::Error) -> anyhow::Error {
+    match error {
+        concrexit_facedetection::Error::Io { source, .. } => anyhow::Error::new(source),
+        other => anyhow::Error::new(other),
+    }
+    .context(path.display().to_string())
+}
+
+fn open_photo(path: &std::path::Path, limits: &DecodeLimits) -> anyhow::Result<image::RgbImage> {
+    let text = path.to_string_lossy();
+    if text.starts_with("http://") || text.starts_with("https://") {
+        anyhow::bail!("{text}: encode reads files; use batch or serve for URLs");
+    }
+    open_image(path, limits).map_err(|error| unreadable(path, error))
+}
+
 fn encode(args: &EncodeArgs) -> anyhow::Result<ExitCode> {
+    args.check()?;
     let pipeline = args.models.load()?;
     let options = EncodeOptions {
-        detector: args.detector.into(),
-        upsample: args.upsample,
+        detector: args.detector.unwrap_or(DetectorArg::Hog).into(),
+        upsample: args.upsample.unwrap_or(1),
         jitters: args.jitters,
     };
     let limits = DecodeLimits::default();
@@ -421,7 +490,7 @@ fn encode(args: &EncodeArgs) -> anyhow::Result<ExitCode> {
         scope.spawn(move || {
             for path in &args.images {
                 if decoded_sender
-                    .send((path, open_image(path, &limits)))
+                    .send((path, open_photo(path, &limits)))
                     .is_err()
                 {
                     break;
@@ -429,39 +498,42 @@ fn encode(args: &EncodeArgs) -> anyhow::Result<ExitCode> {
             }
         });
         for (path, image) in decoded {
-            let result = image.map_err(anyhow::Error::from).and_then(|image| {
-                let faces = if args.aligned {
-                    pipeline
-                        .embed_chips(std::slice::from_ref(&image))?
-                        .into_iter()
-                        .map(|encoding| FaceOutput::Aligned {
-                            encoding: encoding.to_vec(),
-                        })
-                        .collect()
-                } else if args.rects.is_empty() {
-                    pipeline
-                        .encode(&image, &options)?
-                        .into_iter()
-                        .map(FaceOutput::Located)
-                        .collect()
-                } else {
-                    pipeline
-                        .encode_at(&image, &args.rects)?
-                        .into_iter()
-                        .map(FaceOutput::Located)
-                        .collect()
+            let result = image.and_then(|image| {
+                let encoded = || -> anyhow::Result<String> {
+                    let faces = if args.aligned {
+                        pipeline
+                            .embed_chips_jittered(std::slice::from_ref(&image), args.jitters)?
+                            .into_iter()
+                            .map(|encoding| FaceOutput::Aligned {
+                                encoding: encoding.to_vec(),
+                            })
+                            .collect()
+                    } else if args.rects.is_empty() {
+                        pipeline
+                            .encode(&image, &options)?
+                            .into_iter()
+                            .map(FaceOutput::Located)
+                            .collect()
+                    } else {
+                        pipeline
+                            .encode_at_jittered(&image, &args.rects, args.jitters)?
+                            .into_iter()
+                            .map(FaceOutput::Located)
+                            .collect()
+                    };
+                    Ok(serde_json::to_string(&ImageFaces {
+                        image: &path.to_string_lossy(),
+                        width: image.width(),
+                        height: image.height(),
+                        faces,
+                    })?)
                 };
-                Ok(serde_json::to_string(&ImageFaces {
-                    image: &path.to_string_lossy(),
-                    width: image.width(),
-                    height: image.height(),
-                    faces,
-                })?)
+                encoded().with_context(|| path.display().to_string())
             });
             match result {
                 Ok(line) => println!("{line}"),
                 Err(error) => {
-                    eprintln!("{}: {error:#}", path.display());
+                    eprintln!("{error:#}");
                     failures += 1;
                 }
             }
@@ -491,6 +563,11 @@ fn service(
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    if args.secret.as_deref() == Some("") {
+        anyhow::bail!(
+            "the secret is empty (--secret or FACEDETECT_SERVE_SECRET): give one, or leave it unset"
+        );
+    }
     logging::init(LogFormat::Json, "info")?;
     let addr = std::net::SocketAddr::new(args.host, args.port);
     let options = ServeOptions {
@@ -513,8 +590,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn batch(args: &BatchArgs) -> anyhow::Result<ExitCode> {
-    // Failed sources and the summary are printed anyway: log only errors unless asked.
-    logging::init(LogFormat::Text, "error")?;
+    // Failed sources and the summary are printed anyway: log only errors unless asked
+    // (RUST_LOG=info: a JSON line per source, as the other entry points log).
+    logging::init(LogFormat::Json, "error")?;
     let (runtime, service) = service(&args.service, args.destinations)?;
     let input = BatchInput::from_arg(&args.input);
     let summary = runtime.block_on(service::batch::run(&service, &input, args.parallel))?;
@@ -534,6 +612,7 @@ fn device_batcher(
     upsample: u32,
 ) -> anyhow::Result<(DeviceBatcher, Device, BatchSizes)> {
     let device = models.device()?;
+    batching.check(detector, &device)?;
     let pipeline = Arc::new(models.load_on(&device)?);
     let sizes = batching.sizes(&device);
     let batcher = DeviceBatcher::new(pipeline, detector, upsample, sizes)?;
@@ -580,9 +659,7 @@ fn run_worker(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let result = runtime.block_on(async {
         let shutdown = Shutdown::on_signals().context("installing the signal handlers")?;
-        let sqs = aws_sdk_sqs::Client::new(
-            &aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
-        );
+        let sqs = aws::sqs_client().await?;
         Ok::<_, anyhow::Error>(worker::run(sqs, service, worker_config, shutdown).await?)
     });
     // Encodings still running for released messages are abandoned, not awaited.
@@ -595,10 +672,10 @@ fn run_enqueue(args: &EnqueueArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let input = BatchInput::from_arg(&args.input);
     let summary = runtime.block_on(async {
-        let sqs = aws_sdk_sqs::Client::new(
-            &aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
-        );
-        enqueue::run(&sqs, &args.queue_url, &input, args.sources_per_message).await
+        let sqs = aws::sqs_client().await?;
+        Ok::<_, anyhow::Error>(
+            enqueue::run(&sqs, &args.queue_url, &input, args.sources_per_message).await?,
+        )
     })?;
     println!(
         "{} payloads sent as {} messages ({} sources)",
@@ -664,7 +741,7 @@ fn bench_device(args: &BenchDeviceArgs) -> anyhow::Result<ExitCode> {
             &batcher,
             &chips,
             batch,
-            std::time::Duration::from_secs_f64(args.embed_seconds),
+            std::time::Duration::from_secs_f64(args.embed_seconds.unwrap_or(2.0)),
         )?;
         println!(
             "{}",
@@ -719,9 +796,20 @@ fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn main() -> anyhow::Result<ExitCode> {
+/// Errors end the command with one line on stderr: what went wrong and its causes, in order.
+fn main() -> ExitCode {
     #[cfg(feature = "cuda")]
     forbid_tf32();
+    match run() {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Encode(args) => encode(&args),
@@ -732,8 +820,8 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::BenchDevice(args) => bench_device(&args),
         Command::Plan(args) => plan(&args),
         Command::ConvertDlib { input, output } => {
-            let kind = concrexit_facedetection::convert::convert_file(&input, &output)
-                .with_context(|| format!("converting {}", input.display()))?;
+            // Its errors name the file they are about.
+            let kind = concrexit_facedetection::convert::convert_file(&input, &output)?;
             eprintln!(
                 "{}: {kind} model written to {}",
                 input.display(),

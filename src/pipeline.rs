@@ -178,6 +178,17 @@ impl FacePipeline {
         self.encode_jittered(image, rects, 1)
     }
 
+    /// Encodes the faces at known locations, each the mean of `jitters` jittered chips, as
+    /// face_recognition applies `num_jitters` together with `known_face_locations`.
+    pub fn encode_at_jittered(
+        &self,
+        image: &RgbImage,
+        rects: &[Rect],
+        jitters: u32,
+    ) -> Result<Vec<Face>> {
+        self.encode_jittered(image, rects, jitters)
+    }
+
     /// The landmarks and the aligned 150x150 chip of each face at `rects`: everything of
     /// encoding but the embedder.
     pub fn align(&self, image: &RgbImage, rects: &[Rect]) -> (Vec<Landmarks>, Vec<RgbImage>) {
@@ -188,12 +199,18 @@ impl FacePipeline {
 
     fn encode_jittered(&self, image: &RgbImage, rects: &[Rect], jitters: u32) -> Result<Vec<Face>> {
         let (landmarks, chips) = self.align(image, rects);
-        let encodings = if jitters <= 1 {
-            self.embed_chips(&chips)?
-        } else {
-            self.embed_jittered(&chips, jitters as usize)?
-        };
+        let encodings = self.embed_chips_jittered(&chips, jitters)?;
         Ok(Face::at(rects, landmarks, encodings))
+    }
+
+    /// Encodes already aligned 150x150 face chips, each the mean of `jitters` jittered copies
+    /// (0 and 1: the chip itself).
+    pub fn embed_chips_jittered(&self, chips: &[RgbImage], jitters: u32) -> Result<Vec<Encoding>> {
+        if jitters <= 1 {
+            self.embed_chips(chips)
+        } else {
+            self.embed_jittered(chips, jitters as usize)
+        }
     }
 
     /// The mean encoding of `jitters` jittered copies of each chip. The generator is seeded

@@ -10,10 +10,10 @@
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use serde_json::{Value, json};
 
+use super::aws;
 use crate::service::batch::{BatchError, BatchInput, parse_payloads, read_input};
 use crate::service::{Payload, PayloadError};
 
@@ -241,7 +241,7 @@ async fn send_batch(
         {
             Ok(output) => output,
             Err(error) => {
-                let reason = DisplayErrorContext(error).to_string();
+                let reason = aws::describe(&error);
                 for &i in &pending {
                     outcome[i] = Some(reason.clone());
                 }

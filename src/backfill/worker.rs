@@ -25,7 +25,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, Message, MessageSystemAttributeName,
     QueueAttributeName,
@@ -34,6 +33,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::aws;
 use super::shutdown::Shutdown;
 use crate::service::{FaceEncoder, Payload, Service};
 
@@ -259,7 +259,7 @@ async fn queue_attributes(sqs: &Client, queue_url: &str) -> Result<QueueAttribut
         .await
         .map_err(|e| WorkerError::QueueAttributes {
             queue_url: queue_url.to_string(),
-            message: DisplayErrorContext(e).to_string(),
+            message: aws::describe(&e),
         })?;
     let attributes = output.attributes();
     let get = |name: QueueAttributeName| attributes.and_then(|a| a.get(&name));
@@ -289,7 +289,7 @@ impl<E: FaceEncoder> Context<E> {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await
-            .map_err(|e| DisplayErrorContext(e).to_string())?;
+            .map_err(|e| aws::describe(&e))?;
         Ok(output.messages.unwrap_or_default())
     }
 
@@ -355,7 +355,7 @@ impl<E: FaceEncoder> Context<E> {
             if let Err(error) = &deleted {
                 tracing::error!(
                     message_id = %id,
-                    error = %DisplayErrorContext(error),
+                    error = %aws::describe(error),
                     "deleting a done message failed: it will come back and be re-posted"
                 );
             }
@@ -413,7 +413,7 @@ impl<E: FaceEncoder> Context<E> {
             tracing::warn!(
                 message_id = %id,
                 visibility_s = timeout.as_secs(),
-                error = %DisplayErrorContext(error),
+                error = %aws::describe(&error),
                 "changing a message's visibility failed"
             );
         }
@@ -455,7 +455,7 @@ impl<E: FaceEncoder> Context<E> {
                     }
                 }
                 Err(error) => tracing::warn!(
-                    error = %DisplayErrorContext(error),
+                    error = %aws::describe(&error),
                     messages = chunk.len(),
                     "releasing messages failed: they come back when their visibility times out"
                 ),

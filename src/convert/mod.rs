@@ -96,6 +96,9 @@ pub fn convert_file(input: &Path, output: &Path) -> Result<&'static str> {
         path: input.to_path_buf(),
         source,
     })?;
-    candle_core::safetensors::save(&tensors, output)?;
+    candle_core::safetensors::save(&tensors, output).map_err(|source| Error::Write {
+        path: output.to_path_buf(),
+        source,
+    })?;
     Ok(kind)
 }

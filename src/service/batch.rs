@@ -61,7 +61,7 @@ impl fmt::Display for BatchSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} payloads ({} invalid), {} sources: {} posted, {} already processed, {} failed; {} faces",
+            "{} payloads ({} invalid), {} sources: {} posted, {} already processed, {} failed; {} faces found",
             self.payloads,
             self.invalid_payloads,
             self.sources,
@@ -102,33 +102,46 @@ pub async fn run<E: FaceEncoder>(
     let mut payloads = Vec::new();
     for (line, entry) in entries {
         match entry {
-            Ok(payload) => payloads.push(payload),
+            Ok(payload) => payloads.push((line, payload)),
             Err(error) => {
                 summary.invalid_payloads += 1;
                 eprintln!("line {line}: {error}");
             }
         }
     }
-    summary.sources = payloads.iter().map(|p| p.sources.len()).sum();
+    summary.sources = payloads.iter().map(|(_, p)| p.sources.len()).sum();
 
     let progress = ProgressBar::new(summary.sources as u64);
     progress.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} sources {elapsed_precise} (eta {eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let observe = |report: &super::SourceReport| {
-        if let Outcome::Failed { stage, error } = &report.outcome {
-            let line = format!("{}: {}: {error}", report.label(), stage.as_str());
+    // Each failure as it happens, with the line of its payload in the input.
+    let observe = |line: usize, report: &super::SourceReport| {
+        if let Outcome::Failed { stage, error, .. } = &report.outcome {
+            let text = format!(
+                "line {line}: {}: {}: {error}",
+                report.label(),
+                stage.as_str()
+            );
             if progress.is_hidden() {
-                eprintln!("{line}");
+                eprintln!("{text}");
             } else {
-                progress.println(line);
+                progress.println(text);
             }
         }
         progress.inc(1);
     };
+    let observe = &observe;
     let reports: Vec<_> = futures::stream::iter(&payloads)
-        .map(|payload| service.run_observed(payload, &observe))
+        .map(|(line, payload)| async move {
+            let line = *line;
+            service
+                .run_observed(payload, &move |report: &super::SourceReport| {
+                    observe(line, report)
+                })
+                .await
+        })
         .buffer_unordered(parallel_payloads.max(1))
         .collect()
         .await;
@@ -143,7 +156,8 @@ pub async fn run<E: FaceEncoder>(
             .iter()
             .map(|s| match s.outcome {
                 Outcome::Posted { faces } | Outcome::AlreadyProcessed { faces } => faces,
-                Outcome::Failed { .. } => 0,
+                // Found, though not delivered (the callback failed).
+                Outcome::Failed { faces, .. } => faces.unwrap_or(0),
             })
             .sum::<usize>();
     }

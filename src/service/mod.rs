@@ -27,6 +27,8 @@ pub mod outcome;
 pub mod payload;
 #[cfg(feature = "cli")]
 pub mod serve;
+#[cfg(feature = "cli")]
+pub mod sigv4;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -289,10 +291,12 @@ impl<E: FaceEncoder> Service<E> {
             Some(Err(panic)) => Outcome::Failed {
                 stage,
                 error: format!("panicked: {}", panic_message(&*panic)),
+                faces: None,
             },
             None => Outcome::Failed {
                 stage,
                 error: "stopped: the invocation's deadline was reached".to_string(),
+                faces: None,
             },
         };
         let report = with_trace(&trace, |t| SourceReport {
@@ -317,7 +321,11 @@ impl<E: FaceEncoder> Service<E> {
     ) -> Outcome {
         match self.encode_source(source, deadline, trace).await {
             Ok(encoded) => self.deliver(payload, source, &encoded, trace).await,
-            Err((stage, error)) => Outcome::Failed { stage, error },
+            Err((stage, error)) => Outcome::Failed {
+                stage,
+                error,
+                faces: None,
+            },
         }
     }
 
@@ -451,6 +459,7 @@ impl<E: FaceEncoder> Service<E> {
             Err(error) => Outcome::Failed {
                 stage: Stage::Callback,
                 error: error.to_string(),
+                faces: Some(faces),
             },
         }
     }
@@ -508,7 +517,11 @@ fn log_source(source: &Source, report: &SourceReport) {
         Outcome::Posted { faces } | Outcome::AlreadyProcessed { faces } => {
             (Some(*faces), None, None)
         }
-        Outcome::Failed { stage, error } => (None, Some(stage.as_str()), Some(error.as_str())),
+        Outcome::Failed {
+            stage,
+            error,
+            faces,
+        } => (*faces, Some(stage.as_str()), Some(error.as_str())),
     };
     let t = &report.timings;
     let photo_url = client::loggable_url(&source.photo_url);

@@ -66,7 +66,13 @@ pub enum Outcome {
     /// concrexit already had this source's encodings from an earlier run.
     AlreadyProcessed { faces: usize },
     /// The source could not be done.
-    Failed { stage: Stage, error: String },
+    Failed {
+        stage: Stage,
+        error: String,
+        /// The faces found, when the failure came after encoding (a failed callback).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        faces: Option<usize>,
+    },
 }
 
 impl Outcome {
@@ -134,7 +140,7 @@ impl InvocationReport {
     pub fn failure_summary(&self) -> String {
         self.failures()
             .map(|report| match &report.outcome {
-                Outcome::Failed { stage, error } => {
+                Outcome::Failed { stage, error, .. } => {
                     format!("{}: {}: {error}", report.label(), stage.as_str())
                 }
                 _ => String::new(),

@@ -9,8 +9,12 @@
 //! answers 204.
 //!
 //! It is no open relay: requests from browsers (with an `Origin` header) are refused, a shared
-//! secret, when set, must come as `Authorization: Bearer <secret>` (and must be set to listen
-//! on anything but loopback, see [`check_listen`]), and at most a bounded number of
+//! secret, when set, must come as `Authorization: Bearer <secret>` or as the AWS secret access
+//! key of an AWS Signature Version 4 signature, as boto3 signs (see [`super::sigv4`]), and
+//! must be set to listen on anything but loopback (see [`check_listen`]). A signed request's
+//! header and date are checked before anything else; its body is read (bounded, and only with
+//! an invocation slot) to check the signature before the request does anything. At most a
+//! bounded number of
 //! invocations are accepted and not yet finished: past that it answers 429
 //! `TooManyRequestsException`, as Lambda does when throttled, so that the caller retries. On
 //! shutdown it stops accepting, then finishes the accepted Event work, for a bounded time.
@@ -30,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::lambda::{self, FunctionError};
+use super::sigv4::{self, SignedRequest};
 use super::{FaceEncoder, Service};
 
 /// The largest request payload Lambda accepts for a synchronous invocation.
@@ -38,7 +43,8 @@ const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 /// How the endpoint admits requests.
 #[derive(Clone)]
 pub struct ServeOptions {
-    /// The secret every request must present as `Authorization: Bearer <secret>`, if any.
+    /// The secret every request must present, as `Authorization: Bearer <secret>` or as the
+    /// AWS secret access key of a Signature Version 4 signature, if any.
     pub secret: Option<String>,
     /// The most invocations accepted and not yet finished, Event and RequestResponse together.
     pub max_invocations: usize,
@@ -189,29 +195,56 @@ async fn shutdown_signal() {
     }
 }
 
-/// Compares without stopping at the first difference, so the time taken says nothing.
-fn same_secret(given: &[u8], secret: &[u8]) -> bool {
-    given.len() == secret.len()
-        && given
-            .iter()
-            .zip(secret)
-            .fold(0, |acc, (a, b)| acc | (a ^ b))
-            == 0
+/// How a request proved it knows the secret, as far as its headers tell.
+enum Credential {
+    /// No secret is set, or the bearer token matched.
+    Accepted,
+    /// A well-formed, recently dated Signature Version 4 header: the signature is checked once
+    /// the body is read.
+    Signed(SignedRequest),
 }
 
+const NO_SECRET: &str = "missing or wrong secret (Authorization: Bearer <secret>, or an AWS \
+     Signature Version 4 signature with the secret as the AWS secret access key)";
+
 /// Why a request is refused: it comes from a browser, or lacks the secret.
-fn refusal(headers: &HeaderMap, secret: Option<&str>) -> Option<&'static str> {
+fn admission(headers: &HeaderMap, secret: Option<&str>) -> Result<Credential, String> {
     if headers.contains_key(header::ORIGIN) {
-        return Some("requests from browsers (with an Origin header) are refused");
+        return Err("requests from browsers (with an Origin header) are refused".to_string());
     }
-    let secret = secret?;
+    let Some(secret) = secret else {
+        return Ok(Credential::Accepted);
+    };
+    if let Some(signed) = SignedRequest::parse(headers, std::time::SystemTime::now()) {
+        return signed.map(Credential::Signed).map_err(|e| e.to_string());
+    }
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
-    if given.is_some_and(|given| same_secret(given, secret.as_bytes())) {
-        None
+    if given.is_some_and(|given| sigv4::constant_time_eq(given, secret.as_bytes())) {
+        Ok(Credential::Accepted)
     } else {
-        Some("missing or wrong secret (Authorization: Bearer <secret>)")
+        Err(NO_SECRET.to_string())
+    }
+}
+
+fn refused(why: &str, access_key_id: Option<&str>) -> Response {
+    tracing::warn!(why, access_key_id, "request refused");
+    aws_error(StatusCode::FORBIDDEN, "AccessDeniedException", why)
+}
+
+/// The answer to an invocation type that runs nothing (DryRun) or is not one.
+fn invocation_type_answer(invocation_type: &str) -> Option<Response> {
+    match invocation_type {
+        "RequestResponse" | "Event" => None,
+        "DryRun" => Some(StatusCode::NO_CONTENT.into_response()),
+        other => Some(aws_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValueException",
+            &format!(
+                "X-Amz-Invocation-Type must be RequestResponse, Event or DryRun, not {other:?}"
+            ),
+        )),
     }
 }
 
@@ -223,25 +256,19 @@ async fn invoke<E: FaceEncoder>(
 ) -> Response {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-    if let Some(why) = refusal(headers, endpoint.secret.as_deref()) {
-        tracing::warn!(why, "request refused");
-        return aws_error(StatusCode::FORBIDDEN, "AccessDeniedException", why);
-    }
+    let credential = match admission(headers, endpoint.secret.as_deref()) {
+        Ok(credential) => credential,
+        Err(why) => return refused(&why, None),
+    };
     let invocation_type = headers
         .get("x-amz-invocation-type")
         .map(|value| value.to_str().unwrap_or("?"))
         .unwrap_or("RequestResponse");
-    if !matches!(invocation_type, "RequestResponse" | "Event") {
-        return match invocation_type {
-            "DryRun" => StatusCode::NO_CONTENT.into_response(),
-            other => aws_error(
-                StatusCode::BAD_REQUEST,
-                "InvalidParameterValueException",
-                &format!(
-                    "X-Amz-Invocation-Type must be RequestResponse, Event or DryRun, not {other:?}"
-                ),
-            ),
-        };
+    // A signed request's type is answered only once its signature is checked, below.
+    if matches!(credential, Credential::Accepted)
+        && let Some(answer) = invocation_type_answer(invocation_type)
+    {
+        return answer;
     }
     let Ok(permit) = endpoint.invocations.clone().try_acquire_owned() else {
         tracing::warn!(
@@ -261,6 +288,16 @@ async fn invoke<E: FaceEncoder>(
             &format!("Request must be smaller than {MAX_PAYLOAD_BYTES} bytes"),
         );
     };
+    if let (Credential::Signed(signed), Some(secret)) = (&credential, endpoint.secret.as_deref()) {
+        let access_key_id = signed.access_key_id.as_str();
+        if let Err(error) = signed.verify(&parts.method, &parts.uri, headers, &body, secret) {
+            return refused(&error.to_string(), Some(access_key_id));
+        }
+        tracing::info!(access_key_id, invocation_type, "signed request accepted");
+        if let Some(answer) = invocation_type_answer(invocation_type) {
+            return answer;
+        }
+    }
     let event: Value = if body.is_empty() {
         json!({})
     } else {

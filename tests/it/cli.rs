@@ -214,3 +214,208 @@ fn bad_images_fail_with_a_message_and_the_others_still_print() {
     assert!(String::from_utf8_lossy(&bad_rect.stderr).contains("LEFT,TOP,RIGHT,BOTTOM"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn first_face_encoding(output: &std::process::Output) -> Vec<f32> {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    floats(&json_lines(output)[0]["faces"][0]["encoding"])
+}
+
+/// `--jitters` with `--rect` is face_recognition's `num_jitters` with `known_face_locations`:
+/// the same jittered encoding as detection gives that face, not the plain one.
+#[test]
+fn jitters_apply_with_rect_as_with_detection() {
+    let image = common::crate_dir().join("tests/fixtures/pkg/images/medium/obama.webp");
+    let image = image.to_str().unwrap();
+    let detected = facedetect(&["encode", "--jitters", "4", image]);
+    let jittered_detection = first_face_encoding(&detected);
+    let rect = json_lines(&detected)[0]["faces"][0]["rect"].clone();
+    let rect = format!("{},{},{},{}", rect[0], rect[1], rect[2], rect[3]);
+    let plain = first_face_encoding(&facedetect(&["encode", "--rect", &rect, image]));
+    let jittered = first_face_encoding(&facedetect(&[
+        "encode",
+        "--jitters",
+        "4",
+        "--rect",
+        &rect,
+        image,
+    ]));
+    assert_eq!(jittered, jittered_detection, "--rect with --jitters 4");
+    let moved = common::euclidean(&jittered, &plain);
+    // Jittering moves the encoding, but far less than the 0.49 between two people.
+    assert!(
+        moved > 1e-3 && moved < 0.2,
+        "jittered {moved} from the plain encoding"
+    );
+}
+
+#[test]
+fn jitters_apply_with_aligned_chips() {
+    let case_dir = common::crate_dir().join("tests/fixtures/pkg/orig/astronaut");
+    let chip = case_dir.join("chip_hog_0.png");
+    let chip = chip.to_str().unwrap();
+    let plain = first_face_encoding(&facedetect(&["encode", "--aligned", chip]));
+    let jittered = first_face_encoding(&facedetect(&[
+        "encode",
+        "--aligned",
+        "--jitters",
+        "4",
+        chip,
+    ]));
+    let again = first_face_encoding(&facedetect(&[
+        "encode",
+        "--aligned",
+        "--jitters",
+        "4",
+        chip,
+    ]));
+    assert_eq!(jittered, again, "the jitter is seeded");
+    let moved = common::euclidean(&jittered, &plain);
+    assert!(
+        moved > 1e-3 && moved < 0.2,
+        "jittered {moved} from the plain encoding"
+    );
+}
+
+/// Options that would change nothing are refused in one line, with the reason, before any
+/// work.
+#[test]
+fn options_without_effect_are_refused_with_a_reason() {
+    let image = common::crate_dir().join("tests/fixtures/pkg/images/medium/obama.webp");
+    let image = image.to_str().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["encode", "--rect", "1,2,3,4", "--detector", "cnn", image],
+            "--detector has no effect with --rect",
+        ),
+        (
+            &["encode", "--rect", "1,2,3,4", "--upsample", "2", image],
+            "--upsample has no effect with --rect",
+        ),
+        (
+            &["encode", "--aligned", "--upsample", "0", image],
+            "--upsample has no effect with --aligned",
+        ),
+        (
+            &["encode", "--aligned", "--detector", "hog", image],
+            "--detector has no effect with --aligned",
+        ),
+    ];
+    for (args, reason) in cases {
+        let output = facedetect(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
+    // The same options where they do something are accepted.
+    let output = facedetect(&["encode", "--detector", "hog", "--upsample", "0", image]);
+    assert!(output.status.success());
+    // bench-device: --embed-seconds times nothing without --embed-sizes.
+    let output = facedetect(&["bench-device", ".", "--embed-seconds", "5"]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--embed-sizes"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn unreadable_inputs_fail_in_one_line_naming_them_once() {
+    let good = common::crate_dir().join("tests/fixtures/pkg/images/medium/obama.webp");
+    let url = "https://example.org/photo.jpg";
+    let output = facedetect(&["encode", "missing.png", url, good.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "missing.png: No such file or directory (os error 2)",
+            "https://example.org/photo.jpg: encode reads files; use batch or serve for URLs",
+        ],
+        "{stderr}"
+    );
+    assert_eq!(
+        json_lines(&output).len(),
+        1,
+        "the good image is still encoded"
+    );
+
+    // convert-dlib on a photo: not a dlib model, and which ones it reads.
+    let out =
+        std::env::temp_dir().join(format!("facedetect-cli-{}.safetensors", std::process::id()));
+    let output = facedetect(&[
+        "convert-dlib",
+        good.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ]);
+    assert!(!output.status.success());
+    assert!(!out.exists());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("obama.webp").count(), 1, "{stderr}");
+    for expected in [
+        "is not a dlib model this converter reads",
+        "face recognition ResNet",
+        "5-point shape predictor",
+        "MMOD face detector",
+        "HOG frontal face detector",
+        ".dat",
+        ".svm",
+    ] {
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+    let output = facedetect(&["convert-dlib", "missing.dat", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(stderr.matches("missing.dat").count(), 1, "{stderr}");
+}
+
+/// The rest of the audit: values that would make an option mean nothing are refused.
+#[test]
+fn meaningless_values_are_refused() {
+    let cases: [(&[&str], &str); 4] = [
+        // The HOG detector takes no batches; on the CPU the size changes nothing else.
+        (
+            &[
+                "worker",
+                "--queue-url",
+                "http://127.0.0.1:9/000000000000/q",
+                "--batch-size",
+                "4",
+            ],
+            "--batch-size has no effect with the HOG detector",
+        ),
+        // Beyond loopback without a (real) secret, so that a regression fails instead of
+        // serving.
+        (
+            &[
+                "serve",
+                "--host",
+                "0.0.0.0",
+                "--port",
+                "0",
+                "--max-invocations",
+                "0",
+            ],
+            "must be at least 1",
+        ),
+        (&["batch", "-", "--parallel", "0"], "must be at least 1"),
+        (
+            &["serve", "--host", "0.0.0.0", "--port", "0", "--secret", ""],
+            "the secret is empty",
+        ),
+    ];
+    for (args, reason) in cases {
+        let output = facedetect(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
+}

@@ -28,7 +28,9 @@ use serde_json::{Value, json};
 
 fn assert_failed(report: &InvocationReport, index: usize, stage: Stage, needle: &str) {
     match &report.sources[index].outcome {
-        Outcome::Failed { stage: s, error } => {
+        Outcome::Failed {
+            stage: s, error, ..
+        } => {
             assert_eq!(*s, stage, "source {index}: {error}");
             assert!(
                 error.contains(needle),

@@ -42,6 +42,7 @@ fn scripts_are_shellcheck_clean() {
             "scripts/build-lambda-zip.sh",
             "scripts/check-glibc.sh",
             "scripts/tag-release.sh",
+            "scripts/local-demo",
             ".ci/run",
         ],
     );

@@ -29,17 +29,20 @@ mod device;
 mod weights;
 
 // The command line, the service, the Lambda function and the backfill worker.
+mod aws_errors;
 mod backfill;
 mod cli;
 mod hardening;
 mod lambda;
 mod lambda_binary;
 mod lambda_zip;
+mod serve_auth;
 mod service;
 mod service_cli;
 mod service_pipeline;
 
-// The deployment files.
+// The deployment files, and the README's examples.
 mod cost_table;
 mod deployment;
 mod lint;
+mod readme;

@@ -20,7 +20,9 @@ fn outcome_of(report: &InvocationReport, index: usize) -> &Outcome {
 
 fn assert_failed(report: &InvocationReport, index: usize, stage: Stage, needle: &str) {
     match outcome_of(report, index) {
-        Outcome::Failed { stage: s, error } => {
+        Outcome::Failed {
+            stage: s, error, ..
+        } => {
             assert_eq!(*s, stage, "source {index}: {error}");
             assert!(
                 error.contains(needle),

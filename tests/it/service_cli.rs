@@ -247,16 +247,21 @@ async fn batch_reads_json_lines_from_stdin_and_summarises() {
     receiver.expect("reference", 1, "t1");
     receiver.expect("reference", 2, "t2");
     let ok = format!("{photo_base}/photo/obama.webp");
+    // Source 4's photo has a face, but concrexit does not know the source: its callback fails.
     let lines = [
         json!({"api_url": api, "sources": [source(1, "reference", &ok, "t1")]}),
         json!({"api_url": api, "sources": [source(2, "reference", &ok, "t2"),
             source(3, "reference", &format!("{photo_base}/photo/gone.webp"), "t3")]}),
+        json!({"api_url": api, "sources": [source(4, "reference", &ok, "t4")]}),
     ]
     .map(|line| line.to_string())
-    .join("\n");
+    .join("\n\n");
 
     let output = tokio::task::spawn_blocking(move || {
-        common::run_with_stdin(facedetect().args(["batch", "-"]), &lines)
+        common::run_with_stdin(
+            facedetect().args(["batch", "-"]).env("RUST_LOG", "info"),
+            &lines,
+        )
     })
     .await
     .unwrap();
@@ -265,11 +270,32 @@ async fn batch_reads_json_lines_from_stdin_and_summarises() {
     assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
     assert_eq!(
         stdout.trim(),
-        "2 payloads (0 invalid), 3 sources: 2 posted, 0 already processed, 1 failed; 2 faces"
+        "3 payloads (0 invalid), 4 sources: 2 posted, 0 already processed, 2 failed; 3 faces found"
+    );
+    // Each failure with the line of its payload in the input (blank lines counted).
+    assert!(
+        stderr.contains("line 3: sources[1] (reference 3): download: HTTP 404"),
+        "{stderr}"
     );
     assert!(
-        stderr.contains("sources[1] (reference 3): download: HTTP 404"),
+        stderr.contains("line 5: sources[0] (reference 4): callback: HTTP 404"),
         "{stderr}"
+    );
+    // RUST_LOG=info: the failure lines, and the JSON log lines the README promises, one per
+    // source.
+    let mut logged = Vec::new();
+    for line in stderr.lines().filter(|line| !line.starts_with("line ")) {
+        let event: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a failure line nor JSON ({e}): {line}"));
+        if let Some(pk) = event["pk"].as_u64() {
+            logged.push((pk, event["outcome"].as_str().unwrap().to_string()));
+        }
+    }
+    logged.sort();
+    assert_eq!(
+        logged,
+        [(1, "posted"), (2, "posted"), (3, "failed"), (4, "failed")]
+            .map(|(pk, outcome)| (pk, outcome.to_string()))
     );
     assert!(receiver.delivered("reference", 1).is_some());
     assert!(receiver.delivered("reference", 2).is_some());
