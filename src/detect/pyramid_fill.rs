@@ -218,7 +218,7 @@ mod cuda {
     ) -> candle_core::Result<()> {
         const _: () = assert!(std::mem::size_of::<RowTap>() == 16);
         const _: () = assert!(std::mem::size_of::<ColumnTap>() == 16);
-        let device = dst.device().clone();
+        let device = dst.device.clone();
         let ptx = ptx()?;
         let pyramid = op.pyramid;
         let plane = (pyramid.rows * pyramid.cols) as u64;
