@@ -3,7 +3,8 @@
 //! Only the photo, upsampled and 8-bit (13 MB for a 1200x900 photo upsampled once), is copied to
 //! the device; [`PyramidFill`] then writes the normalised tiled pyramid (190 MB of floats)
 //! straight into the batch's input tensor: level 0 as dlib's input layer gives it, each level
-//! below from the one above with the positions and weights of [`LevelResize`], the one place
+//! below from the one above with the positions and weights of
+//! [`LevelResize`](crate::detect::tiled_pyramid::LevelResize), the one place
 //! that computes them, so the device's pyramid is the CPU's value for value. On the CPU the
 //! same op runs [`TiledPyramid::fill`]; on a CUDA device, kernels compiled by NVRTC at first
 //! use, one launch per level (each level reads the one before), with every rounding written
