@@ -44,8 +44,21 @@ pub enum Error {
     Decode(String),
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    #[error("batched model: {0}")]
-    Batch(String),
+    /// A URL where a photo file was expected.
+    #[error("encode reads files; use batch or serve for URLs")]
+    UrlGiven,
+    #[error(
+        "this facedetect was built without the `cuda` feature; build it with \
+             scripts/build-cuda.sh (cargo build --release --features cuda)"
+    )]
+    NoCudaSupport,
+    #[error("cannot open CUDA device {ordinal} (no NVIDIA GPU, or its driver is not loaded)")]
+    NoCudaDevice {
+        ordinal: usize,
+        source: candle_core::Error,
+    },
+    #[error(transparent)]
+    Batch(#[from] crate::pipeline::device_batch::BatchError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
@@ -64,3 +77,20 @@ impl FormatError {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// An error with its causes, for the edges where errors become text (a callback's failure
+/// reason, a log field): `reading x.jpg: No such file or directory`, as anyhow's `{:#}` says
+/// it.
+pub struct Report<'a>(pub &'a dyn std::error::Error);
+
+impl std::fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}

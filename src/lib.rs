@@ -69,6 +69,7 @@ pub mod nn;
 pub mod pipeline;
 pub mod plan;
 pub mod service;
+pub mod shutdown;
 pub mod weights;
 
 pub use error::{Error, Result};

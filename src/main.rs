@@ -7,21 +7,21 @@ use std::sync::Arc;
 use anyhow::Context;
 use candle_core::Device;
 use clap::{Parser, Subcommand};
-use concrexit_facedetection::backfill::device_batch::{BatchSizes, DeviceBatcher};
-use concrexit_facedetection::backfill::shutdown::Shutdown;
-use concrexit_facedetection::backfill::{aws, enqueue, throughput, worker};
-use concrexit_facedetection::decode::{DecodeLimits, open_image};
+use concrexit_facedetection::backfill::{aws, enqueue, worker};
 use concrexit_facedetection::detect::cnn::{CnnFaceDetector, ConvAlgorithm};
-use concrexit_facedetection::face::embedder::FaceEmbedder;
 use concrexit_facedetection::geometry::Rect;
 use concrexit_facedetection::logging::{self, LogFormat};
-use concrexit_facedetection::pipeline::{Detector, EncodeOptions, Face, FacePipeline};
-use concrexit_facedetection::plan::{MAX_BUFFER_ELEMENTS, PassLimits};
+use concrexit_facedetection::pipeline::device_plan::DevicePlan;
+use concrexit_facedetection::pipeline::files::{FileTask, ImageFaces, encode_files};
+use concrexit_facedetection::pipeline::{
+    BatchChoice, BatchSizes, Detector, DeviceBatcher, DeviceKind, EncodeOptions, FaceEncoder,
+    FacePipeline, PhotoEncoder, throughput,
+};
 use concrexit_facedetection::service::batch::BatchInput;
-use concrexit_facedetection::service::serve::ServeOptions;
+use concrexit_facedetection::service::serve::{self, ServeOptions};
 use concrexit_facedetection::service::{self, Destinations, Service, ServiceConfig};
+use concrexit_facedetection::shutdown::Shutdown;
 use concrexit_facedetection::weights::{Model, WEIGHTS_ENV, WeightsLocation, files};
-use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
@@ -163,8 +163,20 @@ struct ServiceArgs {
     /// that can never fit fails with a reason.
     #[arg(long, env = "FACEDETECT_MEMORY_MB", default_value_t = 2048)]
     memory_mb: u64,
+    /// The face detector.
+    #[arg(long, value_enum, default_value_t = DetectorArg::Hog)]
+    detector: DetectorArg,
+    /// How many times to double each photo before detection.
+    #[arg(long, default_value_t = 1)]
+    upsample: u32,
     #[command(flatten)]
     models: ModelArgs,
+}
+
+impl ServiceArgs {
+    fn options(&self) -> EncodeOptions {
+        EncodeOptions::detecting(self.detector.into(), self.upsample)
+    }
 }
 
 #[derive(clap::Args)]
@@ -172,12 +184,6 @@ struct WorkerArgs {
     /// The queue's URL.
     #[arg(long, env = "FACEDETECT_QUEUE_URL")]
     queue_url: String,
-    /// The face detector.
-    #[arg(long, value_enum, default_value_t = DetectorArg::Hog)]
-    detector: DetectorArg,
-    /// How many times to double each photo before detection.
-    #[arg(long, default_value_t = 1)]
-    upsample: u32,
     #[command(flatten)]
     service: ServiceArgs,
     /// Where photos may be fetched from and encodings posted to: public, private (in a VPC)
@@ -224,12 +230,15 @@ struct BatchingArgs {
 
 impl BatchingArgs {
     fn sizes(&self, device: &Device) -> BatchSizes {
-        let defaults = BatchSizes::for_device(device);
-        BatchSizes {
-            detect: self.batch_size.unwrap_or(defaults.detect),
-            embed: self.embed_batch.unwrap_or(defaults.embed),
-            device_memory_mb: self.device_memory_mb,
-        }
+        BatchSizes::chosen(
+            device,
+            &BatchChoice {
+                detect: self.batch_size,
+                embed: self.embed_batch,
+                device_memory_mb: self.device_memory_mb,
+                in_flight: self.concurrency,
+            },
+        )
     }
 
     /// Refuses `--batch-size` where it would change nothing: the HOG detector takes photos
@@ -245,16 +254,6 @@ impl BatchingArgs {
             );
         }
         Ok(())
-    }
-
-    fn concurrency(&self, device: &Device, sizes: BatchSizes) -> usize {
-        self.concurrency.unwrap_or_else(|| {
-            if device.is_cpu() {
-                2 * std::thread::available_parallelism().map_or(1, |n| n.get())
-            } else {
-                4 * sizes.detect
-            }
-        })
     }
 }
 
@@ -368,27 +367,26 @@ impl From<DetectorArg> for Detector {
     }
 }
 
-impl DeviceArg {
-    /// Opens the device; an unavailable GPU is an error, never a fall-back to the CPU.
-    fn open(self) -> anyhow::Result<Device> {
-        match self {
-            DeviceArg::Cpu => Ok(Device::Cpu),
-            #[cfg(feature = "cuda")]
-            DeviceArg::Cuda => concrexit_facedetection::backfill::device_batch::cuda_device(0).context(
-                "--device cuda: cannot open CUDA device 0 (no NVIDIA GPU, or its driver is not loaded)",
-            ),
-            #[cfg(not(feature = "cuda"))]
-            DeviceArg::Cuda => anyhow::bail!(
-                "--device cuda: this facedetect was built without the `cuda` feature; \
-                 build it with scripts/build-cuda.sh (cargo build --release --features cuda)"
-            ),
+impl From<DeviceArg> for DeviceKind {
+    fn from(arg: DeviceArg) -> Self {
+        match arg {
+            DeviceArg::Cpu => DeviceKind::Cpu,
+            DeviceArg::Cuda => DeviceKind::Cuda,
         }
     }
 }
 
 impl ModelArgs {
     fn device(&self) -> anyhow::Result<Device> {
-        self.device.open()
+        DeviceKind::from(self.device)
+            .open()
+            .context("--device cuda")
+    }
+
+    fn weights(&self) -> anyhow::Result<WeightsLocation> {
+        Ok(WeightsLocation::given_or_discovered(
+            self.weights.as_deref(),
+        )?)
     }
 
     fn load(&self) -> anyhow::Result<FacePipeline> {
@@ -396,11 +394,7 @@ impl ModelArgs {
     }
 
     fn load_on(&self, device: &Device) -> anyhow::Result<FacePipeline> {
-        let weights = match &self.weights {
-            Some(text) => WeightsLocation::parse(text)?,
-            None => WeightsLocation::discover()?,
-        };
-        FacePipeline::load(&weights, device).context("loading the models")
+        FacePipeline::load(&self.weights()?, device).context("loading the models")
     }
 }
 
@@ -441,24 +435,8 @@ fn parse_rect(text: &str) -> Result<Rect, String> {
     }
 }
 
-/// One line of `encode`'s output.
-#[derive(Serialize)]
-struct ImageFaces<'a> {
-    image: &'a str,
-    width: u32,
-    height: u32,
-    faces: Vec<FaceOutput>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum FaceOutput {
-    Located(Face),
-    Aligned { encoding: Vec<f32> },
-}
-
-/// What `encode` says about an image it cannot read: the reason, after the image's name once.
-fn unreadable(path: &std::path::Path, error: concrexit_facedetection::Error) -> anyhow::Error {
+/// What `encode` says about a photo it could not do: the reason, after the photo's name once.
+fn photo_error(path: &std::path::Path, error: concrexit_facedetection::Error) -> anyhow::Error {
     match error {
         concrexit_facedetection::Error::Io { source, .. } => anyhow::Error::new(source),
         other => anyhow::Error::new(other),
@@ -466,76 +444,35 @@ fn unreadable(path: &std::path::Path, error: concrexit_facedetection::Error) -> 
     .context(path.display().to_string())
 }
 
-fn open_photo(path: &std::path::Path, limits: &DecodeLimits) -> anyhow::Result<image::RgbImage> {
-    let text = path.to_string_lossy();
-    if text.starts_with("http://") || text.starts_with("https://") {
-        anyhow::bail!("{text}: encode reads files; use batch or serve for URLs");
-    }
-    open_image(path, limits).map_err(|error| unreadable(path, error))
-}
-
 fn encode(args: &EncodeArgs) -> anyhow::Result<ExitCode> {
     args.check()?;
     let pipeline = args.models.load()?;
-    let options = EncodeOptions {
-        detector: args.detector.unwrap_or(DetectorArg::Hog).into(),
-        upsample: args.upsample.unwrap_or(1),
-        jitters: args.jitters,
+    let task = if args.aligned {
+        FileTask::Aligned {
+            jitters: args.jitters,
+        }
+    } else if !args.rects.is_empty() {
+        FileTask::At {
+            rects: args.rects.clone(),
+            jitters: args.jitters,
+        }
+    } else {
+        FileTask::Detect(EncodeOptions {
+            detector: args.detector.unwrap_or(DetectorArg::Hog).into(),
+            upsample: args.upsample.unwrap_or(1),
+            jitters: args.jitters,
+        })
     };
-    let limits = DecodeLimits::default();
     let mut failures = 0;
-    // Each photo is decoded on a thread of its own while the one before it is encoded.
-    std::thread::scope(|scope| {
-        let (decoded_sender, decoded) = std::sync::mpsc::sync_channel(1);
-        scope.spawn(move || {
-            for path in &args.images {
-                if decoded_sender
-                    .send((path, open_photo(path, &limits)))
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
-        for (path, image) in decoded {
-            let result = image.and_then(|image| {
-                let encoded = || -> anyhow::Result<String> {
-                    let faces = if args.aligned {
-                        pipeline
-                            .embed_chips_jittered(std::slice::from_ref(&image), args.jitters)?
-                            .into_iter()
-                            .map(|encoding| FaceOutput::Aligned {
-                                encoding: encoding.to_vec(),
-                            })
-                            .collect()
-                    } else if args.rects.is_empty() {
-                        pipeline
-                            .encode(&image, &options)?
-                            .into_iter()
-                            .map(FaceOutput::Located)
-                            .collect()
-                    } else {
-                        pipeline
-                            .encode_at_jittered(&image, &args.rects, args.jitters)?
-                            .into_iter()
-                            .map(FaceOutput::Located)
-                            .collect()
-                    };
-                    Ok(serde_json::to_string(&ImageFaces {
-                        image: &path.to_string_lossy(),
-                        width: image.width(),
-                        height: image.height(),
-                        faces,
-                    })?)
-                };
-                encoded().with_context(|| path.display().to_string())
-            });
-            match result {
-                Ok(line) => println!("{line}"),
-                Err(error) => {
-                    eprintln!("{error:#}");
-                    failures += 1;
-                }
+    encode_files(&pipeline, &args.images, &task, |path, result| {
+        let line = result
+            .map_err(|error| photo_error(path, error))
+            .and_then(|faces| Ok(serde_json::to_string(&faces)?));
+        match line {
+            Ok(line) => println!("{line}"),
+            Err(error) => {
+                eprintln!("{error:#}");
+                failures += 1;
             }
         }
     });
@@ -546,20 +483,22 @@ fn encode(args: &EncodeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The service around the models, in a runtime of its own.
-fn service(
-    args: &ServiceArgs,
-    destinations: Destinations,
-) -> anyhow::Result<(tokio::runtime::Runtime, Arc<Service<FacePipeline>>)> {
+/// The service around `encoder`, in a runtime of its own.
+fn service<E: FaceEncoder>(
+    encoder: E,
+    config: ServiceConfig,
+) -> anyhow::Result<(tokio::runtime::Runtime, Arc<Service<E>>)> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let pipeline = args.models.load()?;
-    let mut config = ServiceConfig {
-        memory_limit: args.memory_mb.saturating_mul(1024 * 1024),
-        ..ServiceConfig::default()
-    };
-    config.http.destinations = destinations;
-    let service = Service::new(Arc::new(pipeline), config)?;
+    let service = Service::new(Arc::new(encoder), config)?;
     Ok((runtime, Arc::new(service)))
+}
+
+/// The per-photo pipeline with the service's options, on the CPU or the device chosen.
+fn photo_encoder(args: &ServiceArgs) -> anyhow::Result<PhotoEncoder> {
+    Ok(PhotoEncoder::new(
+        Arc::new(args.models.load()?),
+        args.options(),
+    ))
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
@@ -576,15 +515,14 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
     };
     // Before the models load: refusing should be immediate.
-    service::serve::check_listen(addr, &options)?;
-    let destinations = args.destinations.unwrap_or(if args.host.is_loopback() {
-        Destinations::Local
-    } else {
-        Destinations::Public
-    });
-    let (runtime, service) = service(&args.service, destinations)?;
+    serve::check_listen(addr, &options)?;
+    let destinations = args
+        .destinations
+        .unwrap_or_else(|| serve::default_destinations(args.host));
+    let config = ServiceConfig::new(args.service.memory_mb, destinations);
+    let (runtime, service) = service(photo_encoder(&args.service)?, config)?;
     runtime
-        .block_on(service::serve::run(addr, service, options))
+        .block_on(serve::run(addr, service, options))
         .with_context(|| format!("serving on {addr}"))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -593,7 +531,8 @@ fn batch(args: &BatchArgs) -> anyhow::Result<ExitCode> {
     // Failed sources and the summary are printed anyway: log only errors unless asked
     // (RUST_LOG=info: a JSON line per source, as the other entry points log).
     logging::init(LogFormat::Json, "error")?;
-    let (runtime, service) = service(&args.service, args.destinations)?;
+    let config = ServiceConfig::new(args.service.memory_mb, args.destinations);
+    let (runtime, service) = service(photo_encoder(&args.service)?, config)?;
     let input = BatchInput::from_arg(&args.input);
     let summary = runtime.block_on(service::batch::run(&service, &input, args.parallel))?;
     println!("{summary}");
@@ -608,14 +547,13 @@ fn batch(args: &BatchArgs) -> anyhow::Result<ExitCode> {
 fn device_batcher(
     models: &ModelArgs,
     batching: &BatchingArgs,
-    detector: Detector,
-    upsample: u32,
+    options: EncodeOptions,
 ) -> anyhow::Result<(DeviceBatcher, Device, BatchSizes)> {
     let device = models.device()?;
-    batching.check(detector, &device)?;
+    batching.check(options.detector, &device)?;
     let pipeline = Arc::new(models.load_on(&device)?);
     let sizes = batching.sizes(&device);
-    let batcher = DeviceBatcher::new(pipeline, detector, upsample, sizes)?;
+    let batcher = DeviceBatcher::new(pipeline, options.detector, options.upsample, sizes)?;
     Ok((batcher, device, sizes))
 }
 
@@ -624,21 +562,10 @@ fn run_worker(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         LogFormat::Json,
         "info,aws_config=warn,aws_runtime=warn,aws_smithy_runtime=warn,aws_sdk_sqs=warn",
     )?;
-    let (batcher, device, sizes) = device_batcher(
-        &args.service.models,
-        &args.batching,
-        args.detector.into(),
-        args.upsample,
-    )?;
-    let concurrency = args.batching.concurrency(&device, sizes);
-    let mut config = ServiceConfig {
-        max_in_flight: concurrency,
-        cpu_workers: concurrency,
-        memory_limit: args.service.memory_mb.saturating_mul(1024 * 1024),
-        ..ServiceConfig::default()
-    };
-    config.http.destinations = args.destinations;
-    let service = Arc::new(Service::new(Arc::new(batcher), config)?);
+    let options = args.service.options();
+    let (batcher, device, sizes) = device_batcher(&args.service.models, &args.batching, options)?;
+    let config = ServiceConfig::new(args.service.memory_mb, args.destinations)
+        .with_in_flight(sizes.in_flight);
     let worker_config = worker::WorkerConfig {
         queue_url: args.queue_url.clone(),
         visibility_timeout: args.visibility_timeout.map(std::time::Duration::from_secs),
@@ -647,16 +574,16 @@ fn run_worker(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_timeout),
     };
     tracing::info!(
-        detector = ?Detector::from(args.detector),
-        upsample = args.upsample,
+        detector = ?options.detector,
+        upsample = options.upsample,
         memory_mb = args.service.memory_mb,
         device = ?device,
         batch_size = sizes.detect,
         embed_batch = sizes.embed,
-        concurrency,
+        concurrency = sizes.in_flight,
         "models loaded"
     );
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let (runtime, service) = service(batcher, config)?;
     let result = runtime.block_on(async {
         let shutdown = Shutdown::on_signals().context("installing the signal handlers")?;
         let sqs = aws::sqs_client().await?;
@@ -686,31 +613,23 @@ fn run_enqueue(args: &EnqueueArgs) -> anyhow::Result<ExitCode> {
 
 fn bench_device(args: &BenchDeviceArgs) -> anyhow::Result<ExitCode> {
     let files = throughput::read_photos(&args.dir)?;
-    let (batcher, device, sizes) = device_batcher(
-        &args.models,
-        &args.batching,
-        args.detector.into(),
-        args.upsample,
-    )?;
-    let concurrency = args.batching.concurrency(&device, sizes);
+    let options = EncodeOptions::detecting(args.detector.into(), args.upsample);
+    let (batcher, _device, sizes) = device_batcher(&args.models, &args.batching, options)?;
     let (photos, faces) = throughput::photo_throughput(
         &batcher,
         &files,
         args.photos,
-        concurrency,
+        sizes.in_flight,
         std::time::Duration::from_secs_f64(args.max_seconds),
     )?;
-    let device_name = match args.models.device {
-        DeviceArg::Cpu => "cpu",
-        DeviceArg::Cuda => "cuda",
-    };
+    let device = DeviceKind::from(args.models.device);
     println!(
         "{}",
         serde_json::json!({
             "kind": "photos",
-            "detector": Detector::from(args.detector),
-            "upsample": args.upsample,
-            "device": device_name,
+            "detector": options.detector,
+            "upsample": options.upsample,
+            "device": device,
             "batch_size": sizes.detect,
             "embed_batch": sizes.embed,
             "result": photos,
@@ -719,12 +638,8 @@ fn bench_device(args: &BenchDeviceArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.faces {
         let mut lines = String::new();
         for (image_path, image, found) in &faces {
-            lines.push_str(&serde_json::to_string(&ImageFaces {
-                image: &image_path.to_string_lossy(),
-                width: image.width(),
-                height: image.height(),
-                faces: found.iter().cloned().map(FaceOutput::Located).collect(),
-            })?);
+            let line = ImageFaces::located(image_path, image, found.clone());
+            lines.push_str(&serde_json::to_string(&line)?);
             lines.push('\n');
         }
         std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
@@ -745,7 +660,7 @@ fn bench_device(args: &BenchDeviceArgs) -> anyhow::Result<ExitCode> {
         )?;
         println!(
             "{}",
-            serde_json::json!({"kind": "embed", "device": device_name, "result": result})
+            serde_json::json!({"kind": "embed", "device": device, "result": result})
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -753,45 +668,21 @@ fn bench_device(args: &BenchDeviceArgs) -> anyhow::Result<ExitCode> {
 
 /// The device passes for photos of one size, as JSON.
 fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
-    let weights = match &args.weights {
-        Some(text) => WeightsLocation::parse(text)?,
-        None => WeightsLocation::discover()?,
-    };
+    let weights = WeightsLocation::given_or_discovered(args.weights.as_deref())?;
     let cnn = CnnFaceDetector::from_file(&weights.file(files::CNN_DETECTOR)?, &Device::Cpu)
         .context("loading the CNN detector")?;
     let algorithm = match args.algorithm {
         AlgorithmArg::ImplicitGemm => ConvAlgorithm::ImplicitGemm,
         AlgorithmArg::Im2col => ConvAlgorithm::Im2col,
     };
-    let limits = PassLimits::with_device_memory_mb(args.device_memory_mb);
-    let (width, height) = args.size;
-    let passes = cnn.plan(args.size, args.upsample, args.photos, algorithm, &limits)?;
-    let pyramid = cnn.pyramid_shape(args.size, args.upsample);
-    let chip = FaceEmbedder::chip_cost();
-    let passes: Vec<_> = passes
-        .iter()
-        .map(|pass| {
-            serde_json::json!({
-                "photos": pass.items,
-                "largest_buffer_elements": pass.largest_buffer_elements,
-                "device_bytes": pass.device_bytes,
-            })
-        })
-        .collect();
-    let plan = serde_json::json!({
-        "size": [width, height],
-        "upsample": args.upsample,
-        "photos": args.photos,
-        "algorithm": algorithm,
-        "device_memory_mb": args.device_memory_mb,
-        "max_buffer_elements": MAX_BUFFER_ELEMENTS,
-        "pyramid": {"rows": pyramid.0, "cols": pyramid.1},
-        "passes": passes,
-        "embedder": {
-            "chip": chip,
-            "chips_per_pass": limits.items_per_pass(chip)?,
-        },
-    });
+    let plan = DevicePlan::new(
+        &cnn,
+        args.size,
+        args.upsample,
+        args.photos,
+        algorithm,
+        args.device_memory_mb,
+    )?;
     println!("{}", serde_json::to_string(&plan)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -79,6 +79,15 @@ impl WeightsLocation {
         }
     }
 
+    /// The location given as `text` (a directory or `hf://owner/name[@revision]`), else
+    /// [`WeightsLocation::discover`]'s.
+    pub fn given_or_discovered(text: Option<&str>) -> Result<Self> {
+        match text {
+            Some(text) => Self::parse(text),
+            None => Self::discover(),
+        }
+    }
+
     /// The location given by `FACEDETECT_WEIGHTS`, else the repository's `weights/` folder.
     pub fn discover() -> Result<Self> {
         if let Ok(text) = std::env::var(WEIGHTS_ENV) {

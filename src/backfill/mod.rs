@@ -3,13 +3,9 @@
 //! `facedetect enqueue` ([`enqueue`]) turns a payload file into SQS messages;
 //! `facedetect worker` ([`worker`]) takes them from the queue and runs their sources through
 //! the service layer with the pipeline batched across photos for the device
-//! ([`device_batch`]), stopping cleanly on a [`shutdown`] signal. [`throughput`] measures the
-//! batched pipeline on a folder of photos (`facedetect bench-device`); [`aws`] sets up the SQS
-//! client and says its errors in a line.
+//! ([`crate::pipeline::device_batch`]), stopping cleanly on a [`crate::shutdown`] signal;
+//! [`aws`] sets up the SQS client and says its errors in a line.
 
 pub mod aws;
-pub mod device_batch;
 pub mod enqueue;
-pub mod shutdown;
-pub mod throughput;
 pub mod worker;

@@ -34,8 +34,9 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::aws;
-use super::shutdown::Shutdown;
-use crate::service::{FaceEncoder, Payload, Service};
+use crate::pipeline::FaceEncoder;
+use crate::service::{Payload, Service};
+use crate::shutdown::Shutdown;
 
 /// The longest long poll SQS allows.
 const WAIT_TIME: Duration = Duration::from_secs(20);

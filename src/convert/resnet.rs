@@ -24,9 +24,8 @@ use super::dnn::{
 };
 use crate::convert::dlib_format::DlibReader;
 use crate::error::FormatError;
-use crate::face::embedder::{
-    BLOCK_CONV_SIZE, BLOCKS, CHIP_SIZE, ENCODING_LEN, STEM_CONV, STEM_POOL,
-};
+use crate::face::ENCODING_LEN;
+use crate::face::embedder::{BLOCK_CONV_SIZE, BLOCKS, CHIP_SIZE, STEM_CONV, STEM_POOL};
 
 /// The expected network: dlib's `anet_type`, layers listed from the output side.
 fn spec() -> NetworkSpec {

@@ -19,6 +19,7 @@ use candle_nn::VarBuilder;
 use image::RgbImage;
 
 use crate::error::{Error, Result};
+use crate::face::encoding::{ENCODING_LEN, Encoding};
 use crate::kernels::conv::{Activations, Conv};
 use crate::kernels::resnet::{Block, ResNet};
 use crate::nn;
@@ -27,11 +28,6 @@ use crate::weights::Model;
 
 /// Side of the square chips the network takes.
 pub const CHIP_SIZE: u32 = 150;
-/// Length of a face encoding (dlib's face descriptor).
-pub const ENCODING_LEN: usize = 128;
-/// A face encoding: 128 numbers, two faces being the same person when the Euclidean distance
-/// between their encodings is small (face_recognition's tolerance is 0.6, concrexit's 0.49).
-pub type Encoding = [f32; ENCODING_LEN];
 /// The stem's convolution: output channels, filter size and stride.
 pub const STEM_CONV: (usize, usize, usize) = (32, 7, 2);
 /// The stem's max pooling: window size and stride.
@@ -575,7 +571,10 @@ impl FaceEmbedder {
             return Ok(network
                 .forward(chips)
                 .chunks_exact(ENCODING_LEN)
-                .map(|encoding| encoding.try_into().expect("whole encodings"))
+                .map(|encoding| {
+                    let values: [f32; ENCODING_LEN] = encoding.try_into().expect("whole encodings");
+                    Encoding::from(values)
+                })
                 .collect());
         }
         let output = self.forward_nhwc(&self.input_nhwc(chips)?)?;
@@ -583,7 +582,8 @@ impl FaceEmbedder {
             .to_vec2::<f32>()?
             .into_iter()
             .map(|row| {
-                Encoding::try_from(row)
+                <[f32; ENCODING_LEN]>::try_from(row)
+                    .map(Encoding::from)
                     .map_err(|row| Error::InvalidInput(format!("encoding of {}", row.len())))
             })
             .collect()

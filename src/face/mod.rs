@@ -3,10 +3,13 @@
 //! [`landmarks`] finds the five landmarks of the face in its rectangle (dlib's
 //! `shape_predictor`), [`alignment`] cuts the upright 150x150 chip they define
 //! (`get_face_chip`), and [`embedder`] turns the chip into 128 numbers (dlib's face
-//! recognition ResNet). [`jitter`] makes the randomly perturbed copies of a chip that
+//! recognition ResNet) as an [`Encoding`]. [`jitter`] makes the randomly perturbed copies of a chip that
 //! face_recognition's `num_jitters` averages over.
 
 pub mod alignment;
 pub mod embedder;
+pub mod encoding;
 pub mod jitter;
 pub mod landmarks;
+
+pub use encoding::{ENCODING_LEN, Encoding};

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{FaceEncoder, Outcome, Payload, PayloadError, Service};
+use super::{Outcome, Payload, PayloadError, Service};
+use crate::error::Report;
+use crate::pipeline::FaceEncoder;
 
 /// Where the payloads come from.
 #[derive(Debug, Clone)]
@@ -120,9 +122,10 @@ pub async fn run<E: FaceEncoder>(
     let observe = |line: usize, report: &super::SourceReport| {
         if let Outcome::Failed { stage, error, .. } = &report.outcome {
             let text = format!(
-                "line {line}: {}: {}: {error}",
+                "line {line}: {}: {}: {}",
                 report.label(),
-                stage.as_str()
+                stage.as_str(),
+                Report(&**error)
             );
             if progress.is_hidden() {
                 eprintln!("{text}");

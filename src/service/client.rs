@@ -22,7 +22,9 @@ use serde::Serialize;
 
 use super::budget::{MemoryBudget, Reservation};
 use super::destination::{self, Destinations, PolicyResolver, SystemResolver};
-use super::payload::Token;
+use super::redact::{Token, loggable};
+use crate::error::Report;
+use crate::face::Encoding;
 
 /// The body concrexit answers (with HTTP 400) for a source that was already processed.
 const ALREADY_PROCESSED: &str = "This object is not processing.";
@@ -169,7 +171,7 @@ impl FetchError {
         if let Some(refused) = destination::find_refusal(&error) {
             return Self::Refused(refused.to_string());
         }
-        let message = error_chain(&error.without_url());
+        let message = Report(&error.without_url()).to_string();
         if is_timeout {
             Self::Timeout(timeout)
         } else if is_redirect {
@@ -180,41 +182,11 @@ impl FetchError {
     }
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
-
-/// A URL as it may be logged: without credentials, query string and fragment.
-pub fn loggable_url(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(url) => loggable(&url),
-        Err(_) => "<invalid URL>".to_string(),
-    }
-}
-
-/// [`loggable_url`] of a parsed URL.
-pub fn loggable(url: &Url) -> String {
-    let mut url = url.clone();
-    url.set_query(None);
-    url.set_fragment(None);
-    // Only URLs that cannot have credentials refuse these, and they have none to remove.
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    url.to_string()
-}
-
 /// The body posted to concrexit.
 #[derive(Debug, Serialize)]
 pub struct CallbackBody<'a> {
     pub token: &'a Token,
-    pub encodings: &'a [Vec<f32>],
+    pub encodings: &'a [Encoding],
 }
 
 /// How a callback ended well.
@@ -287,7 +259,7 @@ fn download_redirects(max: usize, policy: Destinations) -> redirect::Policy {
 
 impl Http {
     pub fn new(config: HttpConfig) -> Result<Self, FetchError> {
-        let build_error = |e: reqwest::Error| FetchError::Connection(error_chain(&e));
+        let build_error = |e: reqwest::Error| FetchError::Connection(Report(&e).to_string());
         let downloads = client_builder(&config)
             .redirect(download_redirects(
                 config.max_redirects,
@@ -578,18 +550,6 @@ mod tests {
         ));
         assert!(!is_already_processed(r#"["Invalid token."]"#));
         assert!(!is_already_processed("This object is not processing."));
-    }
-
-    #[test]
-    fn logged_urls_lose_their_query_and_credentials() {
-        assert_eq!(
-            loggable_url("https://h/media/p.jpg?sig=abc#x"),
-            "https://h/media/p.jpg"
-        );
-        assert_eq!(
-            loggable_url("https://user:pa55@h:8/p.jpg"),
-            "https://h:8/p.jpg"
-        );
     }
 
     #[test]

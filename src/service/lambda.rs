@@ -7,15 +7,20 @@
 //! event returns `batchItemFailures` naming the records to retry. On Lambda the invocation's
 //! deadline (`Context::deadline`) bounds the work, so that it always answers with a report.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
+
+use candle_core::Device;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use serde_json::Value;
 
 use super::{
-    Destinations, FaceEncoder, InvocationReport, Payload, PayloadError, Service, ServiceConfig,
-    ServiceError,
+    DEFAULT_MEMORY_LIMIT, Destinations, InvocationReport, Payload, PayloadError, Service,
+    ServiceConfig, ServiceError,
 };
+use crate::pipeline::{EncodeOptions, FaceEncoder, FacePipeline, PhotoEncoder};
+use crate::weights::WeightsLocation;
 
 /// Why an invocation failed.
 #[derive(Debug, thiserror::Error)]
@@ -125,27 +130,40 @@ pub async fn handle_sqs<E: FaceEncoder>(
 /// (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, in MB), and the destinations in
 /// `FACEDETECT_DESTINATIONS`, private networks by default (a VPC).
 pub fn lambda_config() -> Result<ServiceConfig, ServiceError> {
-    let mut config = ServiceConfig::default();
-    if let Some(mb) = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    let memory_mb = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
         .ok()
         .and_then(|mb| mb.trim().parse::<u64>().ok())
-    {
-        config.memory_limit = mb * 1024 * 1024;
-    }
-    config.http.destinations = match std::env::var("FACEDETECT_DESTINATIONS") {
+        .unwrap_or(DEFAULT_MEMORY_LIMIT / (1024 * 1024));
+    let destinations = match std::env::var("FACEDETECT_DESTINATIONS") {
         Ok(text) => text
             .parse::<Destinations>()
             .map_err(|e| ServiceError::Config(format!("FACEDETECT_DESTINATIONS: {e}")))?,
         Err(_) => Destinations::Private,
     };
-    Ok(config)
+    Ok(ServiceConfig::new(memory_mb, destinations))
+}
+
+/// The Lambda function from its cold start: loads the models from the weights
+/// [`WeightsLocation::discover`] finds onto the CPU, then answers invocations with the
+/// original's options ([`EncodeOptions::default`]: HOG, upsample 1) and [`lambda_config`]
+/// until the process ends.
+pub async fn cold_start() -> Result<(), lambda_runtime::Error> {
+    let started = Instant::now();
+    let pipeline = FacePipeline::load(&WeightsLocation::discover()?, &Device::Cpu)?;
+    tracing::info!(
+        load_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "models loaded"
+    );
+    let encoder = PhotoEncoder::new(Arc::new(pipeline), EncodeOptions::default());
+    let service = Service::new(Arc::new(encoder), lambda_config()?)?;
+    run_lambda(Arc::new(service)).await
 }
 
 /// Runs the Lambda function: polls the Lambda Runtime API (`AWS_LAMBDA_RUNTIME_API`) for
 /// invocations and answers each with [`handle_until`] before its deadline, until the process
 /// ends.
 pub async fn run_lambda<E: FaceEncoder>(
-    service: std::sync::Arc<Service<E>>,
+    service: Arc<Service<E>>,
 ) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<Value>| {

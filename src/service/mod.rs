@@ -25,6 +25,7 @@ pub mod destination;
 pub mod lambda;
 pub mod outcome;
 pub mod payload;
+pub mod redact;
 #[cfg(feature = "cli")]
 pub mod serve;
 #[cfg(feature = "cli")]
@@ -35,64 +36,21 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use image::RgbImage;
 use tokio::sync::Semaphore;
 
 use crate::decode::{DecodeLimits, ImageHeader, decode_image, read_header};
-use crate::face::embedder::ENCODING_LEN;
-use crate::geometry::Rect;
-use crate::pipeline::{EncodeOptions, FacePipeline};
+use crate::error::Report;
+use crate::face::Encoding;
+use crate::pipeline::FaceEncoder;
 
 pub use budget::MemoryBudget;
 pub use client::{FetchError, HttpConfig, RetryPolicy};
 pub use destination::Destinations;
-pub use outcome::{InvocationReport, Outcome, SourceReport, Stage, Timings};
+pub use outcome::{InvocationReport, Outcome, SourceError, SourceReport, Stage, Timings};
 pub use payload::{MAX_SOURCES, Payload, PayloadError, Source, SourceType, Token};
 
 /// Time kept before an invocation's deadline to answer with the report.
 const ANSWER_TIME: Duration = Duration::from_secs(1);
-
-/// Turns a decoded photo into face encodings, in two timed steps.
-pub trait FaceEncoder: Send + Sync + 'static {
-    /// What detection found, handed to [`FaceEncoder::encode`].
-    type Faces: Send;
-
-    /// What the encoder does, for errors: "detect at upsample 1".
-    fn task(&self) -> String;
-
-    /// The most memory detecting and encoding the faces of a photo of `pixels` pixels takes,
-    /// beyond the decoded photo itself.
-    fn working_bytes(&self, pixels: u64) -> u64;
-
-    /// Finds the faces in the photo.
-    fn detect(&self, image: &RgbImage) -> crate::Result<Self::Faces>;
-
-    /// Computes one encoding per face found.
-    fn encode(&self, image: &RgbImage, faces: Self::Faces) -> crate::Result<Vec<Vec<f32>>>;
-}
-
-/// The face pipeline with the original service's settings: HOG, upsample 1, no jitter.
-impl FaceEncoder for FacePipeline {
-    type Faces = Vec<Rect>;
-
-    fn task(&self) -> String {
-        format!("detect at upsample {}", EncodeOptions::default().upsample)
-    }
-
-    fn working_bytes(&self, pixels: u64) -> u64 {
-        FacePipeline::working_bytes(pixels, &EncodeOptions::default())
-    }
-
-    fn detect(&self, image: &RgbImage) -> crate::Result<Vec<Rect>> {
-        let detections = FacePipeline::detect(self, image, &EncodeOptions::default())?;
-        Ok(detections.into_iter().map(|(rect, _score)| rect).collect())
-    }
-
-    fn encode(&self, image: &RgbImage, rects: Vec<Rect>) -> crate::Result<Vec<Vec<f32>>> {
-        let faces = self.encode_at(image, &rects)?;
-        Ok(faces.into_iter().map(|face| face.encoding).collect())
-    }
-}
 
 /// The memory a process may use when nothing says otherwise.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 2048 * 1024 * 1024;
@@ -129,6 +87,30 @@ impl Default for ServiceConfig {
     }
 }
 
+impl ServiceConfig {
+    /// The settings of a process that may use `memory_mb` MiB and fetch from and post to
+    /// `destinations`; the rest as [`ServiceConfig::default`].
+    pub fn new(memory_mb: u64, destinations: Destinations) -> Self {
+        let mut config = Self {
+            memory_limit: memory_mb.saturating_mul(1024 * 1024),
+            ..Self::default()
+        };
+        config.http.destinations = destinations;
+        config
+    }
+
+    /// The same with `photos` sources in flight and as many photos encoded at once: the
+    /// batched pipeline's [`BatchSizes::in_flight`](crate::pipeline::BatchSizes::in_flight),
+    /// enough to keep its device fed.
+    pub fn with_in_flight(self, photos: usize) -> Self {
+        Self {
+            max_in_flight: photos,
+            cpu_workers: photos,
+            ..self
+        }
+    }
+}
+
 /// Why the service could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -151,7 +133,21 @@ pub struct Service<E> {
 
 /// The outcome of the stages before the callback.
 struct Encoded {
-    encodings: Vec<Vec<f32>>,
+    encodings: Vec<Encoding>,
+}
+
+/// A failed stage and why.
+struct StageError(Stage, Box<SourceError>);
+
+impl StageError {
+    fn new(stage: Stage, error: SourceError) -> Self {
+        Self(stage, Box::new(error))
+    }
+
+    /// The error of `stage`, as `map_err` takes it.
+    fn at<E: Into<SourceError>>(stage: Stage) -> impl FnOnce(E) -> Self {
+        move |error| Self::new(stage, error.into())
+    }
 }
 
 /// What processing one source recorded along the way, shared with the blocking part so that
@@ -288,16 +284,10 @@ impl<E: FaceEncoder> Service<E> {
         let stage = with_trace(&trace, |t| t.stage.unwrap_or(Stage::Download));
         let outcome = match finished {
             Some(Ok(outcome)) => outcome,
-            Some(Err(panic)) => Outcome::Failed {
-                stage,
-                error: format!("panicked: {}", panic_message(&*panic)),
-                faces: None,
-            },
-            None => Outcome::Failed {
-                stage,
-                error: "stopped: the invocation's deadline was reached".to_string(),
-                faces: None,
-            },
+            Some(Err(panic)) => {
+                Outcome::failed(stage, SourceError::Panicked(panic_message(&*panic)))
+            }
+            None => Outcome::failed(stage, SourceError::DeadlineReached),
         };
         let report = with_trace(&trace, |t| SourceReport {
             index,
@@ -321,9 +311,9 @@ impl<E: FaceEncoder> Service<E> {
     ) -> Outcome {
         match self.encode_source(source, deadline, trace).await {
             Ok(encoded) => self.deliver(payload, source, &encoded, trace).await,
-            Err((stage, error)) => Outcome::Failed {
+            Err(StageError(stage, error)) => Outcome::Failed {
                 stage,
-                error,
+                error: error.into(),
                 faces: None,
             },
         }
@@ -335,23 +325,21 @@ impl<E: FaceEncoder> Service<E> {
         source: &Source,
         deadline: Option<Instant>,
         trace: &SharedTrace,
-    ) -> Result<Encoded, (Stage, String)> {
+    ) -> Result<Encoded, StageError> {
         let _permit = self
             .in_flight
             .acquire()
             .await
-            .map_err(|e| (Stage::Download, e.to_string()))?;
+            .map_err(|_| StageError::new(Stage::Download, SourceError::Closed))?;
         if let Some(deadline) = deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             if left < self.deadline_margin {
-                return Err((
+                return Err(StageError::new(
                     Stage::Download,
-                    format!(
-                        "not started: {:.1} s left before the invocation's deadline, less than \
-                         the {} s a source is given",
-                        left.as_secs_f64(),
-                        self.deadline_margin.as_secs()
-                    ),
+                    SourceError::NotStarted {
+                        left,
+                        margin: self.deadline_margin,
+                    },
                 ));
             }
         }
@@ -364,22 +352,20 @@ impl<E: FaceEncoder> Service<E> {
             t.timings.record(Stage::Download, started.elapsed());
             t.stage = Some(Stage::Decode);
         });
-        let (bytes, download_reservation) = download
-            .result
-            .map_err(|e| (Stage::Download, e.to_string()))?;
+        let (bytes, download_reservation) =
+            download.result.map_err(StageError::at(Stage::Download))?;
 
-        let header =
-            read_header(&bytes, &self.decode).map_err(|e| (Stage::Decode, e.to_string()))?;
+        let header = read_header(&bytes, &self.decode).map_err(StageError::at(Stage::Decode))?;
         let needed = self.work_bytes(&header);
         let Some(work_reservation) = self.budget.reserve_work(needed).await else {
-            return Err((Stage::Detect, self.too_large(&header)));
+            return Err(StageError::new(Stage::Detect, self.too_large(&header)));
         };
         let cpu = self
             .cpu
             .clone()
             .acquire_owned()
             .await
-            .map_err(|e| (Stage::Decode, e.to_string()))?;
+            .map_err(|_| StageError::new(Stage::Decode, SourceError::Closed))?;
         let encoder = self.encoder.clone();
         let limits = self.decode.clone();
         let shared = trace.clone();
@@ -390,11 +376,13 @@ impl<E: FaceEncoder> Service<E> {
             }))
             .unwrap_or_else(|panic| {
                 let stage = with_trace(&shared, |t| t.stage.unwrap_or(Stage::Decode));
-                Err((stage, format!("panicked: {}", panic_message(&*panic))))
+                Err(StageError::new(
+                    stage,
+                    SourceError::Panicked(panic_message(&*panic)),
+                ))
             })
         });
-        work.await
-            .map_err(|e| (Stage::Decode, format!("encoding task failed: {e}")))?
+        work.await.map_err(StageError::at(Stage::Decode))?
     }
 
     /// The memory decoding and detection will take on a photo with this header.
@@ -405,7 +393,7 @@ impl<E: FaceEncoder> Service<E> {
     }
 
     /// Why a photo can never fit the budget: its size and the largest that would.
-    fn too_large(&self, header: &ImageHeader) -> String {
+    fn too_large(&self, header: &ImageHeader) -> SourceError {
         let limit = self.budget.work_limit();
         let fits = |pixels: u64| {
             let square = ImageHeader {
@@ -424,13 +412,12 @@ impl<E: FaceEncoder> Service<E> {
                 high = mid;
             }
         }
-        format!(
-            "too large to {}: {:.1} MP, limit {:.1} MP (memory budget {} MiB)",
-            self.encoder.task(),
-            header.pixels() as f64 / 1e6,
-            low as f64 / 1e6,
-            limit / (1024 * 1024)
-        )
+        SourceError::TooLarge {
+            task: self.encoder.task(),
+            pixels: header.pixels(),
+            limit_pixels: low,
+            budget: limit,
+        }
     }
 
     async fn deliver(
@@ -458,7 +445,7 @@ impl<E: FaceEncoder> Service<E> {
             Ok(client::Delivery::AlreadyProcessed) => Outcome::AlreadyProcessed { faces },
             Err(error) => Outcome::Failed {
                 stage: Stage::Callback,
-                error: error.to_string(),
+                error: Arc::new(error.into()),
                 faces: Some(faces),
             },
         }
@@ -466,14 +453,14 @@ impl<E: FaceEncoder> Service<E> {
 }
 
 /// Decode, detect and encode one photo on the current thread, checking that every encoding is
-/// what concrexit accepts (128 finite numbers). The downloaded bytes and their reservation are
+/// what concrexit accepts (finite numbers). The downloaded bytes and their reservation are
 /// given back as soon as the photo is decoded.
 fn encode_photo<E: FaceEncoder>(
     encoder: &E,
     download: (bytes::Bytes, budget::Reservation),
     limits: &DecodeLimits,
     trace: &SharedTrace,
-) -> Result<Encoded, (Stage, String)> {
+) -> Result<Encoded, StageError> {
     let step = |stage: Stage, started: Instant, next: Option<Stage>| {
         with_trace(trace, |t| {
             t.timings.record(stage, started.elapsed());
@@ -481,32 +468,27 @@ fn encode_photo<E: FaceEncoder>(
         })
     };
     let started = Instant::now();
-    let image = decode_image(&download.0, limits).map_err(|e| (Stage::Decode, e.to_string()))?;
+    let image = decode_image(&download.0, limits).map_err(StageError::at(Stage::Decode))?;
     drop(download);
     step(Stage::Decode, started, Some(Stage::Detect));
 
     let started = Instant::now();
     let faces = encoder
         .detect(&image)
-        .map_err(|e| (Stage::Detect, e.to_string()))?;
+        .map_err(StageError::at(Stage::Detect))?;
     step(Stage::Detect, started, Some(Stage::Encode));
 
     let started = Instant::now();
     let encodings = encoder
         .encode(&image, faces)
-        .map_err(|e| (Stage::Encode, e.to_string()))?;
+        .map_err(StageError::at(Stage::Encode))?;
     step(Stage::Encode, started, Some(Stage::Encode));
 
-    for (i, encoding) in encodings.iter().enumerate() {
-        if encoding.len() != ENCODING_LEN || !encoding.iter().all(|x| x.is_finite()) {
-            return Err((
-                Stage::Encode,
-                format!(
-                    "encoding {i} is not {ENCODING_LEN} finite numbers (length {})",
-                    encoding.len()
-                ),
-            ));
-        }
+    if let Some(index) = encodings.iter().position(|encoding| !encoding.is_finite()) {
+        return Err(StageError::new(
+            Stage::Encode,
+            SourceError::NotFinite { index },
+        ));
     }
     Ok(Encoded { encodings })
 }
@@ -521,10 +503,15 @@ fn log_source(source: &Source, report: &SourceReport) {
             stage,
             error,
             faces,
-        } => (*faces, Some(stage.as_str()), Some(error.as_str())),
+        } => (
+            *faces,
+            Some(stage.as_str()),
+            Some(Report(&**error).to_string()),
+        ),
     };
+    let error = error.as_deref();
     let t = &report.timings;
-    let photo_url = client::loggable_url(&source.photo_url);
+    let photo_url = redact::loggable_url(&source.photo_url);
     // One set of fields for both levels; the absent ones (`None`) are left out of the line.
     macro_rules! source_event {
         ($level:expr, $message:literal) => {

@@ -1,10 +1,15 @@
 //! What became of each source of an invocation, and the invocation's result built from them.
+//! A failure keeps its typed cause ([`SourceError`]) until it is rendered: in the report's
+//! `error` (the invoke response, the batch summary) and in the source's log line.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
+use super::client::FetchError;
 use super::payload::SourceType;
+use crate::error::Report;
 
 /// A step of processing one source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -57,8 +62,56 @@ impl Timings {
     }
 }
 
+/// Why a source failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Downloading the photo, or posting its encodings, failed.
+    #[error(transparent)]
+    Http(#[from] FetchError),
+    /// Decoding, detecting or encoding failed.
+    #[error(transparent)]
+    Pipeline(#[from] crate::Error),
+    #[error(
+        "too large to {task}: {:.1} MP, limit {:.1} MP (memory budget {} MiB)",
+        *pixels as f64 / 1e6,
+        *limit_pixels as f64 / 1e6,
+        budget / (1024 * 1024)
+    )]
+    TooLarge {
+        /// What the encoder does: "detect with the HOG detector at upsample 1".
+        task: String,
+        pixels: u64,
+        /// The most pixels a photo may have to fit the budget.
+        limit_pixels: u64,
+        /// The memory budget for photos being worked on, in bytes.
+        budget: u64,
+    },
+    #[error(
+        "not started: {:.1} s left before the invocation's deadline, less than the {} s a \
+         source is given",
+        left.as_secs_f64(),
+        margin.as_secs()
+    )]
+    NotStarted { left: Duration, margin: Duration },
+    #[error("stopped: the invocation's deadline was reached")]
+    DeadlineReached,
+    #[error("panicked: {0}")]
+    Panicked(String),
+    #[error("encoding {index} has a number that is not finite")]
+    NotFinite { index: usize },
+    #[error("encoding task failed")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("the service is shutting down")]
+    Closed,
+}
+
+/// The error with its causes, as the report says it.
+fn render<S: Serializer>(error: &Arc<SourceError>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&Report(&**error))
+}
+
 /// How a source ended.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     /// The encodings were delivered.
@@ -68,7 +121,8 @@ pub enum Outcome {
     /// The source could not be done.
     Failed {
         stage: Stage,
-        error: String,
+        #[serde(serialize_with = "render")]
+        error: Arc<SourceError>,
         /// The faces found, when the failure came after encoding (a failed callback).
         #[serde(skip_serializing_if = "Option::is_none")]
         faces: Option<usize>,
@@ -76,6 +130,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// A failure before the callback: no faces to report.
+    pub fn failed(stage: Stage, error: SourceError) -> Self {
+        Self::Failed {
+            stage,
+            error: Arc::new(error),
+            faces: None,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Self::Posted { .. } => "posted",
@@ -90,7 +153,7 @@ impl Outcome {
 }
 
 /// The outcome of one source with what it took.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct SourceReport {
     /// The source's position in the payload.
     pub index: usize,
@@ -112,7 +175,7 @@ impl SourceReport {
 }
 
 /// The result of processing a payload: one report per source, in payload order.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct InvocationReport {
     pub posted: usize,
     pub already_processed: usize,
@@ -141,7 +204,12 @@ impl InvocationReport {
         self.failures()
             .map(|report| match &report.outcome {
                 Outcome::Failed { stage, error, .. } => {
-                    format!("{}: {}: {error}", report.label(), stage.as_str())
+                    format!(
+                        "{}: {}: {}",
+                        report.label(),
+                        stage.as_str(),
+                        Report(&**error)
+                    )
                 }
                 _ => String::new(),
             })

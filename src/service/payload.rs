@@ -7,41 +7,11 @@
 use std::fmt;
 
 use reqwest::Url;
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use serde_json::Value;
 
-/// A callback token: shown as `<redacted>` by `Debug` and `Display`, sent only in callback bodies.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
-
-impl Token {
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
-    }
-
-    /// The token itself, for the callback body.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(<redacted>)")
-    }
-}
-
-impl fmt::Display for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl Serialize for Token {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
-    }
-}
+pub use super::redact::Token;
+use super::redact::{loggable, loggable_url};
 
 /// What a source's photo is: an album photo or a member's reference face.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -84,7 +54,7 @@ impl fmt::Debug for Source {
         f.debug_struct("Source")
             .field("pk", &self.pk)
             .field("kind", &self.kind)
-            .field("photo_url", &super::client::loggable_url(&self.photo_url))
+            .field("photo_url", &loggable_url(&self.photo_url))
             .field("token", &self.token)
             .finish()
     }
@@ -100,7 +70,7 @@ pub struct Payload {
 impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Payload")
-            .field("api_url", &super::client::loggable(&self.api_url))
+            .field("api_url", &loggable(&self.api_url))
             .field("sources", &self.sources)
             .finish()
     }

@@ -17,9 +17,9 @@
 //! bounded number of
 //! invocations are accepted and not yet finished: past that it answers 429
 //! `TooManyRequestsException`, as Lambda does when throttled, so that the caller retries. On
-//! shutdown it stops accepting, then finishes the accepted Event work, for a bounded time.
+//! shutdown ([`crate::shutdown`]: Ctrl-C or SIGTERM) it stops accepting, then finishes the
+//! accepted Event work, for a bounded time.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +35,9 @@ use tokio::sync::Semaphore;
 
 use super::lambda::{self, FunctionError};
 use super::sigv4::{self, SignedRequest};
-use super::{FaceEncoder, Service};
+use super::{Destinations, Service};
+use crate::pipeline::FaceEncoder;
+use crate::shutdown::Shutdown;
 
 /// The largest request payload Lambda accepts for a synchronous invocation.
 const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
@@ -91,6 +93,17 @@ pub fn check_listen(addr: SocketAddr, options: &ServeOptions) -> Result<(), Need
     }
 }
 
+/// Where an endpoint listening on `host` fetches photos from and posts encodings to, unless
+/// told: this machine too when it listens on loopback (a developer's concrexit), the public
+/// internet only otherwise.
+pub fn default_destinations(host: std::net::IpAddr) -> Destinations {
+    if host.is_loopback() {
+        Destinations::Local
+    } else {
+        Destinations::Public
+    }
+}
+
 /// The endpoint's shared state.
 struct Endpoint<E> {
     service: Arc<Service<E>>,
@@ -132,17 +145,17 @@ pub async fn run<E: FaceEncoder>(
 ) -> std::io::Result<()> {
     check_listen(addr, &options).map_err(std::io::Error::other)?;
     let listener = TcpListener::bind(addr).await?;
-    serve_until(listener, service, options, shutdown_signal()).await
+    serve_until(listener, service, options, Shutdown::on_signals()?).await
 }
 
-/// Serves on `listener` until `shutdown` completes, then stops accepting, waits for the
+/// Serves on `listener` until `shutdown` fires, then stops accepting, waits for the
 /// requests in progress and for the accepted Event work, at most the shutdown grace for the
 /// latter. Returns once that is done.
 pub async fn serve_until<E: FaceEncoder>(
     listener: TcpListener,
     service: Arc<Service<E>>,
     options: ServeOptions,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let (router, invocations) = router_with_invocations(service, &options);
     tracing::info!(
@@ -152,7 +165,7 @@ pub async fn serve_until<E: FaceEncoder>(
         "invoke endpoint at POST /2015-03-31/functions/{{name}}/invocations"
     );
     axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move { shutdown.recv().await })
         .await?;
     let all = u32::try_from(options.max_invocations.max(1)).unwrap_or(u32::MAX);
     let busy = all as usize - invocations.available_permits();
@@ -169,30 +182,6 @@ pub async fn serve_until<E: FaceEncoder>(
         ),
     }
     Ok(())
-}
-
-/// Completes on Ctrl-C or, on Unix, SIGTERM (what container runtimes send to stop).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
 }
 
 /// How a request proved it knows the secret, as far as its headers tell.

@@ -1,4 +1,4 @@
-//! The pipeline batched across photos (backfill::device_batch) against the per-photo pipeline:
+//! The pipeline batched across photos (pipeline::device_batch) against the per-photo pipeline:
 //! the same rectangles and scores, encodings within 1e-5 on the CPU, whatever the grouping of
 //! photos into batches; and on a CUDA device (when there is one) against the CPU within 1e-4.
 
@@ -7,8 +7,8 @@ use crate::common;
 use std::sync::Arc;
 
 use candle_core::Device;
-use concrexit_facedetection::backfill::device_batch::{BatchSizes, DeviceBatcher, cuda_device};
 use concrexit_facedetection::decode::{DecodeLimits, open_image};
+use concrexit_facedetection::pipeline::device_batch::{BatchSizes, DeviceBatcher, cuda_device};
 use concrexit_facedetection::pipeline::{Detector, EncodeOptions, Face, FacePipeline};
 use concrexit_facedetection::weights::WeightsLocation;
 use image::RgbImage;
@@ -108,6 +108,7 @@ fn batched_hog_equals_the_per_photo_pipeline_on_the_cpu() {
             detect: 4,
             embed: 64,
             device_memory_mb: None,
+            in_flight: 8,
         },
     );
 }
@@ -122,6 +123,7 @@ fn batched_cnn_equals_the_per_photo_pipeline_on_the_cpu() {
             detect: 4,
             embed: 7,
             device_memory_mb: None,
+            in_flight: 8,
         },
     );
 }
@@ -215,6 +217,7 @@ fn tensor_path_child() {
             detect: 4,
             embed: 64,
             device_memory_mb: None,
+            in_flight: 8,
         };
         let batcher = DeviceBatcher::new(Arc::clone(&pipeline), detector, upsample, sizes).unwrap();
         for ((name, _), faces) in photos.iter().zip(batched(&batcher, &photos)) {

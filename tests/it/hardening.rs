@@ -19,10 +19,12 @@ use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{any, get, post};
+use concrexit_facedetection::error::Report;
 use concrexit_facedetection::service::serve::{self, ServeOptions};
 use concrexit_facedetection::service::{
     Destinations, InvocationReport, Outcome, Payload, ServiceConfig, Stage, lambda,
 };
+use concrexit_facedetection::shutdown::{Shutdown, ShutdownTrigger};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde_json::{Value, json};
 
@@ -31,6 +33,7 @@ fn assert_failed(report: &InvocationReport, index: usize, stage: Stage, needle: 
         Outcome::Failed {
             stage: s, error, ..
         } => {
+            let error = Report(&**error).to_string();
             assert_eq!(*s, stage, "source {index}: {error}");
             assert!(
                 error.contains(needle),
@@ -347,7 +350,10 @@ async fn error_bodies_are_read_only_in_part() {
     assert_failed(&report, 0, Stage::Callback, "HTTP 400: xxxx");
     assert_eq!(report.sources[0].callback_attempts, 1);
     match &report.sources[0].outcome {
-        Outcome::Failed { error, .. } => assert!(error.len() < 300, "{error}"),
+        Outcome::Failed { error, .. } => {
+            let error = Report(&**error).to_string();
+            assert!(error.len() < 300, "{error}");
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -414,13 +420,12 @@ async fn encoders_that_panic_or_return_bad_encodings_fail_alone() {
     for width in [
         misbehaving::PANIC_IN_DETECT,
         misbehaving::PANIC_IN_ENCODE,
-        misbehaving::SHORT_ENCODING,
         misbehaving::NAN_ENCODING,
     ] {
         photos.add(&format!("{width}.png"), png(width, 10, 1));
     }
     let (receiver, api) = Receiver::start().await;
-    let names = ["ok", "13", "14", "15", "16", "ok"];
+    let names = ["ok", "13", "14", "16", "ok"];
     let sources: Vec<Value> = names
         .iter()
         .enumerate()
@@ -449,15 +454,9 @@ async fn encoders_that_panic_or_return_bad_encodings_fail_alone() {
         &report,
         3,
         Stage::Encode,
-        "encoding 0 is not 128 finite numbers (length 127)",
+        "encoding 0 has a number that is not finite",
     );
-    assert_failed(
-        &report,
-        4,
-        Stage::Encode,
-        "encoding 0 is not 128 finite numbers (length 128)",
-    );
-    assert_posted(&report, 5);
+    assert_posted(&report, 4);
     assert_eq!(receiver.delivered_count(), 2);
     assert!(receiver.refused.lock().unwrap().is_empty());
 }
@@ -657,7 +656,7 @@ async fn invocations_are_bounded_concurrent_and_finished_on_shutdown() {
         assert_eq!(status, 202);
     }
     assert!(receiver.delivered("photo", 9).is_none());
-    stop.send(()).unwrap();
+    stop.fire();
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
         .expect("shutdown within the grace")
@@ -695,7 +694,7 @@ async fn shutdown_gives_up_on_event_work_after_the_grace() {
     .await;
     assert_eq!(status, 202);
     let started = Instant::now();
-    stop.send(()).unwrap();
+    stop.fire();
     server.await.unwrap().unwrap();
     let took = started.elapsed();
     assert!(
@@ -905,14 +904,12 @@ async fn serve_in_process(
     options: ServeOptions,
 ) -> (
     String,
-    tokio::sync::oneshot::Sender<()>,
+    ShutdownTrigger,
     tokio::task::JoinHandle<std::io::Result<()>>,
 ) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve::serve_until(listener, service, options, async {
-        let _ = stopped.await;
-    }));
+    let (stop, shutdown) = Shutdown::new();
+    let server = tokio::spawn(serve::serve_until(listener, service, options, shutdown));
     (endpoint, stop, server)
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::service_support::*;
 use concrexit_facedetection::decode::{DecodeLimits, decode_image};
+use concrexit_facedetection::error::Report;
 use concrexit_facedetection::service::lambda::{self, FunctionError};
 use concrexit_facedetection::service::{
     InvocationReport, Outcome, Payload, ServiceConfig, Stage, serve,
@@ -23,6 +24,7 @@ fn assert_failed(report: &InvocationReport, index: usize, stage: Stage, needle: 
         Outcome::Failed {
             stage: s, error, ..
         } => {
+            let error = Report(&**error).to_string();
             assert_eq!(*s, stage, "source {index}: {error}");
             assert!(
                 error.contains(needle),

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::service_support::*;
 use candle_core::Device;
-use concrexit_facedetection::pipeline::FacePipeline;
+use concrexit_facedetection::pipeline::{EncodeOptions, FacePipeline, PhotoEncoder};
 use concrexit_facedetection::service::{Outcome, Payload, Service, SourceType};
 use concrexit_facedetection::weights::WeightsLocation;
 use serde_json::json;
@@ -51,7 +51,8 @@ async fn webp_photos_and_references_match_the_original_encodings() {
 
     let weights = WeightsLocation::discover().unwrap();
     let pipeline = FacePipeline::load(&weights, &Device::Cpu).unwrap();
-    let service = Service::new(Arc::new(pipeline), fast_config()).unwrap();
+    let encoder = PhotoEncoder::new(Arc::new(pipeline), EncodeOptions::default());
+    let service = Service::new(Arc::new(encoder), fast_config()).unwrap();
     let started = Instant::now();
     let report = service.run(&payload).await;
     let elapsed = started.elapsed();

@@ -15,8 +15,10 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use concrexit_facedetection::face::Encoding;
+use concrexit_facedetection::pipeline::FaceEncoder;
 use concrexit_facedetection::service::{
-    Destinations, FaceEncoder, HttpConfig, RetryPolicy, Service, ServiceConfig,
+    Destinations, HttpConfig, RetryPolicy, Service, ServiceConfig,
 };
 use image::{ImageFormat, RgbImage};
 use serde_json::{Value, json};
@@ -333,8 +335,6 @@ pub mod misbehaving {
     pub const PANIC_IN_DETECT: u32 = 13;
     /// Panics in `encode`.
     pub const PANIC_IN_ENCODE: u32 = 14;
-    /// Returns an encoding of 127 numbers.
-    pub const SHORT_ENCODING: u32 = 15;
     /// Returns an encoding with a NaN.
     pub const NAN_ENCODING: u32 = 16;
 }
@@ -397,17 +397,15 @@ impl FaceEncoder for FakeEncoder {
         &self,
         image: &RgbImage,
         faces: usize,
-    ) -> concrexit_facedetection::Result<Vec<Vec<f32>>> {
+    ) -> concrexit_facedetection::Result<Vec<Encoding>> {
         let mut encoding = Self::encoding_of(image);
         match image.width() {
             misbehaving::PANIC_IN_ENCODE => panic!("fake encoder exploded"),
-            misbehaving::SHORT_ENCODING => {
-                encoding.pop();
-            }
             misbehaving::NAN_ENCODING => encoding[7] = f32::NAN,
             _ => {}
         }
-        Ok(vec![encoding; faces])
+        let encoding: [f32; 128] = encoding.try_into().expect("128 numbers");
+        Ok(vec![Encoding::from(encoding); faces])
     }
 }
 

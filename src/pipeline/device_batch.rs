@@ -43,54 +43,80 @@ use candle_core::Device;
 use image::RgbImage;
 use serde::Serialize;
 
+use super::per_photo::{ENCODE_BYTES, Face, FacePipeline};
+use super::{Detector, EncodeOptions, FaceEncoder};
 use crate::detect::cnn::{CnnInput, ConvAlgorithm, Detection, INPUT_BYTES_PER_UPSAMPLED_PIXEL};
 use crate::error::{Error, Result};
-use crate::face::embedder::{EMBED_BATCH, Encoding};
+use crate::face::Encoding;
+use crate::face::embedder::EMBED_BATCH;
 use crate::geometry::Rect;
-use crate::pipeline::{Detector, ENCODE_BYTES, EncodeOptions, Face, FacePipeline};
 use crate::plan::PassLimits;
-use crate::service::FaceEncoder;
 
 /// CUDA device `ordinal` with one stream shared by every thread. candle's
 /// `Device::new_cuda` gives each host thread a stream of its own, with no ordering between
 /// them: a photo uploaded on a caller's thread could then be read by the model's thread before
 /// the copy is done. On one stream, work runs in the order it was issued.
 pub fn cuda_device(ordinal: usize) -> Result<Device> {
-    Ok(Device::new_cuda_with_stream(ordinal)?)
+    Device::new_cuda_with_stream(ordinal).map_err(|source| Error::NoCudaDevice { ordinal, source })
 }
 
-/// How much work the model threads take at once. Each batch is then split into device
-/// passes by [`crate::plan`]: every buffer below candle's 32-bit limits and, when
-/// `device_memory_mb` is set, the pass within that budget.
+/// How much work the model threads take at once, and how many photos are in flight to feed
+/// them. Each batch is then split into device passes by [`crate::plan`]: every buffer below
+/// candle's 32-bit limits and, when `device_memory_mb` is set, the pass within that budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchSizes {
     /// Photos gathered for the CNN detector at once. A 1200x900 photo's pass needs about
-    /// 1.3 GB of device memory at upsample 1 with cuDNN (2.1 GB with im2col) and a quarter of
-    /// that at upsample 0; `facedetect plan` prints the figures for any size.
+    /// 0.74 GB of device memory at upsample 1 with cuDNN's implicit GEMM (2.1 GB with im2col)
+    /// and a quarter of that at upsample 0; `facedetect plan` prints the figures for any size.
     pub detect: usize,
-    /// Face chips gathered for the embedder at once (about 25 MB of device memory each).
+    /// Face chips gathered for the embedder at once (about 5.6 MB of device memory each).
     pub embed: usize,
     /// The device memory (MiB) a pass may use; unlimited when `None`.
     pub device_memory_mb: Option<u64>,
+    /// Photos downloaded, decoded and encoded at once: the service's sources in flight and
+    /// its blocking threads.
+    pub in_flight: usize,
+}
+
+/// What was chosen of [`BatchSizes`] (`facedetect worker`'s options); `None` takes the
+/// device's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchChoice {
+    pub detect: Option<usize>,
+    pub embed: Option<usize>,
+    pub device_memory_mb: Option<u64>,
+    pub in_flight: Option<usize>,
 }
 
 impl BatchSizes {
-    /// Sizes for `device`: large batches on a GPU; on the CPU one photo at a time through the
-    /// CNN (batching gains nothing there and costs memory) and chips in the per-photo
-    /// pipeline's batches of 16.
+    /// Sizes for `device`: large batches on a GPU, with four batches' worth of photos in
+    /// flight to keep it fed; on the CPU one photo at a time through the CNN (batching gains
+    /// nothing there and costs memory), chips in the per-photo pipeline's batches of 16, and
+    /// two photos in flight per core (one downloading while the other is encoded).
     pub fn for_device(device: &Device) -> Self {
-        if device.is_cpu() {
-            Self {
-                detect: 1,
-                embed: EMBED_BATCH,
-                device_memory_mb: None,
-            }
+        Self::chosen(device, &BatchChoice::default())
+    }
+
+    /// The device's defaults with what was chosen in their place.
+    pub fn chosen(device: &Device, choice: &BatchChoice) -> Self {
+        let (detect, embed) = if device.is_cpu() {
+            (1, EMBED_BATCH)
         } else {
-            Self {
-                detect: 16,
-                embed: 256,
-                device_memory_mb: None,
+            (16, 256)
+        };
+        let detect = choice.detect.unwrap_or(detect);
+        let in_flight = choice.in_flight.unwrap_or_else(|| {
+            if device.is_cpu() {
+                2 * std::thread::available_parallelism().map_or(1, |n| n.get())
+            } else {
+                4 * detect
             }
+        });
+        Self {
+            detect,
+            embed: choice.embed.unwrap_or(embed),
+            device_memory_mb: choice.device_memory_mb,
+            in_flight,
         }
     }
 }
@@ -211,14 +237,7 @@ impl FaceEncoder for DeviceBatcher {
     type Faces = Vec<Rect>;
 
     fn task(&self) -> String {
-        format!(
-            "detect with the {} detector at upsample {}",
-            match self.detector {
-                Detector::Hog => "HOG",
-                Detector::Cnn => "CNN",
-            },
-            self.upsample
-        )
+        self.options().task()
     }
 
     /// The per-photo pipeline's, except for the CNN detector on a GPU, whose activations are
@@ -242,19 +261,35 @@ impl FaceEncoder for DeviceBatcher {
             .collect())
     }
 
-    fn encode(&self, image: &RgbImage, rects: Vec<Rect>) -> Result<Vec<Vec<f32>>> {
-        Ok(self
-            .encode_at(image, &rects)?
-            .into_iter()
-            .map(|face| face.encoding)
-            .collect())
+    fn encode(&self, image: &RgbImage, rects: Vec<Rect>) -> Result<Vec<Encoding>> {
+        let (_landmarks, chips) = self.pipeline.align(image, &rects);
+        Ok(self.embedder.run(chips)?)
     }
+}
+
+/// Why a batched model gave no results for a caller's items.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchError {
+    #[error("batched model: cannot start the {name} thread")]
+    Spawn {
+        name: String,
+        source: Arc<std::io::Error>,
+    },
+    #[error("batched model: the model thread has stopped")]
+    Stopped,
+    #[error("batched model: the batch gave {got} results for {expected} items")]
+    ResultCount { got: usize, expected: usize },
+    #[error("batched model: the model panicked on this batch")]
+    Panicked,
+    /// The model failed on the batch these items were part of.
+    #[error(transparent)]
+    Failed(Arc<Error>),
 }
 
 /// Work of one caller: its items and where to send their results.
 struct Job<I, O> {
     items: Vec<I>,
-    reply: mpsc::SyncSender<std::result::Result<Vec<O>, String>>,
+    reply: mpsc::SyncSender<std::result::Result<Vec<O>, BatchError>>,
 }
 
 /// A queue in front of one model thread. Callers block in [`BatchQueue::run`] while the
@@ -329,7 +364,10 @@ impl<I: Send + 'static, O: Send + 'static> BatchQueue<I, O> {
                     );
                 }
             })
-            .map_err(|e| Error::Batch(format!("cannot start the {name} thread: {e}")))?;
+            .map_err(|source| BatchError::Spawn {
+                name: name.to_string(),
+                source: Arc::new(source),
+            })?;
         Ok(Self { sender, stats })
     }
 
@@ -342,18 +380,15 @@ impl<I: Send + 'static, O: Send + 'static> BatchQueue<I, O> {
     }
 
     /// Runs `items` in the next batch and waits for their results, in order.
-    fn run(&self, items: Vec<I>) -> Result<Vec<O>> {
+    fn run(&self, items: Vec<I>) -> std::result::Result<Vec<O>, BatchError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
         let (reply, results) = mpsc::sync_channel(1);
         self.sender
             .send(Job { items, reply })
-            .map_err(|_| Error::Batch("the model thread has stopped".to_string()))?;
-        results
-            .recv()
-            .map_err(|_| Error::Batch("the model thread has stopped".to_string()))?
-            .map_err(Error::Batch)
+            .map_err(|_| BatchError::Stopped)?;
+        results.recv().map_err(|_| BatchError::Stopped)?
     }
 }
 
@@ -369,12 +404,12 @@ fn run_batch<I, O>(process: &mut impl FnMut(Vec<I>) -> Result<Vec<O>>, jobs: Vec
     let expected = items.len();
     let outcome = match catch_unwind(AssertUnwindSafe(|| process(items))) {
         Ok(Ok(results)) if results.len() == expected => Ok(results),
-        Ok(Ok(results)) => Err(format!(
-            "the batch gave {} results for {expected} items",
-            results.len()
-        )),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err("the model panicked on this batch".to_string()),
+        Ok(Ok(results)) => Err(BatchError::ResultCount {
+            got: results.len(),
+            expected,
+        }),
+        Ok(Err(error)) => Err(BatchError::Failed(Arc::new(error))),
+        Err(_) => Err(BatchError::Panicked),
     };
     match outcome {
         Ok(results) => {
@@ -384,9 +419,9 @@ fn run_batch<I, O>(process: &mut impl FnMut(Vec<I>) -> Result<Vec<O>>, jobs: Vec
                 let _ = reply.send(Ok(results.by_ref().take(count).collect()));
             }
         }
-        Err(message) => {
+        Err(error) => {
             for (reply, _) in replies {
-                let _ = reply.send(Err(message.clone()));
+                let _ = reply.send(Err(error.clone()));
             }
         }
     }

@@ -1,8 +1,10 @@
-//! The whole of `face_recognition.face_encodings(image)`: detect faces, find the five
-//! landmarks of each, cut the aligned 150x150 chip and embed it into 128 numbers.
-//!
-//! The defaults are the original service's: dlib's HOG detector with one upsampling and no
-//! jitter. Faces come out in the detector's order, as dlib returns them.
+//! The pipeline one photo at a time: [`FacePipeline`] holds the four loaded models and runs
+//! `face_recognition.face_encodings(image)` on the calling thread (detect, five landmarks per
+//! face, the aligned 150x150 chip, 128 numbers), faces in the detector's order as dlib returns
+//! them; [`PhotoEncoder`] is that pipeline with its [`EncodeOptions`] fixed, the service's
+//! [`FaceEncoder`] on the CPU.
+
+use std::sync::Arc;
 
 use candle_core::Device;
 use image::RgbImage;
@@ -10,13 +12,16 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::Serialize;
 
+use super::{Detector, EncodeOptions, FaceEncoder};
+
 use crate::detect::cnn::CnnFaceDetector;
 use crate::detect::hog::HogDetector;
 use crate::error::Result;
 use crate::face::alignment::face_chips;
-use crate::face::embedder::{ENCODING_LEN, Encoding, FaceEmbedder};
+use crate::face::embedder::FaceEmbedder;
 use crate::face::jitter::jitter_chip;
 use crate::face::landmarks::{Landmarks, ShapePredictor};
+use crate::face::{ENCODING_LEN, Encoding};
 use crate::geometry::Rect;
 use crate::weights::{Model, WeightsLocation, files};
 
@@ -38,38 +43,6 @@ pub const ENCODE_BYTES: u64 = 160 * 1024 * 1024;
 /// The seed of the jitter generator.
 const JITTER_SEED: u64 = 0x5eed_f00d;
 
-/// Which face detector to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Detector {
-    /// dlib's HOG frontal face detector (the original service's).
-    #[default]
-    Hog,
-    /// dlib's CNN (MMOD) face detector: better recall, much more computation.
-    Cnn,
-}
-
-/// How to find and encode faces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EncodeOptions {
-    pub detector: Detector,
-    /// How many times the image is doubled before detection (finds smaller faces).
-    pub upsample: u32,
-    /// face_recognition's `num_jitters`: average the encodings of this many randomly
-    /// jittered chips (0 and 1: no jitter).
-    pub jitters: u32,
-}
-
-impl Default for EncodeOptions {
-    fn default() -> Self {
-        Self {
-            detector: Detector::Hog,
-            upsample: 1,
-            jitters: 1,
-        }
-    }
-}
-
 /// One face found in a photo.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Face {
@@ -79,7 +52,7 @@ pub struct Face {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub score: Option<f64>,
     pub landmarks: Landmarks,
-    pub encoding: Vec<f32>,
+    pub encoding: Encoding,
 }
 
 impl Face {
@@ -93,7 +66,7 @@ impl Face {
                 rect,
                 score: None,
                 landmarks,
-                encoding: encoding.to_vec(),
+                encoding,
             })
             .collect()
     }
@@ -224,11 +197,11 @@ impl FacePipeline {
                     (0..jitters).map(|_| jitter_chip(chip, &mut rng)).collect();
                 let mut mean = [0f32; ENCODING_LEN];
                 for encoding in self.embed_chips(&copies)? {
-                    for (sum, value) in mean.iter_mut().zip(encoding) {
+                    for (sum, value) in mean.iter_mut().zip(&encoding) {
                         *sum += value / jitters as f32;
                     }
                 }
-                Ok(mean)
+                Ok(Encoding::from(mean))
             })
             .collect()
     }
@@ -236,5 +209,47 @@ impl FacePipeline {
     /// Encodes already aligned 150x150 face chips.
     pub fn embed_chips(&self, chips: &[RgbImage]) -> Result<Vec<Encoding>> {
         self.embedder.embed(chips)
+    }
+}
+
+/// The per-photo pipeline with its options fixed: what the service runs on the CPU (`batch`,
+/// `serve`, the Lambda function). Shares the loaded models.
+pub struct PhotoEncoder {
+    pipeline: Arc<FacePipeline>,
+    options: EncodeOptions,
+}
+
+impl PhotoEncoder {
+    /// The pipeline detecting as `options` say and encoding each face found.
+    pub fn new(pipeline: Arc<FacePipeline>, options: EncodeOptions) -> Self {
+        Self { pipeline, options }
+    }
+
+    /// The options every photo is encoded with.
+    pub fn options(&self) -> &EncodeOptions {
+        &self.options
+    }
+}
+
+impl FaceEncoder for PhotoEncoder {
+    type Faces = Vec<Rect>;
+
+    fn task(&self) -> String {
+        self.options.task()
+    }
+
+    fn working_bytes(&self, pixels: u64) -> u64 {
+        FacePipeline::working_bytes(pixels, &self.options)
+    }
+
+    fn detect(&self, image: &RgbImage) -> Result<Vec<Rect>> {
+        let detections = self.pipeline.detect(image, &self.options)?;
+        Ok(detections.into_iter().map(|(rect, _score)| rect).collect())
+    }
+
+    fn encode(&self, image: &RgbImage, rects: Vec<Rect>) -> Result<Vec<Encoding>> {
+        let (_landmarks, chips) = self.pipeline.align(image, &rects);
+        self.pipeline
+            .embed_chips_jittered(&chips, self.options.jitters)
     }
 }

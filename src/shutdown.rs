@@ -2,7 +2,12 @@
 //! `shutdown.rs`: one [`ShutdownTrigger`] fires it once, every [`Shutdown`] clone sees it, and a
 //! task that looks after it fired sees it at once.
 //!
-//! [`Shutdown::on_signals`] fires it on SIGTERM (ECS stopping a task) or SIGINT (Ctrl-C).
+//! [`Shutdown::on_signals`] fires it on SIGTERM (ECS or a container runtime stopping a task) or
+//! SIGINT (Ctrl-C). `facedetect serve` then stops accepting and finishes its accepted work
+//! ([`crate::service::serve`]); the backfill worker stops receiving and drains or releases its
+//! messages ([`crate::backfill::worker`]). The Lambda function has no use for it: Lambda
+//! freezes or ends the process between invocations and sends SIGTERM only to functions with
+//! extensions, and every invocation already answers before its deadline.
 
 use tokio::sync::watch;
 
