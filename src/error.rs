@@ -17,6 +17,25 @@ pub enum FormatError {
     Invalid { offset: usize, message: String },
 }
 
+/// Why a batched model gave no results for a caller's items.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchError {
+    #[error("batched model: cannot start the {name} thread")]
+    Spawn {
+        name: String,
+        source: std::sync::Arc<std::io::Error>,
+    },
+    #[error("batched model: the model thread has stopped")]
+    Stopped,
+    #[error("batched model: the batch gave {got} results for {expected} items")]
+    ResultCount { got: usize, expected: usize },
+    #[error("batched model: the model panicked on this batch")]
+    Panicked,
+    /// The model failed on the batch these items were part of.
+    #[error(transparent)]
+    Failed(std::sync::Arc<Error>),
+}
+
 /// Errors of the face pipeline.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -58,7 +77,7 @@ pub enum Error {
         source: candle_core::Error,
     },
     #[error(transparent)]
-    Batch(#[from] crate::pipeline::device_batch::BatchError),
+    Batch(#[from] BatchError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error(transparent)]

@@ -13,8 +13,10 @@
 //! ```
 //!
 //! [`pipeline::FacePipeline`] holds the four loaded models and runs these stages for one
-//! photo; everything else either feeds it (the weights, the converter) or serves it (the
-//! command line, the Lambda function).
+//! photo; [`pipeline::DeviceBatcher`] runs them for many photos at once with the network passes
+//! gathered for a device. Every entry point (`facedetect encode`, `batch`, `serve`, the Lambda
+//! function, the backfill worker) goes through [`pipeline`]; everything else either feeds it
+//! (the weights, the converter) or serves it (the payload and callback layer, the queue).
 //!
 //! # Layout
 //!
@@ -25,10 +27,14 @@
 //!   ([`detect::cnn`] on a [`detect::tiled_pyramid`], which a device writes itself with
 //!   [`detect::pyramid_fill`]), and the non-maximum suppression both end with
 //!   ([`detect::nms`]).
-//! - [`face`]: from a face's rectangle to its encoding: [`face::landmarks`] (the 5-point shape
-//!   predictor), [`face::alignment`] (the aligned chip), [`face::embedder`] (the face
-//!   recognition ResNet), and [`face::jitter`] for `num_jitters`.
-//! - [`pipeline`]: the orchestration above, with the original service's defaults.
+//! - [`face`]: from a face's rectangle to its [`face::Encoding`]: [`face::landmarks`] (the
+//!   5-point shape predictor), [`face::alignment`] (the aligned chip), [`face::embedder`] (the
+//!   face recognition ResNet), and [`face::jitter`] for `num_jitters`.
+//! - [`pipeline`]: the stages above as every entry point runs them, configured by the detector
+//!   and its upsampling: one photo at a time ([`pipeline::per_photo`]), batched across photos
+//!   for a device ([`pipeline::device_batch`]), photo files for `encode`
+//!   ([`pipeline::files`]), the device passes planned ([`pipeline::device_plan`]) and measured
+//!   ([`pipeline::throughput`]).
 //! - [`plan`]: how the models' work on a device is split into passes, every buffer below
 //!   candle's 32-bit element limits and within a device-memory budget.
 //! - [`nn`]: dlib's DNN layer rules that the embedder and the CNN detector share.
@@ -45,15 +51,32 @@
 //! - [`service`]: the original Lambda function's payload and callback around the pipeline
 //!   (download, encode, post back, with retries, a memory budget and a destination policy),
 //!   shared by the Lambda handler ([`service::lambda`]), the local invoke endpoint
-//!   ([`service::serve`]) and the batch command ([`service::batch`]).
-//! - [`backfill`] (with the `cli` feature): the album backfill, the pipeline batched across
-//!   photos for a device ([`backfill::device_batch`]) behind an SQS queue worker
+//!   ([`service::serve`]) and the batch command ([`service::batch`]); [`service::redact`]
+//!   keeps tokens and signed URLs out of logs.
+//! - [`backfill`] (with the `cli` feature): the album backfill's SQS queue worker
 //!   ([`backfill::worker`]) and its enqueue command.
-//! - [`logging`]: the log output of both binaries; [`error`]: the library's error type.
+//! - [`shutdown`]: the one shutdown signal `serve` and the worker stop on (SIGTERM, Ctrl-C).
+//! - [`logging`]: the log output of both binaries; [`error`]: the library's error types.
+//!
+//! # Layers
+//!
+//! A module uses only modules of the layers below its own (tests/it/layers.rs checks the
+//! sources), so there is no import cycle and nothing reaches upwards:
+//!
+//! ```text
+//!  backfill                          the queue worker
+//!  service                           payload, download, callback, the Lambda handler, serve
+//!  pipeline, convert                 the stages together; dlib's files into the models
+//!  face                              landmarks, chips, embedder
+//!  detect                            the detectors
+//!  plan, weights, kernels, decode    passes, weights, hot loops, photos
+//!  error, geometry, nn, logging, shutdown
+//! ```
 //!
 //! The binaries are thin: `src/main.rs` (`facedetect`: encode, serve, batch, worker, enqueue,
-//! bench-device, plan, convert-dlib) and
-//! `src/bin/lambda.rs` (`facedetect-lambda`, the AWS Lambda function).
+//! bench-device, plan, convert-dlib) parses arguments and calls into the library, and
+//! `src/bin/lambda.rs` (`facedetect-lambda`, the AWS Lambda function) starts
+//! [`service::lambda::cold_start`].
 
 #[cfg(feature = "cli")]
 pub mod backfill;

@@ -46,7 +46,7 @@ use serde::Serialize;
 use super::per_photo::{ENCODE_BYTES, Face, FacePipeline};
 use super::{Detector, EncodeOptions, FaceEncoder};
 use crate::detect::cnn::{CnnInput, ConvAlgorithm, Detection, INPUT_BYTES_PER_UPSAMPLED_PIXEL};
-use crate::error::{Error, Result};
+use crate::error::{BatchError, Error, Result};
 use crate::face::Encoding;
 use crate::face::embedder::EMBED_BATCH;
 use crate::geometry::Rect;
@@ -265,25 +265,6 @@ impl FaceEncoder for DeviceBatcher {
         let (_landmarks, chips) = self.pipeline.align(image, &rects);
         Ok(self.embedder.run(chips)?)
     }
-}
-
-/// Why a batched model gave no results for a caller's items.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum BatchError {
-    #[error("batched model: cannot start the {name} thread")]
-    Spawn {
-        name: String,
-        source: Arc<std::io::Error>,
-    },
-    #[error("batched model: the model thread has stopped")]
-    Stopped,
-    #[error("batched model: the batch gave {got} results for {expected} items")]
-    ResultCount { got: usize, expected: usize },
-    #[error("batched model: the model panicked on this batch")]
-    Panicked,
-    /// The model failed on the batch these items were part of.
-    #[error(transparent)]
-    Failed(Arc<Error>),
 }
 
 /// Work of one caller: its items and where to send their results.

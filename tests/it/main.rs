@@ -18,6 +18,7 @@ mod device_batch;
 mod embedder;
 mod hog;
 mod kernels;
+mod layers;
 mod landmarks;
 mod pipeline;
 mod plan;

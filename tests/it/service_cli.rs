@@ -203,7 +203,7 @@ async fn serve_survives_a_photo_too_large_for_its_memory_budget() {
     let error: Value = response.json().await.unwrap();
     let message = error["errorMessage"].as_str().unwrap();
     assert!(
-        message.starts_with("1 of 3 sources failed: sources[1] (photo 2): detect: too large to detect at upsample 1: 100.0 MP, limit "),
+        message.starts_with("1 of 3 sources failed: sources[1] (photo 2): detect: too large to detect with the HOG detector at upsample 1: 100.0 MP, limit "),
         "{message}"
     );
     assert_eq!(receiver.delivered("photo", 1).unwrap().len(), 6);
