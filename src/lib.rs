@@ -28,8 +28,9 @@
 //!   [`detect::pyramid_fill`]), and the non-maximum suppression both end with
 //!   ([`detect::nms`]).
 //! - [`face`]: from a face's rectangle to its [`face::Encoding`]: [`face::landmarks`] (the
-//!   5-point shape predictor), [`face::alignment`] (the aligned chip), [`face::embedder`] (the
-//!   face recognition ResNet), and [`face::jitter`] for `num_jitters`.
+//!   shape predictor: dlib's 5-point model, or its 68-point one read from its `.dat`),
+//!   [`face::alignment`] (the aligned chip), [`face::embedder`] (the face recognition ResNet),
+//!   and [`face::jitter`] for `num_jitters`.
 //! - [`pipeline`]: the stages above as every entry point runs them, configured by the detector
 //!   and its upsampling: one photo at a time ([`pipeline::per_photo`]), batched across photos
 //!   for a device ([`pipeline::device_batch`]), photo files for `encode`

@@ -20,6 +20,7 @@ mod hog;
 mod kernels;
 mod layers;
 mod landmarks;
+mod landmarks68;
 mod pipeline;
 mod plan;
 mod pyramid;
