@@ -13,18 +13,39 @@
 //! temporary file in the same directory and renamed into place, so that a concurrent reader
 //! never sees a partial file and concurrent writers leave one complete file.
 //!
-//! [`crate::face::landmarks::ShapePredictor::from_dlib_file_cached`] loads a predictor this
-//! way.
+//! [`shape_predictor`] loads a predictor this way, [`shape_predictor_uncached`] straight from
+//! the `.dat`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use candle_core::Tensor;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
 
 use crate::convert::dlib_format::DlibReader;
 use crate::convert::shape_predictor;
 use crate::error::{Error, Result};
+use crate::face::landmarks::ShapePredictor;
+use crate::weights::{Model, open};
+
+/// The shape predictor of `N` parts in dlib's serialized `dat` (such as
+/// `shape_predictor_68_face_landmarks.dat`), through a converted copy in `cache_dir` (by
+/// default [`default_cache_dir`]), written on the first call and read on later ones (see
+/// [`cached_shape_predictor`]).
+pub fn shape_predictor<const N: usize>(
+    dat: &Path,
+    cache_dir: Option<&Path>,
+) -> Result<ShapePredictor<N>> {
+    let converted = cached_shape_predictor(dat, cache_dir)?;
+    ShapePredictor::load(open(&converted, &Device::Cpu)?)
+}
+
+/// The shape predictor of `N` parts in dlib's serialized `dat`, converted in memory.
+pub fn shape_predictor_uncached<const N: usize>(dat: &Path) -> Result<ShapePredictor<N>> {
+    let tensors = read_shape_predictor(dat)?;
+    ShapePredictor::load(VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu))
+}
 
 /// The name of this crate's folder in the user's cache directory.
 pub const CACHE_DIR_NAME: &str = "concrexit-facedetection";

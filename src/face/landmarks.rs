@@ -20,19 +20,16 @@
 //!
 //! dlib's 68-point model is not committed (99 MB); [`ShapePredictor::from_dlib_file`] reads
 //! it straight from the `.dat` of the `face_recognition_models` package, and
-//! [`ShapePredictor::from_dlib_file_cached`] converts it once into a cache directory
-//! ([`crate::convert::cache`]) and loads the converted file on later calls.
+//! [`crate::convert::cache::shape_predictor`] converts it once into a cache directory and loads
+//! the converted file on later calls.
 
-use std::path::Path;
-
-use candle_core::{DType, Device};
+use candle_core::DType;
 use candle_nn::VarBuilder;
 use image::RgbImage;
 
-use crate::convert::cache;
 use crate::error::{Error, Result};
 use crate::geometry::{AffineTransform, DPoint, Point, Rect, find_similarity_transform};
-use crate::weights::{Model, open};
+use crate::weights::Model;
 
 /// The landmarks of one face, in the order of the model's parts. For dlib's 5-point model
 /// (the default): the outer and inner corner of the eye on the image's right (the person's
@@ -115,21 +112,6 @@ impl<const N: usize> Model for ShapePredictor<N> {
 }
 
 impl<const N: usize> ShapePredictor<N> {
-    /// Reads dlib's serialized `shape_predictor` of `N` parts (a `.dat` file such as
-    /// `shape_predictor_68_face_landmarks.dat`) and converts it in memory.
-    pub fn from_dlib_file(dat: &Path) -> Result<Self> {
-        let tensors = cache::read_shape_predictor(dat)?;
-        Self::load(VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu))
-    }
-
-    /// Like [`Self::from_dlib_file`], but through a converted copy in `cache_dir` (by default
-    /// [`cache::default_cache_dir`]), written on the first call and read on later ones (see
-    /// [`cache::cached_shape_predictor`]).
-    pub fn from_dlib_file_cached(dat: &Path, cache_dir: Option<&Path>) -> Result<Self> {
-        let converted = cache::cached_shape_predictor(dat, cache_dir)?;
-        Self::load(open(&converted, &Device::Cpu)?)
-    }
-
     /// The landmarks of the face in `rect` (a detection; it may extend past the image).
     pub fn predict(&self, image: &RgbImage, rect: Rect) -> Landmarks<N> {
         let to_image = unnormalizing_transform(rect);

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use candle_core::Device;
-use concrexit_facedetection::convert::cache::cached_shape_predictor;
+use concrexit_facedetection::convert::cache::{self, cached_shape_predictor};
 use concrexit_facedetection::convert::convert_bytes;
 use concrexit_facedetection::face::alignment::face_chip;
 use concrexit_facedetection::face::embedder::FaceEmbedder;
@@ -107,8 +107,7 @@ fn predictor() -> Option<&'static ShapePredictor<68>> {
         .get_or_init(|| {
             let dat = common::dlib_model_file(MODEL)?;
             Some(
-                ShapePredictor::from_dlib_file_cached(&dat, Some(&cache_dir()))
-                    .expect("the 68-point model loads"),
+                cache::shape_predictor(&dat, Some(&cache_dir())).expect("the 68-point model loads"),
             )
         })
         .as_ref()
@@ -238,15 +237,15 @@ fn a_cached_conversion_is_converted_once_and_loads_like_the_dat() {
     let _ = std::fs::remove_dir_all(&cache);
 
     let start = std::time::Instant::now();
-    let direct = ShapePredictor::<68>::from_dlib_file(&dat).expect("read from the .dat");
+    let direct = cache::shape_predictor_uncached::<68>(&dat).expect("read from the .dat");
     let read_seconds = start.elapsed().as_secs_f64();
     let start = std::time::Instant::now();
-    let first = ShapePredictor::<68>::from_dlib_file_cached(&dat, Some(&cache)).expect("convert");
+    let first = cache::shape_predictor::<68>(&dat, Some(&cache)).expect("convert");
     let convert_seconds = start.elapsed().as_secs_f64();
     let converted = cached_shape_predictor(&dat, Some(&cache)).expect("cached path");
     let modified = std::fs::metadata(&converted).unwrap().modified().unwrap();
     let start = std::time::Instant::now();
-    let second = ShapePredictor::<68>::from_dlib_file_cached(&dat, Some(&cache)).expect("cached");
+    let second = cache::shape_predictor::<68>(&dat, Some(&cache)).expect("cached");
     let cached_seconds = start.elapsed().as_secs_f64();
     println!(
         "the .dat read directly in {read_seconds:.3} s; converted into the cache in \

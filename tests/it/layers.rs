@@ -88,8 +88,8 @@ fn modules_use_only_the_layers_below_their_own() {
 
 #[test]
 fn every_module_of_lib_rs_has_a_layer() {
-    let lib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
-        .unwrap();
+    let lib =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
     let modules: Vec<&str> = lib
         .lines()
         .filter_map(|line| line.trim().strip_suffix(';'))
