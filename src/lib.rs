@@ -39,11 +39,13 @@
 //! - [`plan`]: how the models' work on a device is split into passes, every buffer below
 //!   candle's 32-bit element limits and within a device-memory budget.
 //! - [`nn`]: dlib's DNN layer rules that the embedder and the CNN detector share.
-//! - `kernels` (crate-private): the hot loops on the CPU in plain Rust, vectorised with run-time
-//!   feature detection (`FACEDETECT_CPU_KERNELS` caps it): the direct convolution both networks
-//!   run on, the embedder's ResNet on it, FHOG histograms and pyramid resampling, each with the
-//!   arithmetic of the dlib code it replaces; candle's tensors are the path on a GPU, and on
-//!   the CPU with `FACEDETECT_CPU_KERNELS=none` ([`models_use_kernels`]).
+//! - `kernels` (crate-private): the CPU's primitives in plain Rust and the only place that
+//!   chooses an instruction set, by run-time feature detection (`FACEDETECT_CPU_KERNELS` caps
+//!   it): the direct convolution both networks run on, FHOG's orientation histograms and
+//!   pyramid resampling, each with the arithmetic of the dlib code it replaces, their vector
+//!   code written once over a lane trait for AVX2 and AVX-512; candle's tensors are the path on
+//!   a GPU, and on the CPU with `FACEDETECT_CPU_KERNELS=none` ([`models_use_kernels`]). The
+//!   embedder's ResNet on the convolution lives with the embedder.
 //! - [`geometry`]: dlib's rectangles, points and transforms.
 //! - [`weights`]: where the converted weights are (a directory or a Hugging Face Hub
 //!   repository) and how every model loads from them ([`weights::Model`]).

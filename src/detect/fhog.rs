@@ -13,14 +13,14 @@
 //! dlib processes most pixels eight at a time with SIMD code whose tie-breaking and rounding
 //! differ slightly from its scalar code for the pixels at the right end of each row; both are
 //! reproduced here, so the features equal dlib's up to float rounding of summation order.
-//! The normalisation is vectorised across the cells of a row (AVX2 or AVX-512 when
-//! `kernels::Isa::current` allows), each value getting the operations of dlib's per-cell code.
+//! The orientation histograms are [`crate::kernels::histograms`]; the normalisation here is
+//! vectorised across the cells of a row (as wide as [`kernels::run_widest`] allows), each value
+//! getting the operations of dlib's per-cell code.
 
 use image::RgbImage;
 
-#[cfg(target_arch = "x86_64")]
-use crate::kernels::Isa;
-use crate::kernels::fhog::histograms;
+use crate::kernels::histograms::histograms;
+use crate::kernels::{self, Widths};
 
 /// Feature planes per cell (dlib's `default_fhog_feature_extractor`).
 pub const PLANES: usize = 31;
@@ -171,40 +171,37 @@ impl CellRow {
 }
 
 /// The features of the inner cells of `middle` into `data`, plane `p`'s first value at
-/// `p * plane + out`; `top` is the row above.
+/// `p * plane + out`; `top` is the row above. Run by [`kernels::run_widest`], a vector of cells
+/// at a time.
 fn feature_row(top: &CellRow, middle: &CellRow, data: &mut [f32], out: usize, plane: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let isa = Isa::current();
-        if isa >= Isa::Avx512 {
-            // SAFETY: the CPU supports AVX-512 F and BW (`Isa::current`).
-            return unsafe { feature_row_avx512(top, middle, data, out, plane) };
-        }
-        if isa >= Isa::Avx2 {
-            // SAFETY: the CPU supports AVX2 (`Isa::current`).
-            return unsafe { feature_row_avx2(top, middle, data, out, plane) };
-        }
+    kernels::run_widest(FeatureRow {
+        top,
+        middle,
+        data,
+        out,
+        plane,
+    })
+}
+
+/// The arguments of [`feature_row`].
+struct FeatureRow<'a> {
+    top: &'a CellRow,
+    middle: &'a CellRow,
+    data: &'a mut [f32],
+    out: usize,
+    plane: usize,
+}
+
+impl Widths for FeatureRow<'_> {
+    #[inline(always)]
+    fn run<const LANES: usize>(self) {
+        feature_row_cells::<LANES>(self.top, self.middle, self.data, self.out, self.plane)
     }
-    feature_row_portable::<4>(top, middle, data, out, plane)
-}
-
-/// [`feature_row`] sixteen cells at a time.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
-fn feature_row_avx512(top: &CellRow, middle: &CellRow, data: &mut [f32], out: usize, plane: usize) {
-    feature_row_portable::<16>(top, middle, data, out, plane)
-}
-
-/// [`feature_row`] eight cells at a time.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn feature_row_avx2(top: &CellRow, middle: &CellRow, data: &mut [f32], out: usize, plane: usize) {
-    feature_row_portable::<8>(top, middle, data, out, plane)
 }
 
 /// [`feature_row`] `W` cells at a time, then the rest one by one.
 #[inline(always)]
-fn feature_row_portable<const W: usize>(
+fn feature_row_cells<const W: usize>(
     top: &CellRow,
     middle: &CellRow,
     data: &mut [f32],

@@ -39,8 +39,7 @@ use crate::detect::nms::BoxOverlap;
 use crate::detect::pyramid::{self, PyramidDown, rect_from_upsampled};
 use crate::error::{Error, Result};
 use crate::geometry::{DRect, Rect};
-#[cfg(target_arch = "x86_64")]
-use crate::kernels::{self, Isa};
+use crate::kernels::{self, Widths};
 use crate::weights::Model;
 
 /// Most filter output positions scored at once by the matrix products; larger levels are
@@ -469,89 +468,74 @@ impl HogDetector {
 }
 
 /// `out[c] (+)= sum_n taps[n] * source(n)[c]`, the taps summed in order: one filter pass over
-/// a row. Compiled for AVX2 and AVX-512 as well when the CPU has them: the same arithmetic,
-/// wider, with blocks of outputs wide enough for eight vector registers, so that the additions
-/// into each (one per tap, in order) overlap instead of waiting for each other.
+/// a row. Run by [`kernels::run_widest`] at the widest vector width the CPU allows: the same
+/// arithmetic, wider, with blocks of outputs wide enough for eight vector registers, so that
+/// the additions into each (one per tap, in order) overlap instead of waiting for each other.
 fn apply_taps<'a>(out: &mut [f32], taps: &[f32], source: impl Fn(usize) -> &'a [f32], add: bool) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let isa = Isa::current();
-        if isa >= Isa::Avx512 {
-            // SAFETY: the CPU supports AVX-512 (`Isa::current`).
-            return unsafe { apply_taps_avx512(out, taps, source, add) };
+    kernels::run_widest(Taps {
+        out,
+        taps,
+        source,
+        add,
+    })
+}
+
+/// The arguments of [`apply_taps`].
+struct Taps<'o, F> {
+    out: &'o mut [f32],
+    taps: &'o [f32],
+    source: F,
+    add: bool,
+}
+
+impl<'a, F: Fn(usize) -> &'a [f32]> Widths for Taps<'_, F> {
+    /// Blocks of eight vectors of `LANES` outputs, then of 32 and 8 outputs, are accumulated
+    /// at a time so that they stay in vector registers for all the taps; the last few one by
+    /// one.
+    #[inline(always)]
+    fn run<const LANES: usize>(self) {
+        let Self {
+            out,
+            taps,
+            source,
+            add,
+        } = self;
+        let blocks_end = apply_taps_in_blocks::<LANES, 8>(out, 0, taps, &source, add);
+        let blocks_end = apply_taps_in_blocks::<4, 8>(out, blocks_end, taps, &source, add);
+        let blocks_end = apply_taps_in_blocks::<8, 1>(out, blocks_end, taps, &source, add);
+        for (c, o) in out.iter_mut().enumerate().skip(blocks_end) {
+            let s = taps
+                .iter()
+                .enumerate()
+                .fold(0.0f32, |sum, (n, &tap)| sum + source(n)[c] * tap);
+            *o = if add { *o + s } else { s };
         }
-        if isa >= Isa::Avx2 {
-            // SAFETY: the CPU supports AVX2 (`Isa::current`).
-            return unsafe { apply_taps_avx2(out, taps, source, add) };
-        }
-    }
-    apply_taps_portable::<32>(out, taps, source, add)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn apply_taps_avx2<'a>(
-    out: &mut [f32],
-    taps: &[f32],
-    source: impl Fn(usize) -> &'a [f32],
-    add: bool,
-) {
-    apply_taps_portable::<64>(out, taps, source, add)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn apply_taps_avx512<'a>(
-    out: &mut [f32],
-    taps: &[f32],
-    source: impl Fn(usize) -> &'a [f32],
-    add: bool,
-) {
-    apply_taps_portable::<128>(out, taps, source, add)
-}
-
-/// [`apply_taps`] for any CPU: blocks of `WIDE`, then 32 and 8 outputs are accumulated at a
-/// time so that they stay in vector registers for all the taps; the last few one by one.
-#[inline(always)]
-fn apply_taps_portable<'a, const WIDE: usize>(
-    out: &mut [f32],
-    taps: &[f32],
-    source: impl Fn(usize) -> &'a [f32],
-    add: bool,
-) {
-    let blocks_end = apply_taps_in_blocks::<WIDE>(out, 0, taps, &source, add);
-    let blocks_end = apply_taps_in_blocks::<32>(out, blocks_end, taps, &source, add);
-    let blocks_end = apply_taps_in_blocks::<8>(out, blocks_end, taps, &source, add);
-    for (c, o) in out.iter_mut().enumerate().skip(blocks_end) {
-        let s = taps
-            .iter()
-            .enumerate()
-            .fold(0.0f32, |sum, (n, &tap)| sum + source(n)[c] * tap);
-        *o = if add { *o + s } else { s };
     }
 }
 
-/// [`apply_taps`] for the outputs from `start` on in whole blocks of `BLOCK`; returns where the
-/// blocks end.
+/// [`apply_taps`] for the outputs from `start` on in whole blocks of `ROWS` rows of `LANES`;
+/// returns where the blocks end.
 #[inline(always)]
-fn apply_taps_in_blocks<'a, const BLOCK: usize>(
+fn apply_taps_in_blocks<'a, const LANES: usize, const ROWS: usize>(
     out: &mut [f32],
     start: usize,
     taps: &[f32],
     source: &impl Fn(usize) -> &'a [f32],
     add: bool,
 ) -> usize {
-    let end = start + (out.len() - start) / BLOCK * BLOCK;
-    for block in (start..end).step_by(BLOCK) {
-        let mut sum = [0.0f32; BLOCK];
+    let block_len = LANES * ROWS;
+    let end = start + (out.len() - start) / block_len * block_len;
+    for block in (start..end).step_by(block_len) {
+        let mut sum = [[0.0f32; LANES]; ROWS];
+        let sum = sum.as_flattened_mut();
         for (n, &tap) in taps.iter().enumerate() {
-            let input = &source(n)[block..block + BLOCK];
+            let input = &source(n)[block..block + block_len];
             for (s, &x) in sum.iter_mut().zip(input) {
                 *s += x * tap;
             }
         }
-        let out = &mut out[block..block + BLOCK];
-        for (o, s) in out.iter_mut().zip(sum) {
+        let out = &mut out[block..block + block_len];
+        for (o, &s) in out.iter_mut().zip(&*sum) {
             *o = if add { *o + s } else { s };
         }
     }

@@ -1,9 +1,16 @@
-//! Hand-written CPU kernels for the hot loops of the pipeline. candle's tensor operations
-//! remain the path on other devices; on the CPU these do the same arithmetic in plain Rust,
-//! each with a portable version and vector versions (SSE4.1, AVX2 with FMA, AVX-512) chosen at
-//! run time: [`Isa::current`] is the widest instruction set the CPU has, unless
-//! `FACEDETECT_CPU_KERNELS` (`portable`, `sse4.1`, `avx2`, `avx512`) names a narrower one, so
-//! that each version can be run, compared and ruled out on any machine.
+//! Hand-written CPU kernels for the hot loops of the pipeline: primitives only (the direct
+//! convolution, FHOG's orientation histograms, dlib's bilinear resize) and the choice of
+//! instruction set, which is made here and nowhere else. candle's tensor operations remain the
+//! path on other devices; on the CPU these do the same arithmetic in plain Rust, each with a
+//! portable version and vector versions (SSE4.1, AVX2 with FMA, AVX-512) chosen at run time:
+//! [`Isa::current`] is the widest instruction set the CPU has, unless `FACEDETECT_CPU_KERNELS`
+//! (`portable`, `sse4.1`, `avx2`, `avx512`) names a narrower one, so that each version can be
+//! run, compared and ruled out on any machine.
+//!
+//! A vector kernel is written once, generic over [`lanes::Lanes`] (the register width), and
+//! instantiated per instruction set. Loops outside this module that the compiler vectorises by
+//! itself are written once for any number of float lanes ([`Widths`]) and run by
+//! [`run_widest`], which compiles them for the widest instruction set allowed.
 //!
 //! `FACEDETECT_CPU_KERNELS=none` turns the models' kernels off ([`models_use_kernels`]): the
 //! CNN detector, the HOG detector's filter scoring and the embedder then run candle's tensor
@@ -12,9 +19,9 @@
 //! widest instruction set. Any other value is refused when a model loads.
 
 pub mod conv;
-pub mod fhog;
+pub mod histograms;
+pub(crate) mod lanes;
 pub mod resize;
-pub mod resnet;
 
 use std::sync::OnceLock;
 
@@ -72,6 +79,45 @@ pub fn models_use_kernels(device: &Device) -> Result<bool> {
         ))),
         Ok(setting) => Ok(device.is_cpu() && setting != Setting::Tensors),
     }
+}
+
+/// A loop written once for any number of float lanes, which [`run_widest`] runs at the width
+/// of the widest instruction set allowed.
+pub trait Widths {
+    /// Runs the loop `LANES` floats at a time (4, 8 or 16), for the compiler to vectorise.
+    /// Implementations are `#[inline(always)]`, so that the loop is compiled inside
+    /// [`run_widest`]'s wrapper for the instruction set, with its instructions.
+    fn run<const LANES: usize>(self);
+}
+
+/// Runs `kernel` 16 lanes at a time with AVX-512, 8 with AVX2, and otherwise 4 (SSE's width,
+/// which every x86-64 CPU has), as [`Isa::current`] allows.
+pub fn run_widest<K: Widths>(kernel: K) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let isa = Isa::current();
+        if isa >= Isa::Avx512 {
+            // SAFETY: the CPU supports AVX-512 F and BW (`Isa::current`).
+            return unsafe { run_avx512(kernel) };
+        }
+        if isa >= Isa::Avx2 {
+            // SAFETY: the CPU supports AVX2 (`Isa::current`).
+            return unsafe { run_avx2(kernel) };
+        }
+    }
+    kernel.run::<4>()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn run_avx512<K: Widths>(kernel: K) {
+    kernel.run::<16>()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn run_avx2<K: Widths>(kernel: K) {
+    kernel.run::<8>()
 }
 
 /// The vector instructions a kernel may use, narrowest first.

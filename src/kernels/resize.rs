@@ -1,8 +1,9 @@
 //! dlib's bilinear `resize_image` for RGB images (dlib/image_transforms/interpolation.h),
 //! pixel for pixel, with the output rows spread over rayon's threads. With AVX2 or AVX-512
-//! (with VBMI) a row's output bytes (channels) are computed 16 at a time, their source bytes
-//! picked by byte shuffles (`vpshufb`, or `vpermb`) from precomputed per-column tables; with
-//! SSE4.1 each pixel's three channels form one vector.
+//! (with VBMI) a row's output bytes (channels) are computed 16 at a time, by one body written
+//! over [`Lanes`](super::lanes::Lanes), their source bytes picked by byte shuffles (`vpshufb`,
+//! or `vpermb`) from precomputed per-column tables; with SSE4.1 each pixel's three channels
+//! form one vector.
 //!
 //! Rows are stepped in double precision. Columns are processed in groups of four with
 //! single-precision positions that are advanced by `4 * x_scale` each group; every channel is
@@ -208,6 +209,8 @@ fn lanes_portable(
 mod x86 {
     use std::arch::x86_64::*;
 
+    use crate::kernels::lanes::Lanes;
+
     /// Four bytes from `row` at `at` as floats, the fourth zero when it lies past the row.
     #[target_feature(enable = "sse4.1")]
     fn pixel(row: &[u8], at: usize) -> __m128 {
@@ -218,35 +221,9 @@ mod x86 {
         _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(word as i32)))
     }
 
-    /// The top-left and top-right source bytes of a chunk's 16 output bytes: `picks` (each
-    /// below 32) into the 32 bytes of `row` from `at` and into those from three bytes on.
-    ///
-    /// # Safety
-    /// The CPU must have AVX2; the 35 bytes from `row + at` must lie inside the row.
-    #[target_feature(enable = "avx2")]
-    unsafe fn pick(row: *const u8, at: usize, picks: __m128i) -> [__m128i; 2] {
-        // Bit 7 of each byte set where its pick lies in the upper 16 bytes.
-        let upper = _mm_slli_epi16::<3>(picks);
-        let from = |at: usize| {
-            // SAFETY: the caller keeps the 35 bytes from `at` inside the row.
-            let (low, high) = unsafe {
-                (
-                    _mm_loadu_si128(row.add(at).cast()),
-                    _mm_loadu_si128(row.add(at + 16).cast()),
-                )
-            };
-            _mm_blendv_epi8(
-                _mm_shuffle_epi8(low, picks),
-                _mm_shuffle_epi8(high, picks),
-                upper,
-            )
-        };
-        [from(at), from(at + 3)]
-    }
-
-    /// [`super::lanes_portable`] for 16 output bytes (channels) at a time, in two vectors of
-    /// eight floats, for the chunks of [`super::Chunks`]; the pixels after them go to
-    /// [`lanes_sse41`].
+    /// [`super::lanes_portable`] with AVX2: 16 output bytes (channels) at a time, in two
+    /// vectors of eight floats, their source bytes picked by byte shuffles of the 16 bytes
+    /// below and above; the pixels after the chunks go to [`lanes_sse41`].
     ///
     /// # Safety
     /// The CPU must have AVX2; `chunks` must have been made for these lanes and a row as long
@@ -255,65 +232,12 @@ mod x86 {
     pub unsafe fn lanes_avx2(
         lanes: &[(usize, f32)],
         chunks: &super::Chunks,
-        (top, bottom): (&[u8], &[u8]),
-        (inv_tb, tb): (f32, f32),
+        rows: (&[u8], &[u8]),
+        weights: (f32, f32),
         out: &mut [u8],
     ) {
-        assert!(out.len() >= lanes.len() * 3 && top.len() == bottom.len());
-        assert!(chunks.starts.len() * 16 <= lanes.len() * 3 && chunks.row_len == top.len());
-        let (inv_tb_v, tb_v) = (_mm256_set1_ps(inv_tb), _mm256_set1_ps(tb));
-        let (one, low_byte) = (_mm256_set1_ps(1.0), _mm256_set1_epi32(0xff));
-        let parts = chunks
-            .starts
-            .iter()
-            .zip(&chunks.picks)
-            .zip(&chunks.fractions);
-        for (k, ((&at, picks), fractions)) in parts.enumerate() {
-            // SAFETY: `Chunks::new` keeps only chunks whose reads stay inside a row, and
-            // chunk `k`'s 16 output bytes lie inside the lanes' output.
-            unsafe {
-                let picks = _mm_loadu_si128(picks.as_ptr().cast());
-                let [tl, tr] = pick(top.as_ptr(), at as usize, picks);
-                let [bl, br] = pick(bottom.as_ptr(), at as usize, picks);
-                // Eight output bytes from `half` (0 or 8) on, as 32-bit integers.
-                let blend = |half: usize| {
-                    let float = |bytes: __m128i| {
-                        let bytes = if half == 0 {
-                            bytes
-                        } else {
-                            _mm_unpackhi_epi64(bytes, bytes)
-                        };
-                        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes))
-                    };
-                    let lr = _mm256_loadu_ps(fractions.as_ptr().add(half));
-                    let inv_lr = _mm256_sub_ps(one, lr);
-                    let tl = _mm256_mul_ps(_mm256_mul_ps(inv_tb_v, inv_lr), float(tl));
-                    let tr = _mm256_mul_ps(_mm256_mul_ps(inv_tb_v, lr), float(tr));
-                    let bl = _mm256_mul_ps(_mm256_mul_ps(tb_v, inv_lr), float(bl));
-                    let br = _mm256_mul_ps(_mm256_mul_ps(tb_v, lr), float(br));
-                    let value = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(tl, tr), bl), br);
-                    // `as i32 as u8`: the low byte.
-                    _mm256_and_si256(_mm256_cvttps_epi32(value), low_byte)
-                };
-                let words =
-                    _mm256_permute4x64_epi64::<0xd8>(_mm256_packus_epi32(blend(0), blend(8)));
-                let bytes = _mm_packus_epi16(
-                    _mm256_castsi256_si128(words),
-                    _mm256_extracti128_si256::<1>(words),
-                );
-                _mm_storeu_si128(out.as_mut_ptr().add(k * 16).cast(), bytes);
-            }
-        }
-        let done = chunks.starts.len() * 16 / 3;
-        // SAFETY: AVX2 implies SSE4.1.
-        unsafe {
-            lanes_sse41(
-                &lanes[done..],
-                (top, bottom),
-                (inv_tb, tb),
-                &mut out[done * 3..],
-            )
-        };
+        // SAFETY: the caller's.
+        unsafe { lanes_vector::<__m256>(lanes, chunks, rows, weights, out) }
     }
 
     /// [`lanes_avx2`] with the 16 output bytes of a chunk in one vector of 16 floats, their
@@ -326,52 +250,66 @@ mod x86 {
     pub unsafe fn lanes_avx512(
         lanes: &[(usize, f32)],
         chunks: &super::Chunks,
+        rows: (&[u8], &[u8]),
+        weights: (f32, f32),
+        out: &mut [u8],
+    ) {
+        // SAFETY: the caller's.
+        unsafe { lanes_vector::<__m512>(lanes, chunks, rows, weights, out) }
+    }
+
+    /// [`super::lanes_portable`] for 16 output bytes (channels) at a time, in `16 / V::LANES`
+    /// vectors, for the chunks of [`super::Chunks`]: each output byte's top-left and
+    /// top-right source bytes are picked from the 32 bytes of the row from the chunk's offset
+    /// and from three bytes on, and blended with the same products and sums, in the same
+    /// order. The pixels after the chunks go to [`lanes_sse41`].
+    ///
+    /// # Safety
+    /// The CPU must have `V`'s instructions and SSE4.1; `chunks` must have been made for these
+    /// lanes and a row as long as `top` and `bottom`, and `out` must hold three bytes per lane.
+    #[inline(always)]
+    unsafe fn lanes_vector<V: Lanes>(
+        lanes: &[(usize, f32)],
+        chunks: &super::Chunks,
         (top, bottom): (&[u8], &[u8]),
         (inv_tb, tb): (f32, f32),
         out: &mut [u8],
     ) {
         assert!(out.len() >= lanes.len() * 3 && top.len() == bottom.len());
         assert!(chunks.starts.len() * 16 <= lanes.len() * 3 && chunks.row_len == top.len());
-        let (inv_tb_v, tb_v) = (_mm512_set1_ps(inv_tb), _mm512_set1_ps(tb));
-        let one = _mm512_set1_ps(1.0);
         let parts = chunks
             .starts
             .iter()
             .zip(&chunks.picks)
             .zip(&chunks.fractions);
-        for (k, ((&at, picks), fractions)) in parts.enumerate() {
-            // SAFETY: as in `lanes_avx2`.
-            unsafe {
-                // Each pick in the low byte of a 32-bit lane.
-                let picks = _mm512_cvtepu8_epi32(_mm_loadu_si128(picks.as_ptr().cast()));
-                // The source bytes of the 16 output bytes from the 32 bytes of `row` from
-                // `at`, as floats.
-                let float = |row: &[u8], at: usize| {
-                    let window = _mm256_loadu_si256(row.as_ptr().add(at).cast());
-                    let bytes = _mm512_maskz_permutexvar_epi8(
-                        0x1111_1111_1111_1111,
-                        picks,
-                        _mm512_castsi256_si512(window),
-                    );
-                    _mm512_cvtepi32_ps(bytes)
-                };
+        // SAFETY: the CPU has `V`'s instructions (the caller's); `Chunks::new` keeps only
+        // chunks whose reads (32 bytes from the offset and from three bytes on) stay inside a
+        // row, and chunk `k`'s 16 output bytes lie inside the lanes' output.
+        unsafe {
+            let (inv_tb_v, tb_v) = (V::splat(inv_tb), V::splat(tb));
+            let one = V::splat(1.0);
+            for (k, ((&at, picks), fractions)) in parts.enumerate() {
+                let picks = V::picks(picks);
+                let pick = |row: &[u8], at: usize| V::pick(row.as_ptr().add(at), picks);
                 let at = at as usize;
-                let (tl, tr) = (float(top, at), float(top, at + 3));
-                let (bl, br) = (float(bottom, at), float(bottom, at + 3));
-                let lr = _mm512_loadu_ps(fractions.as_ptr());
-                let inv_lr = _mm512_sub_ps(one, lr);
-                let tl = _mm512_mul_ps(_mm512_mul_ps(inv_tb_v, inv_lr), tl);
-                let tr = _mm512_mul_ps(_mm512_mul_ps(inv_tb_v, lr), tr);
-                let bl = _mm512_mul_ps(_mm512_mul_ps(tb_v, inv_lr), bl);
-                let br = _mm512_mul_ps(_mm512_mul_ps(tb_v, lr), br);
-                let value = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(tl, tr), bl), br);
-                // `as i32 as u8`: the low byte.
-                let bytes = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(value));
-                _mm_storeu_si128(out.as_mut_ptr().add(k * 16).cast(), bytes);
+                let (tl, tr) = (pick(top, at), pick(top, at + 3));
+                let (bl, br) = (pick(bottom, at), pick(bottom, at + 3));
+                let mut values = [one; 2];
+                for (half, value) in values.iter_mut().enumerate().take(16 / V::LANES) {
+                    let float = |picked| V::picked_floats(picked, half);
+                    let lr = V::load(fractions.as_ptr().add(half * V::LANES));
+                    let inv_lr = one.sub(lr);
+                    let tl = inv_tb_v.mul(inv_lr).mul(float(tl));
+                    let tr = inv_tb_v.mul(lr).mul(float(tr));
+                    let bl = tb_v.mul(inv_lr).mul(float(bl));
+                    let br = tb_v.mul(lr).mul(float(br));
+                    *value = tl.add(tr).add(bl).add(br);
+                }
+                V::store_low_bytes(values, out.as_mut_ptr().add(k * 16));
             }
         }
         let done = chunks.starts.len() * 16 / 3;
-        // SAFETY: AVX-512 implies SSE4.1.
+        // SAFETY: AVX2 and AVX-512 imply SSE4.1.
         unsafe {
             lanes_sse41(
                 &lanes[done..],

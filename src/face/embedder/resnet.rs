@@ -1,12 +1,13 @@
-//! The face recognition ResNet on the CPU: the layers of [`crate::embedder`] (which describes
-//! the network and dlib's rules for it) on channels-last buffers, with the direct convolution
-//! of [`super::conv`] and plain loops for the pooling, the residual additions and the final
-//! linear map. The affine layers are folded into the convolutions by the embedder.
+//! The face recognition ResNet on the CPU: the layers of [`super`] (which describes the network
+//! and dlib's rules for it: `max_pool`, `avg_pool` shortcuts, `add_prev` of unequal shapes,
+//! `fc_no_bias`) on channels-last buffers, with the direct convolution of
+//! [`crate::kernels::conv`] and plain loops for the pooling, the residual additions and the
+//! final linear map. The affine layers are folded into the convolutions by the embedder.
 
 use image::RgbImage;
 use rayon::prelude::*;
 
-use super::conv::{Activations, Conv};
+use crate::kernels::conv::{Activations, Conv};
 use crate::nn;
 
 /// One residual block: two 3x3 convolutions, the first with the block's stride, and the

@@ -13,6 +13,9 @@
 //!   block output at 256 channels, which makes the following blocks work on 4x4);
 //! - average over all positions and a 128x256 linear map without bias (`loss_metric` returns
 //!   this output unchanged).
+//!
+//! On the CPU the network runs as [`resnet`] on the kernels' direct convolution; elsewhere (or
+//! with `FACEDETECT_CPU_KERNELS=none`) as candle tensor operations.
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
@@ -21,10 +24,13 @@ use image::RgbImage;
 use crate::error::{Error, Result};
 use crate::face::encoding::{ENCODING_LEN, Encoding};
 use crate::kernels::conv::{Activations, Conv};
-use crate::kernels::resnet::{Block, ResNet};
 use crate::nn;
 use crate::plan::{ItemCost, PassLimits, plan_passes};
 use crate::weights::Model;
+
+mod resnet;
+
+use resnet::{Block, ResNet};
 
 /// Side of the square chips the network takes.
 pub const CHIP_SIZE: u32 = 150;
@@ -321,8 +327,8 @@ pub struct FaceEmbedder {
 /// The layers, as the device runs them.
 #[derive(Debug, Clone)]
 enum Network {
-    /// On the CPU, the kernels of [`crate::kernels`], with the weights packed for them (and
-    /// only so: each layer's tensors are dropped once packed).
+    /// On the CPU, [`resnet`] on the kernels of [`crate::kernels`], with the weights packed
+    /// for them (and only so: each layer's tensors are dropped once packed).
     Kernels(ResNet),
     /// On other devices, candle tensors.
     Tensors(Box<TensorNetwork>),

@@ -13,9 +13,10 @@
 //! task, which processes every pixel row voting into the band (the rows on a band's edge,
 //! which vote into two bands, are processed by both) and adds only the votes that land in it.
 //! Per pixel row, the gradients, magnitudes and vote weights are computed for the whole row
-//! in straight loops, with AVX2 or AVX-512 intrinsics for dlib's SIMD part (the gradients as
-//! 16-bit differences whose squared lengths `vpmaddwd` sums) and for the orientations (with
-//! the nine directions in registers); only the votes are added one by one.
+//! in straight loops, with vector code for dlib's SIMD part (the gradients as 16-bit
+//! differences whose squared lengths `vpmaddwd` sums) and for the orientations (with the nine
+//! directions in registers), written once over [`Lanes`](super::lanes::Lanes) and run with
+//! AVX2 or AVX-512; only the votes are added one by one.
 
 use std::ops::Range;
 
@@ -315,33 +316,17 @@ impl Scratch {
             let isa = Isa::current();
             if isa >= Isa::Avx512 {
                 // SAFETY: the CPU supports AVX-512 F and BW (`Isa::current`).
-                return unsafe { self.compute_avx512(columns, rows, vy0, vy1) };
+                return unsafe { vector::compute_avx512(self, columns, rows, (vy0, vy1)) };
             }
             if isa >= Isa::Avx2 {
                 // SAFETY: the CPU supports AVX2 (`Isa::current`).
-                return unsafe { self.compute_avx2(columns, rows, vy0, vy1) };
+                return unsafe { vector::compute_avx2(self, columns, rows, (vy0, vy1)) };
             }
         }
         self.compute_portable(columns, rows, vy0, vy1);
         for ((at, &x), &y) in self.at.iter_mut().zip(&self.gx).zip(&self.gy) {
             *at += snap(x, y);
         }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn compute_avx2(&mut self, columns: &Columns, rows: [&[u8]; 3], vy0: f32, vy1: f32) {
-        x86::gradients_avx2(self, columns, rows, (vy0, vy1));
-        self.finish(columns, rows, vy0, vy1);
-        x86::snap_avx2(&mut self.at, &self.gx, &self.gy);
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw")]
-    fn compute_avx512(&mut self, columns: &Columns, rows: [&[u8]; 3], vy0: f32, vy1: f32) {
-        x86::gradients_avx512(self, columns, rows, (vy0, vy1));
-        self.finish(columns, rows, vy0, vy1);
-        x86::snap_avx512(&mut self.at, &self.gx, &self.gy);
     }
 
     /// The row's gradients, magnitudes and vote weights, and in `at` the left cells' first
@@ -507,13 +492,56 @@ fn snap(x: f32, y: f32) -> u32 {
     bin
 }
 
-/// [`snap`] and [`strongest_gradients`] (dlib's SIMD part) for whole rows, many pixels at a
-/// time.
+/// [`snap`] and [`strongest_gradients`] (dlib's SIMD part) for whole rows, a vector of pixels
+/// at a time: written once over [`Lanes`], compiled for AVX2 and for AVX-512.
 #[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
+mod vector {
+    use std::arch::x86_64::{__m256, __m512};
 
     use super::{Columns, DIRECTIONS, Scratch, snap, strongest_gradients};
+    use crate::kernels::lanes::Lanes;
+
+    /// [`Scratch::compute`] with AVX2, eight pixels at a time.
+    #[target_feature(enable = "avx2")]
+    pub fn compute_avx2(
+        scratch: &mut Scratch,
+        columns: &Columns,
+        rows: [&[u8]; 3],
+        vy: (f32, f32),
+    ) {
+        // SAFETY: the CPU has AVX2 (this function's features).
+        unsafe { compute::<__m256>(scratch, columns, rows, vy) }
+    }
+
+    /// [`Scratch::compute`] with AVX-512, sixteen pixels at a time.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub fn compute_avx512(
+        scratch: &mut Scratch,
+        columns: &Columns,
+        rows: [&[u8]; 3],
+        vy: (f32, f32),
+    ) {
+        // SAFETY: the CPU has AVX-512 F and BW (this function's features).
+        unsafe { compute::<__m512>(scratch, columns, rows, vy) }
+    }
+
+    /// [`Scratch::compute`], `V::LANES` pixels at a time.
+    ///
+    /// # Safety
+    /// The CPU must have `V`'s instructions.
+    #[inline(always)]
+    unsafe fn compute<V: Lanes>(
+        scratch: &mut Scratch,
+        columns: &Columns,
+        rows: [&[u8]; 3],
+        (vy0, vy1): (f32, f32),
+    ) {
+        // SAFETY: the caller's.
+        unsafe { gradients::<V>(scratch, columns, rows, (vy0, vy1)) };
+        scratch.finish(columns, rows, vy0, vy1);
+        // SAFETY: the caller's.
+        unsafe { snap_all::<V>(&mut scratch.at, &scratch.gx, &scratch.gy) };
+    }
 
     /// Byte shuffles that put channel `c` of the four pixels in each 16 bytes (twelve bytes
     /// from the first) into the low (`HIGH` false) or high word of each pixel's 32 bits.
@@ -528,12 +556,15 @@ mod x86 {
     }
 
     /// The gradients and vote weights of dlib's SIMD part of a row (its first `simd_count`
-    /// pixels), as [`strongest_gradients::<true>`] and [`Scratch::simd_weights`], 16 pixels
-    /// at a time: per channel, the byte shuffles put `(right, down)` and `(left, up)` into
-    /// the two 16-bit halves of 32-bit lanes, one subtraction gives `(dx, dy)` and
+    /// pixels), as [`strongest_gradients::<true>`] and [`Scratch::simd_weights`], `V::LANES`
+    /// pixels at a time: per channel, the byte shuffles put `(right, down)` and `(left, up)`
+    /// into the two 16-bit halves of 32-bit lanes, one subtraction gives `(dx, dy)` and
     /// `vpmaddwd` its squared length; the channels are chosen with the same comparisons.
-    #[target_feature(enable = "avx512f,avx512bw")]
-    pub fn gradients_avx512(
+    ///
+    /// # Safety
+    /// The CPU must have `V`'s instructions.
+    #[inline(always)]
+    unsafe fn gradients<V: Lanes>(
         scratch: &mut Scratch,
         columns: &Columns,
         rows: [&[u8]; 3],
@@ -546,159 +577,48 @@ mod x86 {
         assert!(columns.vx0.len() >= count && columns.vx1.len() >= count);
         assert!(here.len() >= (count + 2) * 3 && above.len() >= (count + 1) * 3);
         assert!(below.len() >= (count + 1) * 3);
-        // Each 16 bytes of a vector: the twelve bytes of four pixels and four more.
-        let spread = _mm512_setr_epi32(0, 1, 2, 3, 3, 4, 5, 6, 6, 7, 8, 9, 9, 10, 11, 12);
-        // Loads the 16 pixels from byte `at` of `row`, spread.
-        let load = |row: &[u8], at: usize| {
-            // SAFETY: the loads read the 48 bytes from `at`, inside the row (the callers keep
-            // `at + 48` within it).
-            let bytes = unsafe {
-                let row = row.as_ptr().add(at);
-                let head = _mm512_castsi256_si512(_mm256_loadu_si256(row.cast()));
-                _mm512_inserti32x4::<2>(head, _mm_loadu_si128(row.add(32).cast()))
-            };
-            _mm512_permutexvar_epi32(spread, bytes)
-        };
-        let wide = |picks: [i8; 32]| {
-            // SAFETY: 32 bytes.
-            let half = unsafe { _mm256_loadu_si256(picks.as_ptr().cast()) };
-            _mm512_broadcast_i64x4(half)
-        };
-        let low = [0, 1, 2].map(|c| wide(channel_picks::<false>(c)));
-        let high = [0, 1, 2].map(|c| wide(channel_picks::<true>(c)));
-        let (vy0_v, vy1_v) = (_mm512_set1_ps(vy0), _mm512_set1_ps(vy1));
-        let done = count / 16 * 16;
-        for i in (0..done).step_by(16) {
-            let (l, r) = (load(here, i * 3), load(here, (i + 2) * 3));
-            let (u, d) = (load(above, (i + 1) * 3), load(below, (i + 1) * 3));
-            // `(dx, dy)` and the squared length per channel.
-            let channel = |c: usize| {
-                let ahead = _mm512_or_si512(
-                    _mm512_shuffle_epi8(r, low[c]),
-                    _mm512_shuffle_epi8(d, high[c]),
+        let done = count / V::LANES * V::LANES;
+        // SAFETY: the CPU has `V`'s instructions (the caller's); the loads of pixels read
+        // `3 * V::LANES` bytes from pixel `i` or `i + 2` of a row, and the loads and stores of
+        // floats `V::LANES` values from `i`, with `i + V::LANES <= count`: inside the rows and
+        // slices (asserted above).
+        unsafe {
+            let low = [0, 1, 2].map(|c| V::byte_table(&channel_picks::<false>(c)));
+            let high = [0, 1, 2].map(|c| V::byte_table(&channel_picks::<true>(c)));
+            let (vy0_v, vy1_v) = (V::splat(vy0), V::splat(vy1));
+            let load = |row: &[u8], at: usize| V::load_pixels(row.as_ptr().add(at));
+            for i in (0..done).step_by(V::LANES) {
+                let (l, r) = (load(here, i * 3), load(here, (i + 2) * 3));
+                let (u, d) = (load(above, (i + 1) * 3), load(below, (i + 1) * 3));
+                // `(dx, dy)` and the squared length per channel.
+                let channel = |c: usize| {
+                    let ahead = V::or(V::shuffle_bytes(r, low[c]), V::shuffle_bytes(d, high[c]));
+                    let behind = V::or(V::shuffle_bytes(l, low[c]), V::shuffle_bytes(u, high[c]));
+                    let delta = V::sub_i16(ahead, behind);
+                    (delta, V::squared_length_i16(delta))
+                };
+                let (red, green, blue) = (channel(0), channel(1), channel(2));
+                // Red over green only when strictly stronger, blue unless strictly weaker.
+                let red_wins = V::gt_ints(red.1, green.1);
+                let first = (
+                    V::select_ints(red_wins, red.0, green.0),
+                    V::select_ints(red_wins, red.1, green.1),
                 );
-                let behind = _mm512_or_si512(
-                    _mm512_shuffle_epi8(l, low[c]),
-                    _mm512_shuffle_epi8(u, high[c]),
-                );
-                let delta = _mm512_sub_epi16(ahead, behind);
-                (delta, _mm512_madd_epi16(delta, delta))
-            };
-            let (red, green, blue) = (channel(0), channel(1), channel(2));
-            // Red over green only when strictly stronger, blue unless strictly weaker.
-            let red_wins = _mm512_cmpgt_epi32_mask(red.1, green.1);
-            let first = (
-                _mm512_mask_blend_epi32(red_wins, green.0, red.0),
-                _mm512_mask_blend_epi32(red_wins, green.1, red.1),
-            );
-            let first_wins = _mm512_cmpgt_epi32_mask(first.1, blue.1);
-            let delta = _mm512_mask_blend_epi32(first_wins, blue.0, first.0);
-            let squared = _mm512_mask_blend_epi32(first_wins, blue.1, first.1);
-            let dx = _mm512_srai_epi32::<16>(_mm512_slli_epi32::<16>(delta));
-            let dy = _mm512_srai_epi32::<16>(delta);
-            let v = _mm512_sqrt_ps(_mm512_cvtepi32_ps(squared));
-            // SAFETY: `i + 16 <= count`, at most the length of all of them.
-            unsafe {
-                let at = |values: &[f32]| _mm512_loadu_ps(values.as_ptr().add(i));
-                let (vx1, vx0) = (
-                    _mm512_mul_ps(at(&columns.vx1), v),
-                    _mm512_mul_ps(at(&columns.vx0), v),
-                );
-                let store = |values: &mut [f32], v| _mm512_storeu_ps(values.as_mut_ptr().add(i), v);
-                store(&mut scratch.gx, _mm512_cvtepi32_ps(dx));
-                store(&mut scratch.gy, _mm512_cvtepi32_ps(dy));
+                let first_wins = V::gt_ints(first.1, blue.1);
+                let delta = V::select_ints(first_wins, first.0, blue.0);
+                let squared = V::select_ints(first_wins, first.1, blue.1);
+                let (dx, dy) = (V::low_i16(delta), V::high_i16(delta));
+                let v = V::to_floats(squared).sqrt();
+                let at = |values: &[f32]| V::load(values.as_ptr().add(i));
+                let (vx1, vx0) = (at(&columns.vx1).mul(v), at(&columns.vx0).mul(v));
+                let store = |values: &mut [f32], v: V| v.store(values.as_mut_ptr().add(i));
+                store(&mut scratch.gx, V::to_floats(dx));
+                store(&mut scratch.gy, V::to_floats(dy));
                 let [w0, w1, w2, w3] = &mut scratch.weights;
-                store(w0, _mm512_mul_ps(vy1_v, vx1));
-                store(w1, _mm512_mul_ps(vy0_v, vx1));
-                store(w2, _mm512_mul_ps(vy1_v, vx0));
-                store(w3, _mm512_mul_ps(vy0_v, vx0));
-            }
-        }
-        strongest_gradients::<true>(
-            rows,
-            done,
-            &mut scratch.gx[done..count],
-            &mut scratch.gy[done..count],
-            &mut scratch.magnitude[done..count],
-        );
-        scratch.simd_weights(columns, done..count, (vy0, vy1));
-    }
-
-    /// [`gradients_avx512`] eight pixels at a time.
-    #[target_feature(enable = "avx2")]
-    pub fn gradients_avx2(
-        scratch: &mut Scratch,
-        columns: &Columns,
-        rows: [&[u8]; 3],
-        (vy0, vy1): (f32, f32),
-    ) {
-        let [above, here, below] = rows;
-        let count = columns.simd_count;
-        assert!(scratch.gx.len() >= count && scratch.gy.len() >= count);
-        assert!(scratch.weights.iter().all(|w| w.len() >= count));
-        assert!(columns.vx0.len() >= count && columns.vx1.len() >= count);
-        assert!(here.len() >= (count + 2) * 3 && above.len() >= (count + 1) * 3);
-        assert!(below.len() >= (count + 1) * 3);
-        let spread = _mm256_setr_epi32(0, 1, 2, 3, 3, 4, 5, 6);
-        // Loads the 8 pixels from byte `at` of `row`, spread.
-        let load = |row: &[u8], at: usize| {
-            // SAFETY: the loads read the 24 bytes from `at`, inside the row (the callers keep
-            // `at + 24` within it).
-            let bytes = unsafe {
-                let row = row.as_ptr().add(at);
-                let head = _mm256_castsi128_si256(_mm_loadu_si128(row.cast()));
-                _mm256_inserti128_si256::<1>(head, _mm_loadl_epi64(row.add(16).cast()))
-            };
-            _mm256_permutevar8x32_epi32(bytes, spread)
-        };
-        // SAFETY: 32 bytes each.
-        let picks = |picks: [i8; 32]| unsafe { _mm256_loadu_si256(picks.as_ptr().cast()) };
-        let low = [0, 1, 2].map(|c| picks(channel_picks::<false>(c)));
-        let high = [0, 1, 2].map(|c| picks(channel_picks::<true>(c)));
-        let (vy0_v, vy1_v) = (_mm256_set1_ps(vy0), _mm256_set1_ps(vy1));
-        let done = count / 8 * 8;
-        for i in (0..done).step_by(8) {
-            let (l, r) = (load(here, i * 3), load(here, (i + 2) * 3));
-            let (u, d) = (load(above, (i + 1) * 3), load(below, (i + 1) * 3));
-            let channel = |c: usize| {
-                let ahead = _mm256_or_si256(
-                    _mm256_shuffle_epi8(r, low[c]),
-                    _mm256_shuffle_epi8(d, high[c]),
-                );
-                let behind = _mm256_or_si256(
-                    _mm256_shuffle_epi8(l, low[c]),
-                    _mm256_shuffle_epi8(u, high[c]),
-                );
-                let delta = _mm256_sub_epi16(ahead, behind);
-                (delta, _mm256_madd_epi16(delta, delta))
-            };
-            let (red, green, blue) = (channel(0), channel(1), channel(2));
-            let red_wins = _mm256_cmpgt_epi32(red.1, green.1);
-            let first = (
-                _mm256_blendv_epi8(green.0, red.0, red_wins),
-                _mm256_blendv_epi8(green.1, red.1, red_wins),
-            );
-            let first_wins = _mm256_cmpgt_epi32(first.1, blue.1);
-            let delta = _mm256_blendv_epi8(blue.0, first.0, first_wins);
-            let squared = _mm256_blendv_epi8(blue.1, first.1, first_wins);
-            let dx = _mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(delta));
-            let dy = _mm256_srai_epi32::<16>(delta);
-            let v = _mm256_sqrt_ps(_mm256_cvtepi32_ps(squared));
-            // SAFETY: `i + 8 <= count`, at most the length of all of them.
-            unsafe {
-                let at = |values: &[f32]| _mm256_loadu_ps(values.as_ptr().add(i));
-                let (vx1, vx0) = (
-                    _mm256_mul_ps(at(&columns.vx1), v),
-                    _mm256_mul_ps(at(&columns.vx0), v),
-                );
-                let store = |values: &mut [f32], v| _mm256_storeu_ps(values.as_mut_ptr().add(i), v);
-                store(&mut scratch.gx, _mm256_cvtepi32_ps(dx));
-                store(&mut scratch.gy, _mm256_cvtepi32_ps(dy));
-                let [w0, w1, w2, w3] = &mut scratch.weights;
-                store(w0, _mm256_mul_ps(vy1_v, vx1));
-                store(w1, _mm256_mul_ps(vy0_v, vx1));
-                store(w2, _mm256_mul_ps(vy1_v, vx0));
-                store(w3, _mm256_mul_ps(vy0_v, vx0));
+                store(w0, vy1_v.mul(vx1));
+                store(w1, vy0_v.mul(vx1));
+                store(w2, vy1_v.mul(vx0));
+                store(w3, vy0_v.mul(vx0));
             }
         }
         strongest_gradients::<true>(
@@ -722,94 +642,50 @@ mod x86 {
         }
     };
 
-    /// Adds the orientation bin of gradient (`gx`, `gy`) to each `at`, sixteen pixels at a
+    /// Adds the orientation bin of gradient (`gx`, `gy`) to each `at`, `V::LANES` pixels at a
     /// time: per direction, the same products and sum as [`snap`] (the mirrored directions'
     /// products negated, which is exact), and its test `|dot| > best` as a mask; `best` then
     /// becomes `vmaxps(|dot|, best)`, which is `|dot|` exactly when the test holds. The
     /// winning dot product's sign adds the 9 of the opposite orientation at the end.
-    #[target_feature(enable = "avx512f")]
-    pub fn snap_avx512(at: &mut [u32], gx: &[f32], gy: &[f32]) {
+    ///
+    /// # Safety
+    /// The CPU must have `V`'s instructions.
+    #[inline(always)]
+    pub(super) unsafe fn snap_all<V: Lanes>(at: &mut [u32], gx: &[f32], gy: &[f32]) {
         assert!(gx.len() == at.len() && gy.len() == at.len());
-        let directions = DIRECTIONS.map(|(dx, dy)| (_mm512_set1_ps(dx), _mm512_set1_ps(dy)));
-        let zero = _mm512_setzero_ps();
-        let done = at.len() / 16 * 16;
-        let pixels = gx.chunks_exact(16).zip(gy.chunks_exact(16));
-        for (at, (x, y)) in at.chunks_exact_mut(16).zip(pixels) {
-            // SAFETY: the chunks hold sixteen values each.
-            let (x, y, first) = unsafe {
-                (
-                    _mm512_loadu_ps(x.as_ptr()),
-                    _mm512_loadu_ps(y.as_ptr()),
-                    _mm512_loadu_si512(at.as_ptr().cast()),
-                )
-            };
-            let mut dots = [zero; 9];
-            for (o, &(dx, dy)) in directions.iter().enumerate().take(5) {
-                let (a, b) = (_mm512_mul_ps(x, dx), _mm512_mul_ps(y, dy));
-                dots[o] = _mm512_add_ps(a, b);
-                if o > 0 {
-                    dots[9 - o] = _mm512_sub_ps(b, a);
+        let lanes = V::LANES;
+        let done = at.len() / lanes * lanes;
+        // SAFETY: the CPU has `V`'s instructions (the caller's); the chunks hold `V::LANES`
+        // values each.
+        unsafe {
+            let directions = DIRECTIONS.map(|(dx, dy)| (V::splat(dx), V::splat(dy)));
+            let zero = V::splat(0.0);
+            let (nine, no_bin) = (V::splat_int(9), V::splat_int(0));
+            let pixels = gx.chunks_exact(lanes).zip(gy.chunks_exact(lanes));
+            for (at, (x, y)) in at.chunks_exact_mut(lanes).zip(pixels) {
+                let (x, y) = (V::load(x.as_ptr()), V::load(y.as_ptr()));
+                let first = V::load_ints(at.as_ptr());
+                let mut dots = [zero; 9];
+                for (o, &(dx, dy)) in directions.iter().enumerate().take(5) {
+                    let (a, b) = (x.mul(dx), y.mul(dy));
+                    dots[o] = a.add(b);
+                    if o > 0 {
+                        dots[9 - o] = b.sub(a);
+                    }
                 }
-            }
-            let (mut best, mut best_dot) = (zero, zero);
-            let mut bin = _mm512_setzero_si512();
-            for (o, &dot) in dots.iter().enumerate() {
-                let magnitude = _mm512_abs_ps(dot);
-                let better = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(magnitude, best);
-                bin = _mm512_mask_mov_epi32(bin, better, _mm512_set1_epi32(o as i32));
-                best_dot = _mm512_mask_mov_ps(best_dot, better, dot);
-                best = _mm512_max_ps(magnitude, best);
-            }
-            let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(best_dot, zero);
-            let bin = _mm512_mask_add_epi32(bin, negative, bin, _mm512_set1_epi32(9));
-            // SAFETY: the chunk holds sixteen values.
-            unsafe { _mm512_storeu_si512(at.as_mut_ptr().cast(), _mm512_add_epi32(first, bin)) };
-        }
-        for ((at, &x), &y) in at[done..].iter_mut().zip(&gx[done..]).zip(&gy[done..]) {
-            *at += snap(x, y);
-        }
-    }
-
-    /// [`snap_avx512`] eight pixels at a time, with vector masks.
-    #[target_feature(enable = "avx2")]
-    pub fn snap_avx2(at: &mut [u32], gx: &[f32], gy: &[f32]) {
-        assert!(gx.len() == at.len() && gy.len() == at.len());
-        let directions = DIRECTIONS.map(|(dx, dy)| (_mm256_set1_ps(dx), _mm256_set1_ps(dy)));
-        let zero = _mm256_setzero_ps();
-        let no_sign = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
-        let done = at.len() / 8 * 8;
-        let pixels = gx.chunks_exact(8).zip(gy.chunks_exact(8));
-        for (at, (x, y)) in at.chunks_exact_mut(8).zip(pixels) {
-            // SAFETY: the chunks hold eight values each.
-            let (x, y, first) = unsafe {
-                (
-                    _mm256_loadu_ps(x.as_ptr()),
-                    _mm256_loadu_ps(y.as_ptr()),
-                    _mm256_loadu_si256(at.as_ptr().cast()),
-                )
-            };
-            let mut dots = [zero; 9];
-            for (o, &(dx, dy)) in directions.iter().enumerate().take(5) {
-                let (a, b) = (_mm256_mul_ps(x, dx), _mm256_mul_ps(y, dy));
-                dots[o] = _mm256_add_ps(a, b);
-                if o > 0 {
-                    dots[9 - o] = _mm256_sub_ps(b, a);
+                let (mut best, mut best_dot) = (zero, zero);
+                let mut bin = no_bin;
+                for (o, &dot) in dots.iter().enumerate() {
+                    let magnitude = dot.abs();
+                    let better = magnitude.gt(best);
+                    bin = V::select_ints(better, V::splat_int(o as i32), bin);
+                    best_dot = V::select(better, dot, best_dot);
+                    best = magnitude.max(best);
                 }
+                let negative = best_dot.lt(zero);
+                let bin = V::add_ints(bin, V::select_ints(negative, nine, no_bin));
+                V::store_ints(V::add_ints(first, bin), at.as_mut_ptr());
             }
-            let (mut best, mut best_dot) = (zero, zero);
-            let mut bin = _mm256_setzero_si256();
-            for (o, &dot) in dots.iter().enumerate() {
-                let magnitude = _mm256_and_ps(dot, no_sign);
-                let better = _mm256_cmp_ps::<_CMP_GT_OQ>(magnitude, best);
-                let index = _mm256_set1_epi32(o as i32);
-                bin = _mm256_blendv_epi8(bin, index, _mm256_castps_si256(better));
-                best_dot = _mm256_blendv_ps(best_dot, dot, better);
-                best = _mm256_max_ps(magnitude, best);
-            }
-            let negative = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LT_OQ>(best_dot, zero));
-            let bin = _mm256_add_epi32(bin, _mm256_and_si256(negative, _mm256_set1_epi32(9)));
-            // SAFETY: the chunk holds eight values.
-            unsafe { _mm256_storeu_si256(at.as_mut_ptr().cast(), _mm256_add_epi32(first, bin)) };
         }
         for ((at, &x), &y) in at[done..].iter_mut().zip(&gx[done..]).zip(&gy[done..]) {
             *at += snap(x, y);
@@ -867,10 +743,10 @@ mod tests {
                 let mut got = Scratch::new(columns.len());
                 if isa == Isa::Avx512 {
                     // SAFETY: the CPU has AVX-512 (`Isa::current`).
-                    unsafe { got.compute_avx512(&columns, rows, vy0, vy1) };
+                    unsafe { vector::compute_avx512(&mut got, &columns, rows, (vy0, vy1)) };
                 } else {
                     // SAFETY: the CPU has AVX2 (`Isa::current`).
-                    unsafe { got.compute_avx2(&columns, rows, vy0, vy1) };
+                    unsafe { vector::compute_avx2(&mut got, &columns, rows, (vy0, vy1)) };
                 }
                 let context = format!("{isa:?}, width {width}, bytes below {range}");
                 assert_eq!(got.at, expected.at, "{context}");
@@ -879,6 +755,20 @@ mod tests {
                 assert_eq!(got.weights, expected.weights, "{context}");
             }
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn snap_avx2(at: &mut [u32], gx: &[f32], gy: &[f32]) {
+        // SAFETY: the CPU has AVX2 (this function's features).
+        unsafe { vector::snap_all::<std::arch::x86_64::__m256>(at, gx, gy) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn snap_avx512(at: &mut [u32], gx: &[f32], gy: &[f32]) {
+        // SAFETY: the CPU has AVX-512 F (this function's features).
+        unsafe { vector::snap_all::<std::arch::x86_64::__m512>(at, gx, gy) }
     }
 
     /// The vector versions of [`snap`] give its bin for every gradient that integer pixels
@@ -901,10 +791,10 @@ mod tests {
             let mut at: Vec<u32> = (0..gx.len()).map(start).collect();
             if isa == Isa::Avx512 {
                 // SAFETY: the CPU has AVX-512 (`Isa::current`).
-                unsafe { x86::snap_avx512(&mut at, &gx, &gy) };
+                unsafe { snap_avx512(&mut at, &gx, &gy) };
             } else {
                 // SAFETY: the CPU has AVX2 (`Isa::current`).
-                unsafe { x86::snap_avx2(&mut at, &gx, &gy) };
+                unsafe { snap_avx2(&mut at, &gx, &gy) };
             }
             assert!(at == expected, "{isa:?}");
         }
