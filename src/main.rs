@@ -163,17 +163,24 @@ struct ServiceArgs {
     /// that can never fit fails with a reason.
     #[arg(long, env = "FACEDETECT_MEMORY_MB", default_value_t = 2048)]
     memory_mb: u64,
+    #[command(flatten)]
+    detection: DetectionArgs,
+    #[command(flatten)]
+    models: ModelArgs,
+}
+
+/// How faces are found in every photo.
+#[derive(clap::Args)]
+struct DetectionArgs {
     /// The face detector.
     #[arg(long, value_enum, default_value_t = DetectorArg::Hog)]
     detector: DetectorArg,
     /// How many times to double each photo before detection.
     #[arg(long, default_value_t = 1)]
     upsample: u32,
-    #[command(flatten)]
-    models: ModelArgs,
 }
 
-impl ServiceArgs {
+impl DetectionArgs {
     fn options(&self) -> EncodeOptions {
         EncodeOptions::detecting(self.detector.into(), self.upsample)
     }
@@ -303,12 +310,8 @@ enum AlgorithmArg {
 struct BenchDeviceArgs {
     /// A folder of photos.
     dir: PathBuf,
-    /// The face detector.
-    #[arg(long, value_enum, default_value_t = DetectorArg::Hog)]
-    detector: DetectorArg,
-    /// How many times to double each photo before detection.
-    #[arg(long, default_value_t = 1)]
-    upsample: u32,
+    #[command(flatten)]
+    detection: DetectionArgs,
     #[command(flatten)]
     models: ModelArgs,
     #[command(flatten)]
@@ -497,7 +500,7 @@ fn service<E: FaceEncoder>(
 fn photo_encoder(args: &ServiceArgs) -> anyhow::Result<PhotoEncoder> {
     Ok(PhotoEncoder::new(
         Arc::new(args.models.load()?),
-        args.options(),
+        args.detection.options(),
     ))
 }
 
@@ -562,7 +565,7 @@ fn run_worker(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         LogFormat::Json,
         "info,aws_config=warn,aws_runtime=warn,aws_smithy_runtime=warn,aws_sdk_sqs=warn",
     )?;
-    let options = args.service.options();
+    let options = args.service.detection.options();
     let (batcher, device, sizes) = device_batcher(&args.service.models, &args.batching, options)?;
     let config = ServiceConfig::new(args.service.memory_mb, args.destinations)
         .with_in_flight(sizes.in_flight);
@@ -613,7 +616,7 @@ fn run_enqueue(args: &EnqueueArgs) -> anyhow::Result<ExitCode> {
 
 fn bench_device(args: &BenchDeviceArgs) -> anyhow::Result<ExitCode> {
     let files = throughput::read_photos(&args.dir)?;
-    let options = EncodeOptions::detecting(args.detector.into(), args.upsample);
+    let options = args.detection.options();
     let (batcher, _device, sizes) = device_batcher(&args.models, &args.batching, options)?;
     let (photos, faces) = throughput::photo_throughput(
         &batcher,
