@@ -583,21 +583,27 @@ mod vector {
         // floats `V::LANES` values from `i`, with `i + V::LANES <= count`: inside the rows and
         // slices (asserted above).
         unsafe {
-            let low = [0, 1, 2].map(|c| V::byte_table(&channel_picks::<false>(c)));
-            let high = [0, 1, 2].map(|c| V::byte_table(&channel_picks::<true>(c)));
+            let low = [
+                V::byte_table(&channel_picks::<false>(0)),
+                V::byte_table(&channel_picks::<false>(1)),
+                V::byte_table(&channel_picks::<false>(2)),
+            ];
+            let high = [
+                V::byte_table(&channel_picks::<true>(0)),
+                V::byte_table(&channel_picks::<true>(1)),
+                V::byte_table(&channel_picks::<true>(2)),
+            ];
             let (vy0_v, vy1_v) = (V::splat(vy0), V::splat(vy1));
-            let load = |row: &[u8], at: usize| V::load_pixels(row.as_ptr().add(at));
             for i in (0..done).step_by(V::LANES) {
-                let (l, r) = (load(here, i * 3), load(here, (i + 2) * 3));
-                let (u, d) = (load(above, (i + 1) * 3), load(below, (i + 1) * 3));
-                // `(dx, dy)` and the squared length per channel.
-                let channel = |c: usize| {
-                    let ahead = V::or(V::shuffle_bytes(r, low[c]), V::shuffle_bytes(d, high[c]));
-                    let behind = V::or(V::shuffle_bytes(l, low[c]), V::shuffle_bytes(u, high[c]));
-                    let delta = V::sub_i16(ahead, behind);
-                    (delta, V::squared_length_i16(delta))
-                };
-                let (red, green, blue) = (channel(0), channel(1), channel(2));
+                let pixels = [
+                    V::load_pixels(here.as_ptr().add(i * 3)),
+                    V::load_pixels(here.as_ptr().add((i + 2) * 3)),
+                    V::load_pixels(above.as_ptr().add((i + 1) * 3)),
+                    V::load_pixels(below.as_ptr().add((i + 1) * 3)),
+                ];
+                let red = channel::<V>(pixels, low[0], high[0]);
+                let green = channel::<V>(pixels, low[1], high[1]);
+                let blue = channel::<V>(pixels, low[2], high[2]);
                 // Red over green only when strictly stronger, blue unless strictly weaker.
                 let red_wins = V::gt_ints(red.1, green.1);
                 let first = (
@@ -609,16 +615,15 @@ mod vector {
                 let squared = V::select_ints(first_wins, first.1, blue.1);
                 let (dx, dy) = (V::low_i16(delta), V::high_i16(delta));
                 let v = V::to_floats(squared).sqrt();
-                let at = |values: &[f32]| V::load(values.as_ptr().add(i));
-                let (vx1, vx0) = (at(&columns.vx1).mul(v), at(&columns.vx0).mul(v));
-                let store = |values: &mut [f32], v: V| v.store(values.as_mut_ptr().add(i));
-                store(&mut scratch.gx, V::to_floats(dx));
-                store(&mut scratch.gy, V::to_floats(dy));
+                let vx1 = V::load(columns.vx1.as_ptr().add(i)).mul(v);
+                let vx0 = V::load(columns.vx0.as_ptr().add(i)).mul(v);
+                V::to_floats(dx).store(scratch.gx.as_mut_ptr().add(i));
+                V::to_floats(dy).store(scratch.gy.as_mut_ptr().add(i));
                 let [w0, w1, w2, w3] = &mut scratch.weights;
-                store(w0, vy1_v.mul(vx1));
-                store(w1, vy0_v.mul(vx1));
-                store(w2, vy1_v.mul(vx0));
-                store(w3, vy0_v.mul(vx0));
+                vy1_v.mul(vx1).store(w0.as_mut_ptr().add(i));
+                vy0_v.mul(vx1).store(w1.as_mut_ptr().add(i));
+                vy1_v.mul(vx0).store(w2.as_mut_ptr().add(i));
+                vy0_v.mul(vx0).store(w3.as_mut_ptr().add(i));
             }
         }
         strongest_gradients::<true>(
@@ -629,6 +634,29 @@ mod vector {
             &mut scratch.magnitude[done..count],
         );
         scratch.simd_weights(columns, done..count, (vy0, vy1));
+    }
+
+    /// `(dx, dy)` of one channel of the pixels (`[left, right, up, down]`, as
+    /// [`Lanes::load_pixels`] loads them) in the two 16-bit halves of each lane, and its
+    /// squared length: the byte shuffles `low` and `high` put the channel's `(right, down)` and
+    /// `(left, up)` side by side, and one subtraction gives both differences. A function, not
+    /// a closure, so that it inlines into the caller's instruction set.
+    ///
+    /// # Safety
+    /// The CPU must have `V`'s instructions.
+    #[inline(always)]
+    unsafe fn channel<V: Lanes>(
+        [l, r, u, d]: [V::Ints; 4],
+        low: V::Ints,
+        high: V::Ints,
+    ) -> (V::Ints, V::Ints) {
+        // SAFETY: the caller's.
+        unsafe {
+            let ahead = V::or(V::shuffle_bytes(r, low), V::shuffle_bytes(d, high));
+            let behind = V::or(V::shuffle_bytes(l, low), V::shuffle_bytes(u, high));
+            let delta = V::sub_i16(ahead, behind);
+            (delta, V::squared_length_i16(delta))
+        }
     }
 
     // Directions o and 9 - o (o in 1..5) are mirrored: x * -dx == -(x * dx) exactly, so their
@@ -658,8 +686,11 @@ mod vector {
         // SAFETY: the CPU has `V`'s instructions (the caller's); the chunks hold `V::LANES`
         // values each.
         unsafe {
-            let directions = DIRECTIONS.map(|(dx, dy)| (V::splat(dx), V::splat(dy)));
             let zero = V::splat(0.0);
+            let mut directions = [(zero, zero); 9];
+            for (vector, &(dx, dy)) in directions.iter_mut().zip(&DIRECTIONS) {
+                *vector = (V::splat(dx), V::splat(dy));
+            }
             let (nine, no_bin) = (V::splat_int(9), V::splat_int(0));
             let pixels = gx.chunks_exact(lanes).zip(gy.chunks_exact(lanes));
             for (at, (x, y)) in at.chunks_exact_mut(lanes).zip(pixels) {

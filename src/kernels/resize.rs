@@ -289,20 +289,22 @@ mod x86 {
             let (inv_tb_v, tb_v) = (V::splat(inv_tb), V::splat(tb));
             let one = V::splat(1.0);
             for (k, ((&at, picks), fractions)) in parts.enumerate() {
+                // No closures here: they would not inline into the caller's instruction set.
                 let picks = V::picks(picks);
-                let pick = |row: &[u8], at: usize| V::pick(row.as_ptr().add(at), picks);
-                let at = at as usize;
-                let (tl, tr) = (pick(top, at), pick(top, at + 3));
-                let (bl, br) = (pick(bottom, at), pick(bottom, at + 3));
+                let (top_at, bottom_at) = (
+                    top.as_ptr().add(at as usize),
+                    bottom.as_ptr().add(at as usize),
+                );
+                let (tl, tr) = (V::pick(top_at, picks), V::pick(top_at.add(3), picks));
+                let (bl, br) = (V::pick(bottom_at, picks), V::pick(bottom_at.add(3), picks));
                 let mut values = [one; 2];
                 for (half, value) in values.iter_mut().enumerate().take(16 / V::LANES) {
-                    let float = |picked| V::picked_floats(picked, half);
                     let lr = V::load(fractions.as_ptr().add(half * V::LANES));
                     let inv_lr = one.sub(lr);
-                    let tl = inv_tb_v.mul(inv_lr).mul(float(tl));
-                    let tr = inv_tb_v.mul(lr).mul(float(tr));
-                    let bl = tb_v.mul(inv_lr).mul(float(bl));
-                    let br = tb_v.mul(lr).mul(float(br));
+                    let tl = inv_tb_v.mul(inv_lr).mul(V::picked_floats(tl, half));
+                    let tr = inv_tb_v.mul(lr).mul(V::picked_floats(tr, half));
+                    let bl = tb_v.mul(inv_lr).mul(V::picked_floats(bl, half));
+                    let br = tb_v.mul(lr).mul(V::picked_floats(br, half));
                     *value = tl.add(tr).add(bl).add(br);
                 }
                 V::store_low_bytes(values, out.as_mut_ptr().add(k * 16));
