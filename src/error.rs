@@ -29,14 +29,19 @@ pub enum Error {
     },
     #[error(
         "{path} is not a dlib model this converter reads (dlib's face recognition ResNet, \
-         5-point shape predictor or MMOD face detector, a .dat file, or its HOG frontal face \
-         detector, a .svm or .dat file)"
+         shape predictor (5- or 68-point) or MMOD face detector, a .dat file, or its HOG \
+         frontal face detector, a .svm or .dat file)"
     )]
     Format { path: PathBuf, source: FormatError },
     #[error("writing {path}")]
     Write {
         path: PathBuf,
         source: candle_core::Error,
+    },
+    #[error("writing {path}")]
+    WriteFile {
+        path: PathBuf,
+        source: std::io::Error,
     },
     #[error("model weights: {0}")]
     Weights(String),

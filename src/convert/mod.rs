@@ -6,6 +6,7 @@
 //! known model kind and, when none fits, reports the error of the reader that got furthest
 //! into the file (a reader that ran out of data got to its end), the most informative one.
 
+pub mod cache;
 pub mod dlib_format;
 pub mod dnn;
 pub mod hog;
@@ -37,7 +38,7 @@ const MODEL_KINDS: &[ModelKind] = &[
         read: mmod::read,
     },
     ModelKind {
-        name: "dlib 5-point shape predictor",
+        name: "dlib shape predictor",
         read: shape_predictor::read,
     },
     ModelKind {

@@ -1,5 +1,7 @@
 //! Reads dlib's `shape_predictor` serialization (an ensemble of regression trees, Kazemi &
-//! Sullivan 2014) and turns the 5-point face landmark model into tensors.
+//! Sullivan 2014) and turns a landmark model of any number of parts into tensors: dlib's
+//! 5-point and 68-point face landmark models alike. The number of parts is the mean shape's;
+//! every leaf and anchor index is checked against it.
 //!
 //! The file holds a version (1), the mean shape as a column of x,y pairs in the `[0,1]` square
 //! of the detection rectangle, one forest of regression trees per cascade level (each split a
@@ -7,11 +9,11 @@
 //! level the feature pixels as an anchor landmark index plus an offset from it.
 //!
 //! Tensors written, for a model with `C` cascade levels, `T` trees per level, `S` splits and
-//! `S + 1` leaves per tree and `P` feature pixels per level:
-//! - `initial_shape`: f32 `[5, 2]`
+//! `S + 1` leaves per tree, `P` feature pixels per level and `N` parts:
+//! - `initial_shape`: f32 `[N, 2]`
 //! - `cascade.{c}.split_feature_a`, `cascade.{c}.split_feature_b`: u32 `[T, S]`
 //! - `cascade.{c}.split_threshold`: f32 `[T, S]`
-//! - `cascade.{c}.leaf_values`: f32 `[T, S + 1, 10]`
+//! - `cascade.{c}.leaf_values`: f32 `[T, S + 1, 2 N]`
 //! - `cascade.{c}.anchor_idx`: u32 `[P]`
 //! - `cascade.{c}.deltas`: f32 `[P, 2]`
 
@@ -21,7 +23,6 @@ use candle_core::{Device, Tensor};
 
 use crate::convert::dlib_format::DlibReader;
 use crate::error::FormatError;
-use crate::face::landmarks::NUM_PARTS;
 
 type Result<T> = std::result::Result<T, FormatError>;
 
@@ -45,10 +46,8 @@ pub fn read(reader: &mut DlibReader) -> Result<HashMap<String, Tensor>> {
         )));
     }
     let num_parts = initial_shape.rows / 2;
-    if num_parts != NUM_PARTS {
-        return Err(reader.error(format!(
-            "a {num_parts}-point shape predictor; only the {NUM_PARTS}-point face landmark model is supported"
-        )));
+    if num_parts == 0 {
+        return Err(reader.error("a shape predictor with no parts".to_string()));
     }
 
     let num_cascades = reader.read_usize()?;
@@ -58,7 +57,7 @@ pub fn read(reader: &mut DlibReader) -> Result<HashMap<String, Tensor>> {
         let num_trees = reader.read_usize()?;
         let mut trees = Vec::with_capacity(num_trees.min(65536));
         for _ in 0..num_trees {
-            let tree = read_tree(reader)?;
+            let tree = read_tree(reader, num_parts)?;
             let splits = tree.thresholds.len();
             if *splits_per_tree.get_or_insert(splits) != splits {
                 return Err(reader.error(format!(
@@ -201,8 +200,8 @@ pub fn read(reader: &mut DlibReader) -> Result<HashMap<String, Tensor>> {
 }
 
 /// Reads one regression tree and checks that it is complete: `2^d - 1` splits and `2^d`
-/// leaves of one increment per landmark coordinate.
-fn read_tree(reader: &mut DlibReader) -> Result<Tree> {
+/// leaves of one increment per coordinate of the `num_parts` landmarks.
+fn read_tree(reader: &mut DlibReader, num_parts: usize) -> Result<Tree> {
     let num_splits = reader.read_usize()?;
     if !(num_splits + 1).is_power_of_two() {
         return Err(reader.error(format!(
@@ -227,13 +226,13 @@ fn read_tree(reader: &mut DlibReader) -> Result<Tree> {
             num_splits + 1
         )));
     }
-    tree.leaves.reserve(num_leaves * 2 * NUM_PARTS);
+    tree.leaves.reserve(num_leaves.min(65536) * 2 * num_parts);
     for _ in 0..num_leaves {
         let leaf = reader.read_matrix()?;
-        if leaf.rows != 2 * NUM_PARTS || leaf.cols != 1 {
+        if leaf.rows != 2 * num_parts || leaf.cols != 1 {
             return Err(reader.error(format!(
                 "expected a leaf of {} shape increments, found a {}x{} matrix",
-                2 * NUM_PARTS,
+                2 * num_parts,
                 leaf.rows,
                 leaf.cols
             )));

