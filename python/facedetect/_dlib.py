@@ -189,17 +189,28 @@ def _rect_tuple(rect):
     return rect._corners()
 
 
+def _dat_68():
+    """dlib's 68-point model file from face_recognition_models, or None without the package
+    (the 68-point functions then raise RuntimeError)."""
+    try:
+        import face_recognition_models
+    except ImportError:
+        return None
+    return face_recognition_models.pose_predictor_model_location()
+
+
 _models = None
 _models_lock = threading.Lock()
 
 
 def models():
-    """The Rust models, loaded on first use from the weights inside the package."""
+    """The Rust models, loaded on first use from the weights inside the package
+    (``FACEDETECT_WEIGHTS`` names another directory)."""
     global _models
     with _models_lock:
         if _models is None:
             weights = os.environ.get("FACEDETECT_WEIGHTS") or os.path.join(os.path.dirname(__file__), "weights")
-            _models = _native.Models(weights)
+            _models = _native.Models(weights, _dat_68())
         return _models
 
 

