@@ -205,7 +205,8 @@ _models_lock = threading.Lock()
 
 def models():
     """The Rust models, loaded on first use from the weights inside the package
-    (``FACEDETECT_WEIGHTS`` names another directory)."""
+    (``FACEDETECT_WEIGHTS`` names another directory or ``hf://owner/name[@revision]``, as for
+    the ``facedetect`` command)."""
     global _models
     with _models_lock:
         if _models is None:

@@ -142,13 +142,14 @@ impl Models {
 
 #[pymethods]
 impl Models {
-    /// Loads the models from the converted weights in `weights_dir`; the 68-point model will
+    /// Loads the models from the converted weights at `weights` (a directory, or
+    /// `hf://owner/name[@revision]` as `FACEDETECT_WEIGHTS` takes it); the 68-point model will
     /// be read from `dat_68`.
     #[new]
-    #[pyo3(signature = (weights_dir, dat_68=None))]
-    fn new(py: Python<'_>, weights_dir: PathBuf, dat_68: Option<PathBuf>) -> PyResult<Self> {
+    #[pyo3(signature = (weights, dat_68=None))]
+    fn new(py: Python<'_>, weights: String, dat_68: Option<PathBuf>) -> PyResult<Self> {
         native(py, move || {
-            let weights = WeightsLocation::Directory(weights_dir);
+            let weights = WeightsLocation::parse(&weights)?;
             let device = Device::Cpu;
             Ok(Self {
                 pipeline: FacePipeline::load(&weights, &device)?,
