@@ -258,10 +258,9 @@ class shape_predictor(object):
     def predict(self, image, boxes):
         """The landmarks of every box at once (one call into Rust)."""
         rects = [_rect_tuple(box) for box in boxes]
-        arg = image_argument(image, "__call__")
         if not rects:
             return full_object_detections()
-        found = models().landmarks(arg, rects, self.small)
+        found = models().landmarks(image_argument(image, "__call__"), rects, self.small)
         return full_object_detections(
             full_object_detection(box, [point(x, y) for x, y in parts]) for box, parts in zip(boxes, found))
 

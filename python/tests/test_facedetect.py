@@ -214,6 +214,8 @@ def test_unsupported_images_raise_what_dlib_raises():
                  lambda: api.face_locations(image("obama"), -1), lambda: api.face_locations(image("obama"), 1.5)]:
         with pytest.raises(TypeError):
             call()
+    # As in face_recognition, nothing is checked when there is no face to look at.
+    assert api.face_landmarks(rgba, []) == [] and api.face_encodings(rgba, []) == []
     with pytest.raises(ValueError):
         api.face_landmarks(image("obama"), model="medium")
     with pytest.raises(IndexError):
@@ -267,8 +269,9 @@ def test_threads_run_in_parallel_without_the_gil():
     stop.set()
     counter.join()
     assert results == [expected, expected]
-    # The counter ran while Rust worked: the GIL was released.
-    assert len(ticks) > elapsed * 1000 / 4
+    # The counter ran while Rust worked (at a twentieth of its rate at least, where a held GIL
+    # would let it tick only between the two calls): the GIL was released.
+    assert len(ticks) > elapsed * 1000 / 20
 
 
 # The commands
