@@ -25,8 +25,9 @@
 //!   ([`detect::cnn`] on a [`detect::tiled_pyramid`], which a device writes itself with
 //!   [`detect::pyramid_fill`]), and the non-maximum suppression both end with
 //!   ([`detect::nms`]).
-//! - [`face`]: from a face's rectangle to its encoding: [`face::landmarks`] (the 5-point shape
-//!   predictor), [`face::alignment`] (the aligned chip), [`face::embedder`] (the face
+//! - [`face`]: from a face's rectangle to its encoding: [`face::landmarks`] (the shape
+//!   predictor: dlib's 5-point model, or its 68-point one read from its `.dat`),
+//!   [`face::alignment`] (the aligned chip), [`face::embedder`] (the face
 //!   recognition ResNet), and [`face::jitter`] for `num_jitters`.
 //! - [`pipeline`]: the orchestration above, with the original service's defaults.
 //! - [`plan`]: how the models' work on a device is split into passes, every buffer below

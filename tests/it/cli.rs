@@ -363,7 +363,7 @@ fn unreadable_inputs_fail_in_one_line_naming_them_once() {
     for expected in [
         "is not a dlib model this converter reads",
         "face recognition ResNet",
-        "5-point shape predictor",
+        "shape predictor (5- or 68-point)",
         "MMOD face detector",
         "HOG frontal face detector",
         ".dat",

@@ -19,6 +19,7 @@ mod embedder;
 mod hog;
 mod kernels;
 mod landmarks;
+mod landmarks68;
 mod pipeline;
 mod plan;
 mod pyramid;
