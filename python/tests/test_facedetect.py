@@ -1,0 +1,315 @@
+"""The facedetect package against dlib's own outputs (tests/fixtures/pkg, made by
+face_recognition 1.3.0 on dlib 20.0.1) and face_recognition's behaviour at the edges: no face,
+several faces, grey and RGBA images, empty lists, given locations, bad input, the two commands.
+
+Run against an installed wheel: ``pytest python/tests``.
+"""
+
+import json
+import os
+import threading
+import time
+
+import numpy as np
+import PIL.Image
+import pytest
+from click.testing import CliRunner
+
+import facedetect
+import facedetect as face_recognition
+from facedetect import api, face_detection_cli, face_recognition_cli
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "pkg")
+IMAGES = os.path.join(FIXTURES, "images", "orig")
+NAMES = ["32bit", "Tom_Hanks_54745", "astronaut", "biden", "obama", "obama2", "obama3",
+         "obama_partial_face", "obama_partial_face2", "t1"]
+FILES = {os.path.splitext(f)[0]: os.path.join(IMAGES, f) for f in os.listdir(IMAGES)}
+
+
+def _fixture(name, kind):
+    """dlib's outputs for a photo: the repository's fixture, else this suite's own (made the same
+    way by shared/reference/make_reference.py and tests/fixtures/pkg/make_landmarks68.py)."""
+    for path in [os.path.join(FIXTURES, "orig", name, kind + ".json"),
+                 os.path.join(os.path.dirname(__file__), "fixtures", "%s.%s.json" % (name, kind))]:
+        if os.path.exists(path):
+            with open(path) as f:
+                return json.load(f)
+    raise FileNotFoundError("no %s fixture for %s" % (kind, name))
+
+
+def reference(name):
+    return _fixture(name, "reference")
+
+
+def reference_68(name):
+    return _fixture(name, "landmarks68")
+
+
+def css(rect, shape):
+    left, top, right, bottom = rect
+    return api._trim_css_to_bounds((top, right, bottom, left), shape)
+
+
+_images = {}
+
+
+def image(name, mode="RGB"):
+    if (name, mode) not in _images:
+        _images[name, mode] = face_recognition.load_image_file(FILES[name], mode)
+    return _images[name, mode]
+
+
+# The package
+
+
+def test_top_level_mirrors_face_recognition():
+    for name in ["load_image_file", "face_locations", "batch_face_locations", "face_landmarks",
+                 "face_encodings", "compare_faces", "face_distance"]:
+        assert getattr(facedetect, name) is getattr(api, name)
+    assert facedetect.__version__
+
+
+def test_load_image_file_modes():
+    assert image("obama").shape == (1137, 910, 3) and image("obama").dtype == np.uint8
+    assert image("32bit").shape == (1200, 626, 3)
+    assert image("obama", "L").shape == (1137, 910)
+    assert face_recognition.load_image_file(FILES["32bit"], mode="RGBA").shape == (1200, 626, 4)
+    with open(FILES["obama"], "rb") as f:
+        assert np.array_equal(face_recognition.load_image_file(f), image("obama"))
+
+
+# dlib's numbers
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hog_locations_are_dlibs(name):
+    ref = reference(name)
+    img = image(name)
+    assert api.face_locations(img) == [css(face["rect"], img.shape) for face in ref["hog"]["faces"]]
+    assert api.face_locations(img, 0) == [css(face["rect"], img.shape) for face in ref["hog_upsample0"]]
+
+
+@pytest.mark.parametrize("name,upsample", [("Tom_Hanks_54745", 0), ("Tom_Hanks_54745", 1), ("astronaut", 0),
+                                           ("t1", 0)])
+def test_cnn_locations_are_dlibs(name, upsample):
+    ref = reference(name)
+    img = image(name)
+    found = api._raw_face_locations(img, upsample, model="cnn")
+    expected = ref["cnn"]["faces"] if upsample else ref["cnn_upsample0"]
+    assert [[f.rect.left(), f.rect.top(), f.rect.right(), f.rect.bottom()] for f in found] == \
+        [face["rect"] for face in expected]
+    for f, face in zip(found, expected):
+        assert f.confidence == pytest.approx(face["score"], abs=1e-4)
+    assert api.face_locations(img, upsample, "cnn") == [css(face["rect"], img.shape) for face in expected]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_landmarks_and_encodings_are_dlibs(name):
+    ref = reference(name)
+    img = image(name)
+    faces = ref["hog"]["faces"]
+    small = api.face_landmarks(img, model="small")
+    assert [lm["right_eye"] + lm["left_eye"] + lm["nose_tip"] for lm in small] == \
+        [[tuple(p) for p in face["landmarks5"]] for face in faces]
+    encodings = api.face_encodings(img)
+    assert len(encodings) == len(faces)
+    for encoding, face in zip(encodings, faces):
+        assert encoding.dtype == np.float64 and encoding.shape == (128,)
+        assert np.abs(encoding - np.array(face["descriptor"])).max() < 1e-5
+    ref68 = reference_68(name)
+    raw = api._raw_face_landmarks(img)
+    assert [[(p.x, p.y) for p in shape.parts()] for shape in raw] == \
+        [[tuple(p) for p in face["landmarks68"]] for face in ref68["faces"]]
+    large = api.face_encodings(img, model="large")
+    assert len(large) == len(ref68["encodings"])
+    for encoding, expected in zip(large, ref68["encodings"]):
+        assert np.abs(encoding - np.array(expected)).max() < 1e-5
+
+
+def test_dlib_objects():
+    img = image("obama")
+    rect = api._raw_face_locations(img)[0]
+    assert (rect.left(), rect.top(), rect.right(), rect.bottom()) == (349, 142, 617, 409)
+    assert (rect.width(), rect.height()) == (269, 268)
+    assert repr(rect) == "rectangle(349,142,617,409)" and str(rect) == "[(349, 142) (617, 409)]"
+    assert api._css_to_rect(api._rect_to_css(rect)) == rect
+    shape = api._raw_face_landmarks(img)[0]
+    assert shape.num_parts == 68 and shape.rect == rect
+    assert shape.part(10) == shape.parts()[10] and (shape.part(10).x, shape.part(10).y) == (552, 399)
+    with pytest.raises(IndexError):
+        shape.part(68)
+    detection = api._raw_face_locations(img, model="cnn")[0]
+    assert isinstance(detection.rect, facedetect._dlib.rectangle) and detection.confidence > 0
+
+
+# Edge cases
+
+
+def test_no_face():
+    blank = np.full((300, 400, 3), 128, dtype=np.uint8)
+    assert api.face_locations(blank) == []
+    assert api.face_locations(blank, model="cnn") == []
+    assert api.face_landmarks(blank) == []
+    assert api.face_encodings(blank) == []
+    assert api.face_locations(np.zeros((5, 5, 3), dtype=np.uint8)) == []
+    assert api.face_locations(np.zeros((0, 0, 3), dtype=np.uint8)) == []
+
+
+def test_several_faces():
+    img = image("t1")
+    locations = api.face_locations(img)
+    assert len(locations) == 6
+    encodings = api.face_encodings(img, locations)
+    assert len(encodings) == 6
+    distances = api.face_distance(encodings, encodings[0])
+    assert distances[0] == 0 and (distances[1:] > 0.6).all()
+    assert api.compare_faces(encodings, encodings[2]) == [i == 2 for i in range(6)]
+
+
+def test_known_face_locations():
+    img = image("obama")
+    locations = api.face_locations(img)
+    detected = api.face_encodings(img)
+    given = api.face_encodings(img, known_face_locations=locations)
+    assert np.array_equal(detected[0], given[0])
+    assert api.face_landmarks(img, locations) == api.face_landmarks(img)
+    # A location that reaches past the image, as detections at its edge do.
+    assert len(api.face_encodings(img, [(-20, 700, 300, 300)])) == 1
+    assert api.face_encodings(img, []) == []
+
+
+def test_jitters_average_encodings():
+    img = image("obama")
+    plain = api.face_encodings(img)[0]
+    jittered = api.face_encodings(img, num_jitters=3)[0]
+    assert 0 < np.linalg.norm(plain - jittered) < 0.2
+    assert np.array_equal(jittered, api.face_encodings(img, num_jitters=3)[0])
+
+
+def test_grey_images():
+    grey = image("obama", "L")
+    assert api.face_locations(grey) == [(142, 617, 409, 349)]
+    rgb_of_grey = np.stack([grey] * 3, axis=-1)
+    # dlib's CNN detector and shape predictors read a grey image as the RGB image of equal
+    # channels.
+    assert api.face_locations(grey, 0, "cnn") == api.face_locations(rgb_of_grey, 0, "cnn")
+    locations = api.face_locations(rgb_of_grey)
+    assert api.face_landmarks(grey, locations) == api.face_landmarks(rgb_of_grey, locations)
+    # dlib's face encoder takes RGB images only.
+    with pytest.raises(TypeError):
+        api.face_encodings(grey)
+    assert api.face_encodings(np.zeros((100, 100), dtype=np.uint8)) == []
+
+
+def test_unsupported_images_raise_what_dlib_raises():
+    rgba = face_recognition.load_image_file(FILES["32bit"], mode="RGBA")
+    for call in [lambda: api.face_locations(rgba), lambda: api.face_locations(rgba, model="cnn"),
+                 lambda: api.face_landmarks(rgba, [(10, 100, 100, 10)]),
+                 lambda: api.face_encodings(rgba, [(10, 100, 100, 10)]),
+                 lambda: api.face_locations(image("obama").astype(np.float32)),
+                 lambda: api.face_locations(np.zeros(10, dtype=np.uint8))]:
+        with pytest.raises(RuntimeError, match="Unsupported image type"):
+            call()
+    for call in [lambda: api.face_locations([[1, 2], [3, 4]]), lambda: api.face_encodings("obama.jpg"),
+                 lambda: api.face_locations(image("obama"), -1), lambda: api.face_locations(image("obama"), 1.5)]:
+        with pytest.raises(TypeError):
+            call()
+    # As in face_recognition, nothing is checked when there is no face to look at.
+    assert api.face_landmarks(rgba, []) == [] and api.face_encodings(rgba, []) == []
+    with pytest.raises(ValueError):
+        api.face_landmarks(image("obama"), model="medium")
+    with pytest.raises(IndexError):
+        api.face_landmarks(image("obama"), [(1, 2, 3)])
+
+
+def test_non_contiguous_arrays():
+    img = image("obama")
+    flipped = img[:, ::-1]
+    assert api.face_locations(flipped) == api.face_locations(np.ascontiguousarray(flipped))
+
+
+def test_empty_lists():
+    encoding = api.face_encodings(image("biden"))[0]
+    for empty in ([], np.array([])):
+        distances = api.face_distance(empty, encoding)
+        assert type(distances) is np.ndarray and len(distances) == 0
+        assert api.compare_faces(empty, encoding) == []
+
+
+def test_batch_face_locations():
+    img = image("obama")
+    assert api.batch_face_locations([img, img], number_of_times_to_upsample=0, batch_size=1) == \
+        [[(154, 611, 390, 375)]] * 2
+    assert api.batch_face_locations([], 0) == []
+    with pytest.raises(RuntimeError, match="same dimensions"):
+        api.batch_face_locations([img, img[:500]], 0)
+
+
+def test_threads_run_in_parallel_without_the_gil():
+    img = image("t1")
+    expected = api.face_locations(img)
+    ticks = []
+    stop = threading.Event()
+
+    def count():
+        while not stop.is_set():
+            ticks.append(None)
+            time.sleep(0.001)
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    results = []
+    workers = [threading.Thread(target=lambda: results.append(api.face_locations(img))) for _ in range(2)]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.perf_counter() - started
+    stop.set()
+    counter.join()
+    assert results == [expected, expected]
+    # The counter ran while Rust worked (at a twentieth of its rate at least, where a held GIL
+    # would let it tick only between the two calls): the GIL was released.
+    assert len(ticks) > elapsed * 1000 / 20
+
+
+# The commands
+
+
+def test_face_detection_cli(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(face_detection_cli.main, [FILES["obama"]])
+    assert result.exit_code == 0, result.output
+    # Upsampled 0 times, as face_recognition's command detects.
+    assert result.output == "{},136,624,394,366\n".format(FILES["obama"])
+    result = runner.invoke(face_detection_cli.main, [FILES["obama"], "--upsample", "0", "--model", "cnn"])
+    assert result.output == "{},154,611,390,375\n".format(FILES["obama"])
+    result = runner.invoke(face_detection_cli.main, [IMAGES, "--cpus", "2"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    single = runner.invoke(face_detection_cli.main, [IMAGES]).output.splitlines()
+    assert lines == single and len([l for l in lines if "t1.jpg" in l]) == 6
+    assert "--upsample" in runner.invoke(face_detection_cli.main, ["--help"]).output
+
+
+def test_face_recognition_cli(tmp_path):
+    known = tmp_path / "known"
+    known.mkdir()
+    for name in ["obama", "biden"]:
+        (known / (name + ".jpg")).write_bytes(open(FILES[name], "rb").read())
+    blank = tmp_path / "blank.png"
+    PIL.Image.fromarray(np.full((200, 200, 3), 255, dtype=np.uint8)).save(str(blank))
+    runner = CliRunner()
+    result = runner.invoke(face_recognition_cli.main, [str(known), FILES["obama2"], "--show-distance", "1"])
+    assert result.exit_code == 0, result.output
+    name, person, distance = result.output.strip().split(",")
+    assert (name, person) == (FILES["obama2"], "obama") and 0 < float(distance) < 0.6
+    result = runner.invoke(face_recognition_cli.main, [str(known), str(blank)])
+    assert result.output == "{},no_persons_found\n".format(blank)
+    result = runner.invoke(face_recognition_cli.main, [str(known), FILES["Tom_Hanks_54745"], "--tolerance", "0.4"])
+    assert result.output == "{},unknown_person\n".format(FILES["Tom_Hanks_54745"])
+    threaded = runner.invoke(face_recognition_cli.main, [str(known), IMAGES, "--cpus", "2"])
+    single = runner.invoke(face_recognition_cli.main, [str(known), IMAGES])
+    assert threaded.exit_code == 0 and threaded.output == single.output
+    assert "{},biden".format(FILES["biden"]) in single.output.splitlines()
