@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use candle_core::Device;
+use concrexit_facedetection::convert::cache;
 use concrexit_facedetection::error::{Error, Result};
 use concrexit_facedetection::face::alignment::face_chips;
 use concrexit_facedetection::face::landmarks::ShapePredictor;
@@ -134,7 +135,7 @@ impl Models {
                     .to_string(),
             )
         })?;
-        let loaded = ShapePredictor::<68>::from_dlib_file_cached(dat, None)?;
+        let loaded = cache::shape_predictor::<68>(dat, None)?;
         // Another thread may have loaded it meanwhile; either copy is the same model.
         Ok(self.shape_predictor_68.get_or_init(|| loaded))
     }
