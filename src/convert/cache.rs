@@ -13,7 +13,7 @@
 //! temporary file in the same directory and renamed into place, so that a concurrent reader
 //! never sees a partial file and concurrent writers leave one complete file.
 //!
-//! [`shape_predictor`] loads a predictor this way, [`shape_predictor_uncached`] straight from
+//! [`shape_predictor()`] loads a predictor this way, [`shape_predictor_uncached`] straight from
 //! the `.dat`.
 
 use std::collections::HashMap;

@@ -13,8 +13,8 @@
 //! dlib processes most pixels eight at a time with SIMD code whose tie-breaking and rounding
 //! differ slightly from its scalar code for the pixels at the right end of each row; both are
 //! reproduced here, so the features equal dlib's up to float rounding of summation order.
-//! The orientation histograms are [`crate::kernels::histograms`]; the normalisation here is
-//! vectorised across the cells of a row (as wide as [`kernels::run_widest`] allows), each value
+//! The orientation histograms are `kernels::histograms`; the normalisation here is
+//! vectorised across the cells of a row (as wide as `kernels::run_widest` allows), each value
 //! getting the operations of dlib's per-cell code.
 
 use image::RgbImage;

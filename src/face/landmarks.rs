@@ -18,10 +18,9 @@
 //! safetensors written by [`crate::convert::shape_predictor`]; the tree walk itself is branchy
 //! scalar code, so they are kept as plain vectors.
 //!
-//! dlib's 68-point model is not committed (99 MB); [`ShapePredictor::from_dlib_file`] reads
-//! it straight from the `.dat` of the `face_recognition_models` package, and
-//! [`crate::convert::cache::shape_predictor`] converts it once into a cache directory and loads
-//! the converted file on later calls.
+//! dlib's 68-point model is not committed (99 MB): `convert::cache` reads it from the `.dat` of
+//! the `face_recognition_models` package, converting it once into a cache directory and
+//! loading the converted file on later calls.
 
 use candle_core::DType;
 use candle_nn::VarBuilder;

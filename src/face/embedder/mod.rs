@@ -14,7 +14,7 @@
 //! - average over all positions and a 128x256 linear map without bias (`loss_metric` returns
 //!   this output unchanged).
 //!
-//! On the CPU the network runs as [`resnet`] on the kernels' direct convolution; elsewhere (or
+//! On the CPU the network runs as `resnet` on the kernels' direct convolution; elsewhere (or
 //! with `FACEDETECT_CPU_KERNELS=none`) as candle tensor operations.
 
 use candle_core::{DType, Device, Module, Tensor};
@@ -570,7 +570,7 @@ impl FaceEmbedder {
     }
 
     /// Encodings of one batch of 150x150 chips, in one forward pass (on a GPU, large
-    /// batches of chips from many photos; see [`crate::backfill::device_batch`]).
+    /// batches of chips from many photos; see the batched pipeline, `pipeline::device_batch`).
     pub fn embed_batch(&self, chips: &[RgbImage]) -> Result<Vec<Encoding>> {
         if let Network::Kernels(network) = &self.network {
             check_chips(chips)?;
