@@ -19,7 +19,7 @@ use concrexit_facedetection::face::alignment::face_chips;
 use concrexit_facedetection::face::landmarks::ShapePredictor;
 use concrexit_facedetection::geometry::{Point, Rect};
 use concrexit_facedetection::pipeline::{Detector, EncodeOptions, FacePipeline};
-use concrexit_facedetection::weights::{Model, WeightsLocation, files};
+use concrexit_facedetection::weights::WeightsLocation;
 use image::RgbImage;
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::prelude::*;
@@ -116,7 +116,6 @@ fn detections(found: impl IntoIterator<Item = (Rect, f64)>) -> Vec<Detection> {
 #[pyclass(frozen, module = "facedetect._native")]
 struct Models {
     pipeline: FacePipeline,
-    shape_predictor_5: ShapePredictor,
     /// dlib's `shape_predictor_68_face_landmarks.dat`, if known.
     dat_68: Option<PathBuf>,
     shape_predictor_68: OnceLock<ShapePredictor<68>>,
@@ -151,13 +150,8 @@ impl Models {
     fn new(py: Python<'_>, weights: String, dat_68: Option<PathBuf>) -> PyResult<Self> {
         native(py, move || {
             let weights = WeightsLocation::parse(&weights)?;
-            let device = Device::Cpu;
             Ok(Self {
-                pipeline: FacePipeline::load(&weights, &device)?,
-                shape_predictor_5: ShapePredictor::from_file(
-                    &weights.file(files::SHAPE_PREDICTOR)?,
-                    &device,
-                )?,
+                pipeline: FacePipeline::load(&weights, &Device::Cpu)?,
                 dat_68,
                 shape_predictor_68: OnceLock::new(),
             })
@@ -239,7 +233,10 @@ impl Models {
             let rects = self::rects(&rects);
             let points = |landmarks: &[Point]| landmarks.iter().map(|p| (p.x, p.y)).collect();
             Ok(if small {
-                let found = self.shape_predictor_5.predict_batch(&image, &rects);
+                let found = self
+                    .pipeline
+                    .shape_predictor()
+                    .predict_batch(&image, &rects);
                 found.iter().map(|landmarks| points(landmarks)).collect()
             } else {
                 let found = self.shape_predictor_68()?.predict_batch(&image, &rects);
@@ -266,7 +263,10 @@ impl Models {
             let chips = if small {
                 face_chips(
                     &image,
-                    &self.shape_predictor_5.predict_batch(&image, &rects),
+                    &self
+                        .pipeline
+                        .shape_predictor()
+                        .predict_batch(&image, &rects),
                 )
             } else {
                 face_chips(

@@ -130,6 +130,11 @@ impl FacePipeline {
         &self.cnn
     }
 
+    /// The 5-point shape predictor, for landmarks without encodings.
+    pub fn shape_predictor(&self) -> &ShapePredictor {
+        &self.shape_predictor
+    }
+
     /// The face embedder, for embedding chips of many photos together.
     pub fn embedder(&self) -> &FaceEmbedder {
         &self.embedder
