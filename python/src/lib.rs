@@ -20,7 +20,7 @@ use concrexit_facedetection::face::landmarks::ShapePredictor;
 use concrexit_facedetection::geometry::{Point, Rect};
 use concrexit_facedetection::pipeline::{Detector, EncodeOptions, FacePipeline};
 use concrexit_facedetection::weights::WeightsLocation;
-use image::RgbImage;
+use image::{GrayImage, RgbImage};
 use pyo3::exceptions::{PyOSError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -170,6 +170,13 @@ impl Models {
         let (data, height, width, channels) = image;
         let bytes = samples(&data, height, width, channels)?;
         native(py, || {
+            if channels == 1 && !cnn {
+                // dlib's binding scans a grey image as grey, which resizes it differently.
+                let grey = GrayImage::from_raw(width, height, bytes.to_vec()).ok_or_else(|| {
+                    Error::InvalidInput(format!("{width}x{height} samples do not fit"))
+                })?;
+                return Ok(detections(self.pipeline.hog().detect(&grey, upsample)?));
+            }
             let image = rgb_image(bytes, height, width, channels)?;
             let options = EncodeOptions {
                 detector: if cnn { Detector::Cnn } else { Detector::Hog },

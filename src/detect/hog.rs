@@ -31,12 +31,11 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use std::sync::Arc;
 
-use image::RgbImage;
 use rayon::prelude::*;
 
 use crate::detect::fhog::{self, extract_fhog};
 use crate::detect::nms::BoxOverlap;
-use crate::detect::pyramid::{self, PyramidDown, rect_from_upsampled};
+use crate::detect::pyramid::{self, PyramidDown, PyramidImage, rect_from_upsampled};
 use crate::error::{Error, Result};
 use crate::geometry::{DRect, Rect};
 use crate::kernels::{self, Widths};
@@ -207,7 +206,10 @@ impl Model for HogDetector {
 impl HogDetector {
     /// The faces in `image` with their confidences, best first, after enlarging the image
     /// `upsample` times: dlib's `fhog_object_detector.run(image, upsample, 0.0)`.
-    pub fn detect(&self, image: &RgbImage, upsample: u32) -> Result<Vec<(Rect, f64)>> {
+    ///
+    /// A grey image is scanned as grey, as dlib's binding scans one: its pyramid levels are
+    /// resized with dlib's grey rounding, which differs from the RGB image of the same samples.
+    pub fn detect<I: PyramidImage>(&self, image: &I, upsample: u32) -> Result<Vec<(Rect, f64)>> {
         if upsample == 0 {
             return self.detect_unscaled(image);
         }
@@ -219,7 +221,7 @@ impl HogDetector {
     }
 
     /// `object_detector::operator()` on the image as given.
-    fn detect_unscaled(&self, image: &RgbImage) -> Result<Vec<(Rect, f64)>> {
+    fn detect_unscaled<I: PyramidImage>(&self, image: &I) -> Result<Vec<(Rect, f64)>> {
         let levels = self.level_count(image);
         // The image pyramid is built level after level (each resize split over rows); each
         // level's features are extracted and scored in parallel with the rest as soon as it is
@@ -232,11 +234,11 @@ impl HogDetector {
             if let Some(slot) = slots.next() {
                 tasks.spawn(|_| *slot = self.level_candidates(image, 0));
             }
-            let mut current: Option<Arc<RgbImage>> = None;
+            let mut current: Option<Arc<I>> = None;
             for (slot, level) in slots.zip(1..) {
                 let next = Arc::new(self.pyramid.downsample(current.as_deref().unwrap_or(image)));
                 let level_image = Arc::clone(&next);
-                tasks.spawn(move |_| *slot = self.level_candidates(&level_image, level));
+                tasks.spawn(move |_| *slot = self.level_candidates(level_image.as_ref(), level));
                 current = Some(next);
             }
         });
@@ -262,13 +264,9 @@ impl HogDetector {
 
     /// The number of pyramid levels dlib's `create_fhog_pyramid` builds: the image rectangle
     /// is shrunk (and rounded) until it is smaller than the minimum layer size.
-    fn level_count(&self, image: &RgbImage) -> usize {
-        let mut rect = Rect::new(
-            0,
-            0,
-            i64::from(image.width()) - 1,
-            i64::from(image.height()) - 1,
-        );
+    fn level_count(&self, image: &impl PyramidImage) -> usize {
+        let (width, height) = image.dimensions();
+        let mut rect = Rect::new(0, 0, i64::from(width) - 1, i64::from(height) - 1);
         let mut levels = 0;
         loop {
             rect = self.pyramid.rect_down(rect.into(), 1).round();
@@ -283,9 +281,13 @@ impl HogDetector {
     }
 
     /// Each filter's windows of one pyramid level scoring at least its threshold.
-    fn level_candidates(&self, level_image: &RgbImage, level: u32) -> Result<Vec<Vec<Candidate>>> {
+    fn level_candidates(
+        &self,
+        level_image: &impl PyramidImage,
+        level: u32,
+    ) -> Result<Vec<Vec<Candidate>>> {
         let features = extract_fhog(
-            level_image,
+            &level_image.to_rgb(),
             self.cell_size,
             self.filter_height,
             self.filter_width,
@@ -554,7 +556,7 @@ mod tests {
         );
         let detector =
             HogDetector::from_file(std::path::Path::new(path), &Device::Cpu).expect("detector");
-        let image = RgbImage::from_fn(300, 200, |x, y| {
+        let image = image::RgbImage::from_fn(300, 200, |x, y| {
             let v = |k: u32| ((x * k + y * (k + 5) + x * y / 7) % 251) as u8;
             image::Rgb([v(3), v(7), v(11)])
         });

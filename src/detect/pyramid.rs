@@ -3,14 +3,93 @@
 //! dlib's `pyramid_down<N>` shrinks an image by the ratio (N-1)/N per level and maps points
 //! between levels with fixed affine formulas; `pyramid_up` enlarges an image to the size that
 //! `pyramid_down<2>` maps the image rectangle up to. Both resize with dlib's bilinear
-//! `resize_image` for RGB images, which steps through output columns in single-precision
-//! SIMD lanes of four and truncates the results; this module reproduces that arithmetic so
-//! the pixels are identical to dlib's.
+//! `resize_image`, which steps through output columns in single-precision SIMD lanes of four;
+//! `crate::kernels::resize` reproduces that arithmetic so the pixels are identical to dlib's.
+//! dlib has one overload for RGB images and one for 8-bit grey images, which rounds
+//! differently, so a grey photo is resized as grey ([`PyramidImage`]), as dlib's Python binding
+//! does when it is given one.
 
-use image::RgbImage;
+use std::borrow::Cow;
+
+use image::{GrayImage, ImageBuffer, Pixel, RgbImage};
 
 use crate::geometry::{DRect, Rect};
-use crate::kernels::resize::resize_rgb;
+use crate::kernels::resize::{resize_grey, resize_rgb};
+
+/// An image dlib builds pyramids of: RGB, or 8-bit grey.
+pub trait PyramidImage: Clone + Send + Sync {
+    /// (width, height).
+    fn dimensions(&self) -> (u32, u32);
+
+    /// An empty image.
+    fn empty() -> Self;
+
+    /// dlib's `resize_image(in, out, interpolate_bilinear())` for this pixel type.
+    fn resize_bilinear(&self, width: u32, height: u32) -> Self;
+
+    /// dlib's `pyramid_down<2>` for this pixel type ([`pyramid_down_2`]).
+    fn pyramid_down_2(&self) -> Self;
+
+    /// The image as RGB. A grey image's samples go to all three channels, where each has the
+    /// same gradient as the grey image, which is what FHOG reads from it.
+    fn to_rgb(&self) -> Cow<'_, RgbImage>;
+}
+
+impl PyramidImage for RgbImage {
+    fn dimensions(&self) -> (u32, u32) {
+        self.dimensions()
+    }
+
+    fn empty() -> Self {
+        RgbImage::new(0, 0)
+    }
+
+    fn resize_bilinear(&self, width: u32, height: u32) -> Self {
+        resize_rgb(self, width, height)
+    }
+
+    fn pyramid_down_2(&self) -> Self {
+        let row_len = 3 * self.width() as usize;
+        let pixels = self.as_raw();
+        pyramid_down_2(self.width() as usize, self.height() as usize, |y| {
+            &pixels[y * row_len..(y + 1) * row_len]
+        })
+    }
+
+    fn to_rgb(&self) -> Cow<'_, RgbImage> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl PyramidImage for GrayImage {
+    fn dimensions(&self) -> (u32, u32) {
+        self.dimensions()
+    }
+
+    fn empty() -> Self {
+        GrayImage::new(0, 0)
+    }
+
+    fn resize_bilinear(&self, width: u32, height: u32) -> Self {
+        resize_grey(self, width, height)
+    }
+
+    fn pyramid_down_2(&self) -> Self {
+        let row_len = self.width() as usize;
+        let pixels = self.as_raw();
+        pyramid_down_2(self.width() as usize, self.height() as usize, |y| {
+            &pixels[y * row_len..(y + 1) * row_len]
+        })
+    }
+
+    fn to_rgb(&self) -> Cow<'_, RgbImage> {
+        let samples = self.as_raw().iter().flat_map(|&grey| [grey; 3]).collect();
+        Cow::Owned(
+            RgbImage::from_raw(self.width(), self.height(), samples)
+                .unwrap_or_else(|| RgbImage::new(0, 0)),
+        )
+    }
+}
 
 /// dlib's `pyramid_down<N>`: the downsampling ratio and the point mapping between levels.
 ///
@@ -83,51 +162,49 @@ impl PyramidDown {
         (shrink(width), shrink(height))
     }
 
-    /// The next smaller level of an image (dlib's `pyramid_down<N>::operator()` for RGB
-    /// images): for `N > 3` a bilinear resize to [`Self::down_size`], for `N = 2`
-    /// [`pyramid_down_2`].
-    pub fn downsample(&self, image: &RgbImage) -> RgbImage {
+    /// The next smaller level of an image (dlib's `pyramid_down<N>::operator()`): for `N > 3`
+    /// a bilinear resize to [`Self::down_size`], for `N = 2` [`pyramid_down_2`].
+    pub fn downsample<I: PyramidImage>(&self, image: &I) -> I {
         if self.n == 2 {
-            let row_len = 3 * image.width() as usize;
-            let pixels = image.as_raw();
-            return pyramid_down_2(image.width() as usize, image.height() as usize, |y| {
-                &pixels[y * row_len..(y + 1) * row_len]
-            });
+            return image.pyramid_down_2();
         }
-        let (width, height) = self.down_size(image.width(), image.height());
-        resize_bilinear(image, width, height)
+        let (width, height) = image.dimensions();
+        let (width, height) = self.down_size(width, height);
+        image.resize_bilinear(width, height)
     }
 }
 
-/// dlib's `pyramid_down<2>` for RGB images: a separable [1 4 6 4 1] filter on every other
-/// column then every other row, in 16-bit integers, divided by 256 with truncation; the output
-/// is `(n - 3) / 2` pixels a side. `row(y)` gives row `y` of the `width` x `height` input, three
-/// bytes a pixel. Images of 8 pixels or fewer a side give an empty level.
-pub fn pyramid_down_2<'a>(
+/// dlib's `pyramid_down<2>` (the same arithmetic for RGB and grey images, per channel): a
+/// separable [1 4 6 4 1] filter on every other column then every other row, in 16-bit
+/// integers, divided by 256 with truncation; the output is `(n - 3) / 2` pixels a side.
+/// `row(y)` gives row `y` of the `width` x `height` input, `P::CHANNEL_COUNT` bytes a pixel.
+/// Images of 8 pixels or fewer a side give an empty level.
+pub fn pyramid_down_2<'a, P: Pixel<Subpixel = u8>>(
     width: usize,
     height: usize,
     row: impl Fn(usize) -> &'a [u8],
-) -> RgbImage {
+) -> ImageBuffer<P, Vec<u8>> {
     if width <= 8 || height <= 8 {
-        return RgbImage::new(0, 0);
+        return ImageBuffer::new(0, 0);
     }
+    let channels = usize::from(P::CHANNEL_COUNT);
     let out_width = (width - 3) / 2;
     let out_height = (height - 3) / 2;
     // Horizontal pass on every row, keeping every other column.
-    let mut filtered = vec![0u16; height * out_width * 3];
-    for (y, out_row) in filtered.chunks_exact_mut(out_width * 3).enumerate() {
+    let mut filtered = vec![0u16; height * out_width * channels];
+    for (y, out_row) in filtered.chunks_exact_mut(out_width * channels).enumerate() {
         let row = row(y);
-        for (x, out) in out_row.chunks_exact_mut(3).enumerate() {
-            let base = 6 * x;
+        for (x, out) in out_row.chunks_exact_mut(channels).enumerate() {
+            let base = 2 * channels * x;
             for (c, value) in out.iter_mut().enumerate() {
-                let at = |k: usize| u16::from(row[base + 3 * k + c]);
+                let at = |k: usize| u16::from(row[base + channels * k + c]);
                 *value = at(0) + 4 * at(1) + 6 * at(2) + 4 * at(3) + at(4);
             }
         }
     }
     // Vertical pass on every other row.
-    let mut pixels = vec![0u8; out_height * out_width * 3];
-    let stride = out_width * 3;
+    let mut pixels = vec![0u8; out_height * out_width * channels];
+    let stride = out_width * channels;
     for (y, out_row) in pixels.chunks_exact_mut(stride).enumerate() {
         let center = 2 * y + 2;
         let row = |dy: usize| &filtered[(center + dy - 2) * stride..(center + dy - 1) * stride];
@@ -137,8 +214,8 @@ pub fn pyramid_down_2<'a>(
             *out = (sum / 256) as u8;
         }
     }
-    RgbImage::from_raw(out_width as u32, out_height as u32, pixels)
-        .unwrap_or_else(|| RgbImage::new(0, 0))
+    ImageBuffer::from_raw(out_width as u32, out_height as u32, pixels)
+        .unwrap_or_else(|| ImageBuffer::new(0, 0))
 }
 
 /// dlib's `drectangle(p1, p2)`: the smallest rectangle holding both mapped corners.
@@ -150,7 +227,7 @@ fn corners(rect: DRect, map: impl Fn((f64, f64)) -> (f64, f64)) -> DRect {
 
 /// The image enlarged `times` times with [`pyramid_up`], as dlib's detectors do for their
 /// `upsample_num_times`.
-pub fn upsample(image: &RgbImage, times: u32) -> RgbImage {
+pub fn upsample<I: PyramidImage>(image: &I, times: u32) -> I {
     (0..times).fold(image.clone(), |enlarged, _| pyramid_up(&enlarged))
 }
 
@@ -165,12 +242,13 @@ pub fn rect_from_upsampled(rect: Rect, times: u32) -> Rect {
 /// dlib's `pyramid_up(img)`: enlarges the image to the rectangle that `pyramid_down<2>` maps
 /// the image's rectangle up to, rounded to integers ((2*height + 1) x (2*width + 2) pixels),
 /// with bilinear interpolation.
-pub fn pyramid_up(image: &RgbImage) -> RgbImage {
-    if image.width() == 0 || image.height() == 0 {
-        return RgbImage::new(0, 0);
+pub fn pyramid_up<I: PyramidImage>(image: &I) -> I {
+    let (width, height) = image.dimensions();
+    if width == 0 || height == 0 {
+        return I::empty();
     }
-    let (width, height) = upsampled_size(image.dimensions(), 1);
-    resize_bilinear(image, width, height)
+    let (width, height) = upsampled_size((width, height), 1);
+    image.resize_bilinear(width, height)
 }
 
 /// The (width, height) of a `width` x `height` image after [`upsample`] `times`.
@@ -183,12 +261,6 @@ pub fn upsampled_size((width, height): (u32, u32), times: u32) -> (u32, u32) {
         let up = PyramidDown::new(2).rect_up(whole.into(), 1).round();
         ((up.right + 1) as u32, (up.bottom + 1) as u32)
     })
-}
-
-/// dlib's `resize_image(in, out, interpolate_bilinear())` for RGB images, pixel for pixel
-/// (see `kernels::resize` for the arithmetic).
-pub fn resize_bilinear(image: &RgbImage, width: u32, height: u32) -> RgbImage {
-    resize_rgb(image, width, height)
 }
 
 #[cfg(test)]

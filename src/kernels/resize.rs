@@ -1,19 +1,22 @@
-//! dlib's bilinear `resize_image` for RGB images (dlib/image_transforms/interpolation.h),
-//! pixel for pixel, with the output rows spread over rayon's threads. With AVX2 or AVX-512
+//! dlib's bilinear `resize_image` (dlib/image_transforms/interpolation.h), pixel for pixel, for
+//! RGB and for 8-bit grey images (dlib has an overload for each, and they round differently),
+//! with the output rows spread over rayon's threads. For RGB images, with AVX2 or AVX-512
 //! (with VBMI) a row's output bytes (channels) are computed 16 at a time, by one body written
 //! over [`Lanes`](super::lanes::Lanes), their source bytes picked by byte shuffles (`vpshufb`,
 //! or `vpermb`) from precomputed per-column tables; with SSE4.1 each pixel's three channels
-//! form one vector.
+//! form one vector. Grey images are resized by portable code only: they come only from
+//! Python callers that load photos with `mode='L'`.
 //!
 //! Rows are stepped in double precision. Columns are processed in groups of four with
 //! single-precision positions that are advanced by `4 * x_scale` each group; every channel is
 //! blended in single precision (`tl * w_tl + tr * w_tr + bl * w_bl + br * w_br`, each weight a
-//! product of a row and a column weight, summed left to right) and truncated. The last
-//! columns, where the right neighbour of the fourth lane would leave the image, are blended
-//! in double precision and truncated. The row positions are accumulated serially first, so
-//! that every thread sees the values a serial pass would.
+//! product of a row and a column weight, summed left to right), then truncated (RGB) or
+//! rounded half up (grey). The last columns, where the right neighbour of the fourth lane
+//! would leave the image, are blended in double precision (RGB) or in single precision within
+//! each row and double precision between them (grey), and truncated. The row positions are
+//! accumulated serially first, so that every thread sees the values a serial pass would.
 
-use image::RgbImage;
+use image::{GrayImage, RgbImage};
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
@@ -103,6 +106,39 @@ impl Chunks {
     }
 }
 
+/// The source positions of a resize of an `in_w` x `in_h` image to `out_w` x `out_h`: its
+/// columns and each output row's source row position.
+struct Positions {
+    columns: Columns,
+    rows: Vec<f64>,
+}
+
+impl Positions {
+    fn new((in_w, in_h): (usize, usize), (out_w, out_h): (usize, usize)) -> Self {
+        let x_scale = (in_w - 1) as f64 / (out_w.max(2) - 1) as f64;
+        let y_scale = (in_h - 1) as f64 / (out_h.max(2) - 1) as f64;
+        let rows = (0..out_h)
+            .scan(-y_scale, |y, _| {
+                *y += y_scale;
+                Some(*y)
+            })
+            .collect();
+        Self {
+            columns: Columns::new(in_w, out_w, x_scale),
+            rows,
+        }
+    }
+}
+
+/// The top and bottom source rows of output row position `y`, `row_len` bytes each, and the
+/// vertical fraction.
+fn source_rows(src: &[u8], row_len: usize, in_h: usize, y: f64) -> ((&[u8], &[u8]), f64) {
+    let top = y.floor() as usize;
+    let bottom = (top + 1).min(in_h - 1);
+    let row = |r: usize| &src[r * row_len..(r + 1) * row_len];
+    ((row(top), row(bottom)), y - top as f64)
+}
+
 /// dlib's `resize_image(in, out, interpolate_bilinear())` of an RGB image to `width` x
 /// `height`.
 pub fn resize_rgb(image: &RgbImage, width: u32, height: u32) -> RgbImage {
@@ -111,31 +147,62 @@ pub fn resize_rgb(image: &RgbImage, width: u32, height: u32) -> RgbImage {
         return out;
     }
     let (in_w, in_h) = (image.width() as usize, image.height() as usize);
-    let (out_w, out_h) = (width as usize, height as usize);
-    let x_scale = (in_w - 1) as f64 / (out_w.max(2) - 1) as f64;
-    let y_scale = (in_h - 1) as f64 / (out_h.max(2) - 1) as f64;
-    let columns = Columns::new(in_w, out_w, x_scale);
-    let chunks = Chunks::new(&columns.lanes, in_w);
-    let rows: Vec<f64> = (0..out_h)
-        .scan(-y_scale, |y, _| {
-            *y += y_scale;
-            Some(*y)
-        })
-        .collect();
+    let out_w = width as usize;
+    let positions = Positions::new((in_w, in_h), (out_w, height as usize));
+    let chunks = Chunks::new(&positions.columns.lanes, in_w);
     let src = image.as_raw();
     let dst: &mut [u8] = &mut out;
     dst.par_chunks_exact_mut(out_w * 3)
-        .zip(rows)
+        .zip(positions.rows)
         .for_each(|(row_out, y)| {
-            let top = y.floor() as usize;
-            let bottom = (top + 1).min(in_h - 1);
-            let rows = (
-                &src[top * in_w * 3..(top + 1) * in_w * 3],
-                &src[bottom * in_w * 3..(bottom + 1) * in_w * 3],
-            );
-            resize_row(&columns, &chunks, rows, y - top as f64, row_out);
+            let (rows, tb_frac) = source_rows(src, in_w * 3, in_h, y);
+            resize_row(&positions.columns, &chunks, rows, tb_frac, row_out);
         });
     out
+}
+
+/// dlib's `resize_image(in, out, interpolate_bilinear())` of an 8-bit grey image to `width` x
+/// `height`: the positions of [`resize_rgb`], with the grey overload's rounding.
+pub fn resize_grey(image: &GrayImage, width: u32, height: u32) -> GrayImage {
+    let mut out = GrayImage::new(width, height);
+    if width == 0 || height == 0 || image.width() == 0 || image.height() == 0 {
+        return out;
+    }
+    let (in_w, in_h) = (image.width() as usize, image.height() as usize);
+    let out_w = width as usize;
+    let positions = Positions::new((in_w, in_h), (out_w, height as usize));
+    let src = image.as_raw();
+    let dst: &mut [u8] = &mut out;
+    dst.par_chunks_exact_mut(out_w)
+        .zip(positions.rows)
+        .for_each(|(row_out, y)| {
+            let (rows, tb_frac) = source_rows(src, in_w, in_h, y);
+            resize_grey_row(&positions.columns, rows, tb_frac, row_out);
+        });
+    out
+}
+
+/// One output row of a grey image from its top and bottom source rows. The four-lane part
+/// rounds half up (`value + 0.5`, truncated); the last columns blend each row in single
+/// precision, weigh the two rows in double precision, and truncate the single-precision result.
+fn resize_grey_row(columns: &Columns, (top, bottom): (&[u8], &[u8]), tb_frac: f64, out: &mut [u8]) {
+    let (lane_out, tail_out) = out.split_at_mut(columns.lanes.len());
+    let (inv_tb, tb) = ((1.0 - tb_frac) as f32, tb_frac as f32);
+    for (value, &(left, lr)) in lane_out.iter_mut().zip(&columns.lanes) {
+        let inv_lr = 1.0 - lr;
+        let blended = inv_tb * inv_lr * f32::from(top[left])
+            + inv_tb * lr * f32::from(top[left + 1])
+            + tb * inv_lr * f32::from(bottom[left])
+            + tb * lr * f32::from(bottom[left + 1]);
+        *value = (f64::from(blended) + 0.5) as u8;
+    }
+    for (value, &(left, right, lr)) in tail_out.iter_mut().zip(&columns.tail) {
+        let lr = lr as f32;
+        let across = |row: &[u8]| (1.0 - lr) * f32::from(row[left]) + lr * f32::from(row[right]);
+        let blended =
+            (1.0 - tb_frac) * f64::from(across(top)) + tb_frac * f64::from(across(bottom));
+        *value = blended as f32 as u8;
+    }
 }
 
 /// One output row from its top and bottom source rows.

@@ -125,6 +125,11 @@ impl FacePipeline {
             .max(ENCODE_BYTES)
     }
 
+    /// The HOG detector, for images other than RGB ones (see [`crate::detect::hog`]).
+    pub fn hog(&self) -> &HogDetector {
+        &self.hog
+    }
+
     /// The CNN detector, for running its halves separately (see [`crate::detect::cnn`]).
     pub fn cnn(&self) -> &CnnFaceDetector {
         &self.cnn

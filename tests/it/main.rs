@@ -16,6 +16,7 @@ mod cnn;
 mod decode;
 mod device_batch;
 mod embedder;
+mod grey;
 mod hog;
 mod kernels;
 mod landmarks;
