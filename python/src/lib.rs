@@ -10,12 +10,13 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use candle_core::Device;
 use concrexit_facedetection::convert::cache;
 use concrexit_facedetection::error::{Error, Result};
 use concrexit_facedetection::face::alignment::face_chips;
+use concrexit_facedetection::face::jitter::DlibRand;
 use concrexit_facedetection::face::landmarks::ShapePredictor;
 use concrexit_facedetection::geometry::{Point, Rect};
 use concrexit_facedetection::pipeline::{Detector, EncodeOptions, FacePipeline};
@@ -119,6 +120,9 @@ struct Models {
     /// dlib's `shape_predictor_68_face_landmarks.dat`, if known.
     dat_68: Option<PathBuf>,
     shape_predictor_68: OnceLock<ShapePredictor<68>>,
+    /// The face encoder's random generator for jitters, kept between calls as dlib's encoder
+    /// keeps it, so that a process's calls jitter as face_recognition's do.
+    jitter_rng: Mutex<DlibRand>,
 }
 
 impl Models {
@@ -154,6 +158,7 @@ impl Models {
                 pipeline: FacePipeline::load(&weights, &Device::Cpu)?,
                 dat_68,
                 shape_predictor_68: OnceLock::new(),
+                jitter_rng: Mutex::new(DlibRand::new()),
             })
         })
     }
@@ -253,7 +258,8 @@ impl Models {
     }
 
     /// The 128 numbers of the face in each rectangle (aligned on its 5 landmarks with `small`,
-    /// else on its 68), each the mean over `jitters` jittered chips when `jitters` > 1.
+    /// else on its 68), each the mean over `jitters` jittered chips when `jitters` > 1, drawn from the
+    /// encoder's generator in dlib's order.
     fn encodings(
         &self,
         py: Python<'_>,
@@ -281,7 +287,13 @@ impl Models {
                     &self.shape_predictor_68()?.predict_batch(&image, &rects),
                 )
             };
-            let encodings = self.pipeline.embed_chips_jittered(&chips, jitters)?;
+            let mut rng = self
+                .jitter_rng
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let encodings = self
+                .pipeline
+                .embed_chips_jittered(&chips, jitters, &mut rng)?;
             Ok(encodings.iter().map(|encoding| encoding.to_vec()).collect())
         })
     }

@@ -7,6 +7,8 @@ Run against an installed wheel: ``pytest python/tests``.
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -178,12 +180,26 @@ def test_known_face_locations():
     assert api.face_encodings(img, []) == []
 
 
-def test_jitters_average_encodings():
-    img = image("obama")
-    plain = api.face_encodings(img)[0]
-    jittered = api.face_encodings(img, num_jitters=3)[0]
-    assert 0 < np.linalg.norm(plain - jittered) < 0.2
-    assert np.array_equal(jittered, api.face_encodings(img, num_jitters=3)[0])
+def test_jitters_are_face_recognitions():
+    # dlib's encoder keeps its random generator between calls, so a fresh process's first two
+    # calls are fixed: tests/fixtures/pkg/make_jitters.py recorded face_recognition's.
+    with open(os.path.join(FIXTURES, "orig", "obama", "jitters.json")) as f:
+        expected = json.load(f)["calls"]
+    script = (
+        "import json, sys, facedetect\n"
+        "img = facedetect.load_image_file(sys.argv[1])\n"
+        "print(json.dumps([[e.tolist() for e in facedetect.face_encodings(img, num_jitters=n)]"
+        " for n in map(int, sys.argv[2:])]))\n"
+    )
+    calls = [str(call["num_jitters"]) for call in expected]
+    out = subprocess.run([sys.executable, "-c", script, FILES["obama"], *calls],
+                         check=True, capture_output=True, text=True).stdout
+    for ours, call in zip(json.loads(out), expected):
+        assert len(ours) == len(call["encodings"])
+        for a, b in zip(ours, call["encodings"]):
+            assert np.abs(np.array(a) - np.array(b)).max() < 1e-5, call["num_jitters"]
+    plain = api.face_encodings(image("obama"))[0]
+    assert 0 < np.linalg.norm(plain - np.array(json.loads(out)[0][0])) < 0.2
 
 
 def test_grey_images():

@@ -12,6 +12,7 @@ use super::{EncodeOptions, Face, FacePipeline};
 use crate::decode::{DecodeLimits, open_image};
 use crate::error::{Error, Result};
 use crate::face::Encoding;
+use crate::face::jitter::DlibRand;
 use crate::geometry::Rect;
 
 /// What to do with each photo.
@@ -103,7 +104,11 @@ fn encode_image(
         FileTask::Detect(options) => pipeline.encode(image, options)?,
         FileTask::At { rects, jitters } => pipeline.encode_at_jittered(image, rects, *jitters)?,
         FileTask::Aligned { jitters } => {
-            let encodings = pipeline.embed_chips_jittered(std::slice::from_ref(image), *jitters)?;
+            let encodings = pipeline.embed_chips_jittered(
+                std::slice::from_ref(image),
+                *jitters,
+                &mut DlibRand::new(),
+            )?;
             return Ok(ImageFaces {
                 faces: encodings
                     .into_iter()

@@ -8,8 +8,6 @@ use std::sync::Arc;
 
 use candle_core::Device;
 use image::RgbImage;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use serde::Serialize;
 
 use super::{Detector, EncodeOptions, FaceEncoder};
@@ -19,7 +17,7 @@ use crate::detect::hog::HogDetector;
 use crate::error::Result;
 use crate::face::alignment::face_chips;
 use crate::face::embedder::FaceEmbedder;
-use crate::face::jitter::jitter_chip;
+use crate::face::jitter::{DlibRand, jitter_chip};
 use crate::face::landmarks::{Landmarks, ShapePredictor};
 use crate::face::{ENCODING_LEN, Encoding};
 use crate::geometry::Rect;
@@ -39,9 +37,6 @@ pub const CNN_BYTES_PER_UPSAMPLED_PIXEL: u64 = 230;
 /// Memory the shape predictor, the chips and the embedder take for one batch of
 /// [`EMBED_BATCH`](crate::face::embedder::EMBED_BATCH) faces, whatever the photo's size, rounded up.
 pub const ENCODE_BYTES: u64 = 160 * 1024 * 1024;
-
-/// The seed of the jitter generator.
-const JITTER_SEED: u64 = 0x5eed_f00d;
 
 /// One face found in a photo.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -182,36 +177,35 @@ impl FacePipeline {
 
     fn encode_jittered(&self, image: &RgbImage, rects: &[Rect], jitters: u32) -> Result<Vec<Face>> {
         let (landmarks, chips) = self.align(image, rects);
-        let encodings = self.embed_chips_jittered(&chips, jitters)?;
+        let encodings = self.embed_chips_jittered(&chips, jitters, &mut DlibRand::new())?;
         Ok(Face::at(rects, landmarks, encodings))
     }
 
     /// Encodes already aligned 150x150 face chips, each the mean of `jitters` jittered copies
-    /// (0 and 1: the chip itself).
-    pub fn embed_chips_jittered(&self, chips: &[RgbImage], jitters: u32) -> Result<Vec<Encoding>> {
+    /// (0 and 1: the chip itself), drawn from `rng` in dlib's order. The pipeline's own calls
+    /// start from a fresh generator, so the same photo always gives the same encodings: those
+    /// of face_recognition's first `face_encodings` call in a process.
+    pub fn embed_chips_jittered(
+        &self,
+        chips: &[RgbImage],
+        jitters: u32,
+        rng: &mut DlibRand,
+    ) -> Result<Vec<Encoding>> {
         if jitters <= 1 {
-            self.embed_chips(chips)
-        } else {
-            self.embed_jittered(chips, jitters as usize)
+            return self.embed_chips(chips);
         }
-    }
-
-    /// The mean encoding of `jitters` jittered copies of each chip. The generator is seeded
-    /// the same way on every call, so the same photo always gives the same encodings.
-    fn embed_jittered(&self, chips: &[RgbImage], jitters: usize) -> Result<Vec<Encoding>> {
-        let mut rng = StdRng::seed_from_u64(JITTER_SEED);
         chips
             .iter()
             .map(|chip| {
-                let copies: Vec<RgbImage> =
-                    (0..jitters).map(|_| jitter_chip(chip, &mut rng)).collect();
-                let mut mean = [0f32; ENCODING_LEN];
+                let copies: Vec<RgbImage> = (0..jitters).map(|_| jitter_chip(chip, rng)).collect();
+                // dlib's `mean`: the sum in order, then one division.
+                let mut sum = [0f32; ENCODING_LEN];
                 for encoding in self.embed_chips(&copies)? {
-                    for (sum, value) in mean.iter_mut().zip(&encoding) {
-                        *sum += value / jitters as f32;
+                    for (total, value) in sum.iter_mut().zip(&encoding) {
+                        *total += value;
                     }
                 }
-                Ok(Encoding::from(mean))
+                Ok(Encoding::from(sum.map(|total| total / jitters as f32)))
             })
             .collect()
     }
@@ -260,6 +254,6 @@ impl FaceEncoder for PhotoEncoder {
     fn encode(&self, image: &RgbImage, rects: Vec<Rect>) -> Result<Vec<Encoding>> {
         let (_landmarks, chips) = self.pipeline.align(image, &rects);
         self.pipeline
-            .embed_chips_jittered(&chips, self.options.jitters)
+            .embed_chips_jittered(&chips, self.options.jitters, &mut DlibRand::new())
     }
 }

@@ -18,6 +18,7 @@ mod device_batch;
 mod embedder;
 mod grey;
 mod hog;
+mod jitter;
 mod kernels;
 mod landmarks;
 mod landmarks68;
