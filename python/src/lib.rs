@@ -120,9 +120,23 @@ struct Models {
     /// dlib's `shape_predictor_68_face_landmarks.dat`, if known.
     dat_68: Option<PathBuf>,
     shape_predictor_68: OnceLock<ShapePredictor<68>>,
-    /// The face encoder's random generator for jitters, kept between calls as dlib's encoder
-    /// keeps it, so that a process's calls jitter as face_recognition's do.
-    jitter_rng: Mutex<DlibRand>,
+}
+
+/// dlib's random generator for jitters, as each dlib face encoder holds one and keeps it
+/// between calls: a fresh one jitters as a fresh encoder does.
+#[pyclass(frozen, module = "facedetect._native")]
+struct JitterGenerator {
+    rng: Mutex<DlibRand>,
+}
+
+#[pymethods]
+impl JitterGenerator {
+    #[new]
+    fn new() -> Self {
+        Self {
+            rng: Mutex::new(DlibRand::new()),
+        }
+    }
 }
 
 impl Models {
@@ -158,7 +172,6 @@ impl Models {
                 pipeline: FacePipeline::load(&weights, &Device::Cpu)?,
                 dat_68,
                 shape_predictor_68: OnceLock::new(),
-                jitter_rng: Mutex::new(DlibRand::new()),
             })
         })
     }
@@ -258,8 +271,8 @@ impl Models {
     }
 
     /// The 128 numbers of the face in each rectangle (aligned on its 5 landmarks with `small`,
-    /// else on its 68), each the mean over `jitters` jittered chips when `jitters` > 1, drawn from the
-    /// encoder's generator in dlib's order.
+    /// else on its 68), each the mean over `jitters` jittered chips when `jitters` > 1, drawn from
+    /// `generator` in dlib's order.
     fn encodings(
         &self,
         py: Python<'_>,
@@ -267,7 +280,9 @@ impl Models {
         rects: Vec<RectTuple>,
         jitters: u32,
         small: bool,
+        generator: Bound<'_, JitterGenerator>,
     ) -> PyResult<Vec<Vec<f32>>> {
+        let generator = generator.get();
         let (data, height, width, channels) = image;
         let bytes = samples(&data, height, width, channels)?;
         native(py, || {
@@ -287,10 +302,7 @@ impl Models {
                     &self.shape_predictor_68()?.predict_batch(&image, &rects),
                 )
             };
-            let mut rng = self
-                .jitter_rng
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut rng = generator.rng.lock().unwrap_or_else(PoisonError::into_inner);
             let encodings = self
                 .pipeline
                 .embed_chips_jittered(&chips, jitters, &mut rng)?;
@@ -302,5 +314,6 @@ impl Models {
 /// The module `facedetect._native`.
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
-    module.add_class::<Models>()
+    module.add_class::<Models>()?;
+    module.add_class::<JitterGenerator>()
 }

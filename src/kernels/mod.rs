@@ -20,6 +20,7 @@
 
 pub mod conv;
 pub mod histograms;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod lanes;
 pub mod resize;
 
@@ -136,7 +137,9 @@ pub enum Isa {
 impl Isa {
     /// The instruction set the kernels use in this process: what the CPU has, capped by
     /// `FACEDETECT_CPU_KERNELS`. A kernel may use a level's instructions only when this is at
-    /// least that level, which guarantees that the CPU has them.
+    /// least that level, which guarantees that the CPU has them. (Other targets run the
+    /// portable code only.)
+    #[cfg(target_arch = "x86_64")]
     pub fn current() -> Self {
         static CURRENT: OnceLock<Isa> = OnceLock::new();
         // With `none`, or a value the models refuse when they load, the host-side loops run
@@ -148,23 +151,20 @@ impl Isa {
     }
 
     /// The widest instruction set this CPU has.
+    #[cfg(target_arch = "x86_64")]
     fn detected() -> Self {
-        #[cfg(target_arch = "x86_64")]
+        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        if avx2
+            && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
         {
-            let avx2 =
-                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-            if avx2
-                && std::is_x86_feature_detected!("avx512f")
-                && std::is_x86_feature_detected!("avx512bw")
-            {
-                return Self::Avx512;
-            }
-            if avx2 {
-                return Self::Avx2;
-            }
-            if std::is_x86_feature_detected!("sse4.1") {
-                return Self::Sse41;
-            }
+            return Self::Avx512;
+        }
+        if avx2 {
+            return Self::Avx2;
+        }
+        if std::is_x86_feature_detected!("sse4.1") {
+            return Self::Sse41;
         }
         Self::Portable
     }

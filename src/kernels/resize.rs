@@ -72,6 +72,7 @@ pub(super) struct Chunks {
     pub picks: Vec<[u8; 16]>,
     pub fractions: Vec<[f32; 16]>,
     /// Bytes per source row.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub row_len: usize,
 }
 
@@ -208,7 +209,8 @@ fn resize_grey_row(columns: &Columns, (top, bottom): (&[u8], &[u8]), tb_frac: f6
 /// One output row from its top and bottom source rows.
 fn resize_row(
     columns: &Columns,
-    chunks: &Chunks,
+    // The chunk tables serve the x86 vector kernels only.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] chunks: &Chunks,
     (top, bottom): (&[u8], &[u8]),
     tb_frac: f64,
     out: &mut [u8],
