@@ -49,11 +49,7 @@ impl PyramidImage for RgbImage {
     }
 
     fn pyramid_down_2(&self) -> Self {
-        let row_len = 3 * self.width() as usize;
-        let pixels = self.as_raw();
-        pyramid_down_2(self.width() as usize, self.height() as usize, |y| {
-            &pixels[y * row_len..(y + 1) * row_len]
-        })
+        pyramid_down_2_of(self)
     }
 
     fn to_rgb(&self) -> Cow<'_, RgbImage> {
@@ -75,11 +71,7 @@ impl PyramidImage for GrayImage {
     }
 
     fn pyramid_down_2(&self) -> Self {
-        let row_len = self.width() as usize;
-        let pixels = self.as_raw();
-        pyramid_down_2(self.width() as usize, self.height() as usize, |y| {
-            &pixels[y * row_len..(y + 1) * row_len]
-        })
+        pyramid_down_2_of(self)
     }
 
     fn to_rgb(&self) -> Cow<'_, RgbImage> {
@@ -216,6 +208,17 @@ pub fn pyramid_down_2<'a, P: Pixel<Subpixel = u8>>(
     }
     ImageBuffer::from_raw(out_width as u32, out_height as u32, pixels)
         .unwrap_or_else(|| ImageBuffer::new(0, 0))
+}
+
+/// [`pyramid_down_2`] of a whole image.
+fn pyramid_down_2_of<P: Pixel<Subpixel = u8>>(
+    image: &ImageBuffer<P, Vec<u8>>,
+) -> ImageBuffer<P, Vec<u8>> {
+    let row_len = usize::from(P::CHANNEL_COUNT) * image.width() as usize;
+    let pixels = image.as_raw();
+    pyramid_down_2(image.width() as usize, image.height() as usize, |y| {
+        &pixels[y * row_len..(y + 1) * row_len]
+    })
 }
 
 /// dlib's `drectangle(p1, p2)`: the smallest rectangle holding both mapped corners.
