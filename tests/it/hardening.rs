@@ -28,22 +28,6 @@ use concrexit_facedetection::shutdown::{Shutdown, ShutdownTrigger};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde_json::{Value, json};
 
-fn assert_failed(report: &InvocationReport, index: usize, stage: Stage, needle: &str) {
-    match &report.sources[index].outcome {
-        Outcome::Failed {
-            stage: s, error, ..
-        } => {
-            let error = Report(&**error).to_string();
-            assert_eq!(*s, stage, "source {index}: {error}");
-            assert!(
-                error.contains(needle),
-                "source {index}: {error:?} lacks {needle:?}"
-            );
-        }
-        other => panic!("source {index}: expected a failure, got {other:?}"),
-    }
-}
-
 fn assert_posted(report: &InvocationReport, index: usize) {
     assert!(
         matches!(report.sources[index].outcome, Outcome::Posted { .. }),

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use crate::service_support::*;
 use concrexit_facedetection::decode::{DecodeLimits, decode_image};
-use concrexit_facedetection::error::Report;
 use concrexit_facedetection::service::lambda::{self, FunctionError};
 use concrexit_facedetection::service::{
     InvocationReport, Outcome, Payload, ServiceConfig, Stage, serve,
@@ -17,22 +16,6 @@ use serde_json::{Value, json};
 
 fn outcome_of(report: &InvocationReport, index: usize) -> &Outcome {
     &report.sources[index].outcome
-}
-
-fn assert_failed(report: &InvocationReport, index: usize, stage: Stage, needle: &str) {
-    match outcome_of(report, index) {
-        Outcome::Failed {
-            stage: s, error, ..
-        } => {
-            let error = Report(&**error).to_string();
-            assert_eq!(*s, stage, "source {index}: {error}");
-            assert!(
-                error.contains(needle),
-                "source {index}: {error:?} lacks {needle:?}"
-            );
-        }
-        other => panic!("source {index}: expected a failure, got {other:?}"),
-    }
 }
 
 #[tokio::test]

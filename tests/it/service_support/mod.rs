@@ -9,21 +9,40 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router};
+use concrexit_facedetection::error::Report;
 use concrexit_facedetection::face::Encoding;
 use concrexit_facedetection::pipeline::FaceEncoder;
 use concrexit_facedetection::service::{
-    Destinations, HttpConfig, RetryPolicy, Service, ServiceConfig,
+    Destinations, HttpConfig, InvocationReport, Outcome, RetryPolicy, Service, ServiceConfig, Stage,
 };
 use image::{ImageFormat, RgbImage};
 use serde_json::{Value, json};
 
 pub mod runtime_api;
+
+/// Asserts that source `index` of `report` failed at `stage` with an error (its whole chain)
+/// that contains `needle`.
+pub fn assert_failed(report: &InvocationReport, index: usize, stage: Stage, needle: &str) {
+    match &report.sources[index].outcome {
+        Outcome::Failed {
+            stage: s, error, ..
+        } => {
+            let error = Report(&**error).to_string();
+            assert_eq!(*s, stage, "source {index}: {error}");
+            assert!(
+                error.contains(needle),
+                "source {index}: {error:?} lacks {needle:?}"
+            );
+        }
+        other => panic!("source {index}: expected a failure, got {other:?}"),
+    }
+}
 
 /// Serves `router` on a loopback port for the rest of the test.
 pub async fn spawn_server(router: Router) -> SocketAddr {
@@ -249,8 +268,6 @@ fn refuse(receiver: &Receiver, why: String) -> Response {
     receiver.refused.lock().unwrap().push(why.clone());
     (StatusCode::BAD_REQUEST, Json(json!({"encodings": [why]}))).into_response()
 }
-
-use axum::Json;
 
 async fn receive(
     State(receiver): State<Arc<Receiver>>,
