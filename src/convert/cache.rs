@@ -8,17 +8,18 @@
 //!
 //! The cache directory is the caller's, or by default ([`default_cache_dir`])
 //! `$XDG_CACHE_HOME/concrexit-facedetection`, else `~/.cache/concrexit-facedetection`. A cached
-//! file is named after the `.dat` file's name, size and modification time (and the converter's
-//! layout version), so that a replaced model file is converted again. It is written to a
-//! temporary file in the same directory and renamed into place, so that a concurrent reader
-//! never sees a partial file and concurrent writers leave one complete file.
+//! file is named after the `.dat` file's name, size and CRC-32 of its contents (and the
+//! converter's layout version): a replaced model file is converted again, and the copies of one
+//! model in several virtual environments (each installed at its own time) share one converted
+//! file. It is written to a temporary file in the same directory and renamed into place, so
+//! that a concurrent reader never sees a partial file and concurrent writers leave one complete
+//! file.
 //!
 //! [`shape_predictor()`] loads a predictor this way, [`shape_predictor_uncached`] straight from
 //! the `.dat`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -78,11 +79,19 @@ pub fn default_cache_dir() -> Result<PathBuf> {
 /// Reads dlib's serialized `shape_predictor` at `dat` (of any number of parts) into the
 /// converter's tensors.
 pub fn read_shape_predictor(dat: &Path) -> Result<HashMap<String, Tensor>> {
-    let bytes = std::fs::read(dat).map_err(|source| Error::Io {
-        path: dat.to_path_buf(),
+    parse_shape_predictor(&read(dat)?, dat)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
         source,
-    })?;
-    let mut reader = DlibReader::new(&bytes);
+    })
+}
+
+/// The converter's tensors of the shape predictor serialized in `bytes`, read from `dat`.
+fn parse_shape_predictor(bytes: &[u8], dat: &Path) -> Result<HashMap<String, Tensor>> {
+    let mut reader = DlibReader::new(bytes);
     shape_predictor::read(&mut reader)
         .and_then(|tensors| {
             if reader.is_at_end() {
@@ -100,15 +109,7 @@ pub fn read_shape_predictor(dat: &Path) -> Result<HashMap<String, Tensor>> {
 /// The converted safetensors of the shape predictor at `dat` in `cache_dir` (by default
 /// [`default_cache_dir`]), converting it first when it is not there yet.
 pub fn cached_shape_predictor(dat: &Path, cache_dir: Option<&Path>) -> Result<PathBuf> {
-    let metadata = std::fs::metadata(dat).map_err(|source| Error::Io {
-        path: dat.to_path_buf(),
-        source,
-    })?;
-    let modified = metadata
-        .modified()
-        .ok()
-        .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |since| since.as_nanos());
+    let bytes = read(dat)?;
     let stem = dat
         .file_stem()
         .map_or_else(|| "model".into(), |stem| stem.to_string_lossy());
@@ -117,14 +118,15 @@ pub fn cached_shape_predictor(dat: &Path, cache_dir: Option<&Path>) -> Result<Pa
         None => default_cache_dir()?,
     };
     let path = dir.join(format!(
-        "{stem}.{}.{modified}.v{LAYOUT_VERSION}.safetensors",
-        metadata.len()
+        "{stem}.{}.{:08x}.v{LAYOUT_VERSION}.safetensors",
+        bytes.len(),
+        crc32fast::hash(&bytes)
     ));
     if path.is_file() {
         return Ok(path);
     }
 
-    let tensors = read_shape_predictor(dat)?;
+    let tensors = parse_shape_predictor(&bytes, dat)?;
     std::fs::create_dir_all(&dir).map_err(|source| Error::WriteFile {
         path: dir.clone(),
         source,

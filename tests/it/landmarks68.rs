@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 use candle_core::Device;
 use concrexit_facedetection::convert::cache::{self, cached_shape_predictor};
 use concrexit_facedetection::convert::convert_bytes;
+use concrexit_facedetection::error::Error;
 use concrexit_facedetection::face::alignment::face_chip;
 use concrexit_facedetection::face::embedder::FaceEmbedder;
 use concrexit_facedetection::face::landmarks::{Landmarks, ShapePredictor};
@@ -225,6 +226,54 @@ fn converter_reads_the_68_point_model() {
     assert_eq!(tensors["cascade.0.split_threshold"].dims(), &[500, 15]);
     assert!(tensors.contains_key("cascade.14.deltas"));
     assert!(!tensors.contains_key("cascade.15.deltas"));
+}
+
+#[test]
+fn copies_of_one_model_installed_at_different_times_share_one_converted_file() {
+    let Some(dat) = common::dlib_model_file(MODEL) else {
+        return;
+    };
+    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("landmarks68-shared-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let cache = work.join("cache");
+    // The model as two virtual environments hold it: the same file, installed a day apart.
+    let day = std::time::Duration::from_secs(24 * 3600);
+    let mut converted = Vec::new();
+    for (venv, installed) in [("a", day), ("b", 2 * day)] {
+        let copy = work.join(venv).join(MODEL);
+        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+        std::fs::copy(&dat, &copy).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&copy)
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + installed)
+            .unwrap();
+        converted.push(cached_shape_predictor(&copy, Some(&cache)).expect("converted"));
+    }
+    assert_eq!(converted[0], converted[1]);
+    let files: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+
+    // A file of the same name, size and modification time but other contents is not taken
+    // for the model: its last byte changed, it is parsed again (and converted, or refused).
+    let changed = work.join("c").join(MODEL);
+    std::fs::create_dir_all(changed.parent().unwrap()).unwrap();
+    let mut bytes = std::fs::read(&dat).unwrap();
+    *bytes.last_mut().unwrap() ^= 1;
+    std::fs::write(&changed, &bytes).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&changed)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + day)
+        .unwrap();
+    match cached_shape_predictor(&changed, Some(&cache)) {
+        Ok(path) => assert_ne!(path, converted[0]),
+        Err(error) => assert!(matches!(error, Error::Format { .. }), "{error:?}"),
+    }
+    std::fs::remove_dir_all(&work).unwrap();
 }
 
 #[test]
