@@ -237,38 +237,35 @@ fn copies_of_one_model_installed_at_different_times_share_one_converted_file() {
         .join(format!("landmarks68-shared-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let cache = work.join("cache");
-    // The model as two virtual environments hold it: the same file, installed a day apart.
-    let day = std::time::Duration::from_secs(24 * 3600);
-    let mut converted = Vec::new();
-    for (venv, installed) in [("a", day), ("b", 2 * day)] {
-        let copy = work.join(venv).join(MODEL);
-        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
-        std::fs::copy(&dat, &copy).unwrap();
+    // `bytes` as a model file in `venv`, installed `days` after the epoch.
+    let install = |venv: &str, bytes: &[u8], days: u64| {
+        let path = work.join(venv).join(MODEL);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
         std::fs::File::options()
             .write(true)
-            .open(&copy)
+            .open(&path)
             .unwrap()
-            .set_modified(std::time::UNIX_EPOCH + installed)
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(days * 86_400))
             .unwrap();
-        converted.push(cached_shape_predictor(&copy, Some(&cache)).expect("converted"));
-    }
+        path
+    };
+    // The model as two virtual environments hold it: the same file, installed a day apart.
+    let mut bytes = std::fs::read(&dat).unwrap();
+    let converted: Vec<PathBuf> = [("a", 1), ("b", 2)]
+        .into_iter()
+        .map(|(venv, days)| {
+            cached_shape_predictor(&install(venv, &bytes, days), Some(&cache)).expect("converted")
+        })
+        .collect();
     assert_eq!(converted[0], converted[1]);
     let files: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().collect();
     assert_eq!(files.len(), 1, "{files:?}");
 
     // A file of the same name, size and modification time but other contents is not taken
     // for the model: its last byte changed, it is parsed again (and converted, or refused).
-    let changed = work.join("c").join(MODEL);
-    std::fs::create_dir_all(changed.parent().unwrap()).unwrap();
-    let mut bytes = std::fs::read(&dat).unwrap();
     *bytes.last_mut().unwrap() ^= 1;
-    std::fs::write(&changed, &bytes).unwrap();
-    std::fs::File::options()
-        .write(true)
-        .open(&changed)
-        .unwrap()
-        .set_modified(std::time::UNIX_EPOCH + day)
-        .unwrap();
+    let changed = install("c", &bytes, 1);
     match cached_shape_predictor(&changed, Some(&cache)) {
         Ok(path) => assert_ne!(path, converted[0]),
         Err(error) => assert!(matches!(error, Error::Format { .. }), "{error:?}"),
