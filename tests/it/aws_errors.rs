@@ -152,44 +152,13 @@ fn missing_credentials_and_region_say_what_to_set() {
     let _ = std::fs::remove_file(payloads);
 }
 
-/// What SQS answers is given by its code and message. Needs moto's server (as the backfill
-/// tests: `FACEDETECT_MOTO_SERVER` or `moto_server` on PATH; skipped without, unless
-/// `FACEDETECT_REQUIRE_MOTO` is set).
+/// What SQS answers is given by its code and message. Needs moto's server (`common::moto`).
 #[test]
 fn enqueue_gives_sqs_answers_by_their_code() {
-    let program = std::env::var_os("FACEDETECT_MOTO_SERVER")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-                .map(|dir| dir.join("moto_server"))
-                .find(|candidate| candidate.is_file())
-        });
-    let Some(program) = program else {
-        assert!(
-            std::env::var_os("FACEDETECT_REQUIRE_MOTO").is_none(),
-            "moto_server not found"
-        );
-        eprintln!("skipped: moto_server not found (pip install 'moto[server]')");
+    let Some(moto) = common::moto::MotoServer::start() else {
         return;
     };
-    let port = closed_port();
-    let _moto = common::KillOnDrop(
-        Command::new(program)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(60),
-            "moto_server did not listen"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let endpoint = &moto.endpoint;
     let payloads = payload_file();
     let stderr = one_line_failure(
         facedetect(&[
@@ -198,7 +167,7 @@ fn enqueue_gives_sqs_answers_by_their_code() {
             "--queue-url",
             &format!("{endpoint}/000000000000/no-such-queue"),
         ])
-        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "eu-west-1"),

@@ -3,14 +3,11 @@
 //! real models, a photo host and a callback receiver that validates bodies as concrexit does.
 //!
 //! moto's server is `moto_server` on PATH or the program in `FACEDETECT_MOTO_SERVER`
-//! (`pip install 'moto[server]'`; .ci/run installs it). Without it these tests are skipped,
-//! unless `FACEDETECT_REQUIRE_MOTO` is set (CI), when its absence fails them.
+//! (`pip install 'moto[server]'`; .ci/run installs it): see `common::moto`.
 
 use crate::common;
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,41 +17,10 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
 
-/// A moto server of our own on a free loopback port, and an SQS client for it.
+/// A moto server of our own, and an SQS client for it.
 struct Moto {
-    _server: common::KillOnDrop,
-    endpoint: String,
+    server: common::moto::MotoServer,
     client: Client,
-}
-
-fn moto_program() -> Option<PathBuf> {
-    let program = std::env::var_os("FACEDETECT_MOTO_SERVER")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("PATH").and_then(|path| {
-                std::env::split_paths(&path)
-                    .map(|dir| dir.join("moto_server"))
-                    .find(|candidate| candidate.is_file())
-            })
-        });
-    if program.is_none() {
-        assert!(
-            std::env::var_os("FACEDETECT_REQUIRE_MOTO").is_none(),
-            "moto_server not found: pip install 'moto[server]' or set FACEDETECT_MOTO_SERVER"
-        );
-        eprintln!(
-            "skipped: moto_server not found (pip install 'moto[server]', or set FACEDETECT_MOTO_SERVER)"
-        );
-    }
-    program
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The AWS settings of the tests and of the processes they start: dummy credentials and a
@@ -79,27 +45,11 @@ fn aws_env(command: &mut Command, endpoint: &str) {
 
 impl Moto {
     async fn start() -> Option<Self> {
-        let program = moto_program()?;
-        let port = free_port();
-        let server = common::KillOnDrop(
-            Command::new(program)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("moto_server starts"),
-        );
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "moto_server did not listen"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let endpoint = format!("http://127.0.0.1:{port}");
+        let server = tokio::task::spawn_blocking(common::moto::MotoServer::start)
+            .await
+            .unwrap()?;
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(&endpoint)
+            .endpoint_url(&server.endpoint)
             .region(aws_config::Region::new("eu-west-1"))
             .credentials_provider(aws_sdk_sqs::config::Credentials::new(
                 "testing", "testing", None, None, "tests",
@@ -107,8 +57,7 @@ impl Moto {
             .load()
             .await;
         Some(Self {
-            _server: server,
-            endpoint,
+            server,
             client: Client::new(&config),
         })
     }
@@ -210,7 +159,7 @@ impl Moto {
 fn facedetect(moto: &Moto) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_facedetect"));
     command.env("FACEDETECT_WEIGHTS", common::weights_dir());
-    aws_env(&mut command, &moto.endpoint);
+    aws_env(&mut command, &moto.server.endpoint);
     command
 }
 

@@ -5,6 +5,8 @@
 //! project's shared reference data is present beside the repository (`../shared/reference`),
 //! every case there is used instead, so CI checks all of them.
 
+pub mod moto;
+
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
