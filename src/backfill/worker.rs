@@ -182,7 +182,12 @@ pub async fn run<E: FaceEncoder>(
         )));
     }
     // Whole seconds, at least one (a zero wait would poll an empty queue without pause).
-    let wait_time = Duration::from_secs(config.shutdown_grace.as_secs().clamp(1, WAIT_TIME.as_secs()));
+    let wait_time = Duration::from_secs(
+        config
+            .shutdown_grace
+            .as_secs()
+            .clamp(1, WAIT_TIME.as_secs()),
+    );
     tracing::info!(
         queue_url = %config.queue_url,
         visibility_timeout_s = visibility.as_secs(),
@@ -427,7 +432,12 @@ impl<E: FaceEncoder> Context<E> {
     }
 
     /// Works on one message from receipt to deletion or release.
-    async fn handle(self: Arc<Self>, message: Message, order: u64, received: Instant) -> MessageEnd {
+    async fn handle(
+        self: Arc<Self>,
+        message: Message,
+        order: u64,
+        received: Instant,
+    ) -> MessageEnd {
         let started = Instant::now();
         let id = message.message_id.clone().unwrap_or_default();
         let receives: u32 = message
@@ -477,7 +487,12 @@ impl<E: FaceEncoder> Context<E> {
         end
     }
 
-    async fn process(&self, message: Received<'_>, payload: &Payload, started: Instant) -> MessageEnd {
+    async fn process(
+        &self,
+        message: Received<'_>,
+        payload: &Payload,
+        started: Instant,
+    ) -> MessageEnd {
         let Received {
             id,
             receipt,
@@ -487,7 +502,10 @@ impl<E: FaceEncoder> Context<E> {
         } = message;
         let span = tracing::info_span!("message", message_id = %id);
         let observe = |_: &SourceReport| self.progress(order);
-        let work = self.service.run_observed(payload, &observe).instrument(span);
+        let work = self
+            .service
+            .run_observed(payload, &observe)
+            .instrument(span);
         let report = tokio::select! {
             report = work => report,
             never = self.keep_invisible(id, receipt, received) => match never {},

@@ -736,9 +736,7 @@ async fn sigterm_during_a_receive_releases_what_it_brings() {
     assert_eq!(receiver.attempts("photo", 1), 0);
     assert_eq!(worker.lines("worker stopped")[0]["released"], 1);
     assert_eq!(
-        worker
-            .lines("message received at shutdown: released")
-            .len(),
+        worker.lines("message received at shutdown: released").len(),
         1
     );
 }
@@ -781,7 +779,11 @@ async fn each_copy_of_a_redelivered_message_is_released() {
     let mut released = worker.lines("message released at shutdown");
     released.extend(worker.lines("message received at shutdown: released"));
     assert_eq!(released.len(), copies.len(), "{}", worker.all_logs());
-    assert!(released.iter().all(|line| line["message_id"] == copies[0].as_str()));
+    assert!(
+        released
+            .iter()
+            .all(|line| line["message_id"] == copies[0].as_str())
+    );
     assert_eq!(worker.lines("worker stopped")[0]["released"], copies.len());
     assert_eq!(visible, vec![body]);
     assert_eq!(receiver.attempts("photo", 1), 0);
@@ -804,9 +806,12 @@ async fn a_message_without_progress_is_released() {
 
     let stall = Duration::from_secs(3);
     let worker = Worker::start(&moto, &queue, &["--stall-timeout", "3"]);
-    wait_for(MINUTE, "the message in the dead-letter queue", &worker, async || {
-        moto.counts(&dlq).await.0 == 1
-    })
+    wait_for(
+        MINUTE,
+        "the message in the dead-letter queue",
+        &worker,
+        async || moto.counts(&dlq).await.0 == 1,
+    )
     .await;
     let released = worker.lines("message made no progress: released");
     assert_eq!(released.len(), 2, "{}", worker.all_logs());
@@ -814,7 +819,10 @@ async fn a_message_without_progress_is_released() {
         assert_eq!(line["receive_count"], receives, "{line}");
         let held = Duration::from_secs_f64(line["total_ms"].as_f64().unwrap() / 1000.0);
         println!("released after {held:?} without progress (bound {stall:?})");
-        assert!(held >= stall && held < stall + Duration::from_secs(2), "{line}");
+        assert!(
+            held >= stall && held < stall + Duration::from_secs(2),
+            "{line}"
+        );
     }
     assert_eq!(moto.drain(&dlq).await, vec![body]);
     assert_eq!(receiver.attempts("photo", 1), 0);

@@ -280,12 +280,15 @@ async fn read_message(
 
 /// A header's value in an HTTP message head.
 fn header(head: &[u8], name: &str) -> Option<String> {
-    String::from_utf8_lossy(head).lines().skip(1).find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        key.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| value.trim().to_string())
-    })
+    String::from_utf8_lossy(head)
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_string())
+        })
 }
 
 /// The message ids in a ReceiveMessage answer (AWS JSON protocol); none in any other body.
