@@ -20,7 +20,7 @@ use concrexit_facedetection::pipeline::{
 use concrexit_facedetection::service::batch::BatchInput;
 use concrexit_facedetection::service::serve::{self, ServeOptions};
 use concrexit_facedetection::service::{self, Destinations, Service, ServiceConfig};
-use concrexit_facedetection::shutdown::Shutdown;
+use concrexit_facedetection::shutdown::Signals;
 use concrexit_facedetection::weights::{Model, WEIGHTS_ENV, WeightsLocation, files};
 
 #[derive(Parser)]
@@ -214,6 +214,11 @@ struct WorkerArgs {
     /// released. Keep it below the container's stop timeout.
     #[arg(long, value_name = "SECS", default_value_t = 90)]
     shutdown_timeout: u64,
+    /// Seconds a held message may go without progress (none of its sources, nor of the
+    /// messages received before it, finishing) before its work is given up and it is made
+    /// visible again.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    stall_timeout: u64,
 }
 
 /// How photos share the device.
@@ -575,6 +580,7 @@ fn run_worker(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
         max_messages: args.max_messages,
         retry_backoff: std::time::Duration::from_secs(args.retry_backoff),
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_timeout),
+        stall_timeout: std::time::Duration::from_secs(args.stall_timeout),
     };
     tracing::info!(
         detector = ?options.detector,
@@ -588,9 +594,9 @@ fn run_worker(args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     );
     let (runtime, service) = service(batcher, config)?;
     let result = runtime.block_on(async {
-        let shutdown = Shutdown::on_signals().context("installing the signal handlers")?;
+        let signals = Signals::install().context("installing the signal handlers")?;
         let sqs = aws::sqs_client().await?;
-        Ok::<_, anyhow::Error>(worker::run(sqs, service, worker_config, shutdown).await?)
+        Ok::<_, anyhow::Error>(worker::run(sqs, service, worker_config, signals).await?)
     });
     // Encodings still running for released messages are abandoned, not awaited.
     runtime.shutdown_background();

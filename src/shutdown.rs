@@ -73,6 +73,51 @@ impl ShutdownTrigger {
     }
 }
 
+/// The first and the second shutdown request, for a process that drains on the first and
+/// stops at once on the second.
+#[derive(Debug, Clone)]
+pub struct Signals {
+    /// Fired by the first SIGTERM or SIGINT.
+    pub first: Shutdown,
+    /// Fired by the next one.
+    pub second: Shutdown,
+}
+
+impl Signals {
+    /// Signals fired by this process's first and second SIGTERM or SIGINT (in any mix). Must
+    /// be called inside a tokio runtime; fails when the signal handlers cannot be installed.
+    pub fn install() -> std::io::Result<Signals> {
+        let (first_trigger, first) = Shutdown::new();
+        let (second_trigger, second) = Shutdown::new();
+        #[cfg(unix)]
+        let (mut terminate, mut interrupt) = {
+            use tokio::signal::unix::{SignalKind, signal};
+            (
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            )
+        };
+        tokio::spawn(async move {
+            for (trigger, order) in [(first_trigger, "first"), (second_trigger, "second")] {
+                #[cfg(unix)]
+                let name = tokio::select! {
+                    _ = terminate.recv() => "SIGTERM",
+                    _ = interrupt.recv() => "SIGINT",
+                };
+                #[cfg(not(unix))]
+                let name = match tokio::signal::ctrl_c().await {
+                    Ok(()) => "Ctrl-C",
+                    // Keeps the triggers unfired while the process runs.
+                    Err(_) => return std::future::pending().await,
+                };
+                tracing::info!(signal = name, order, "shutdown requested");
+                trigger.fire();
+            }
+        });
+        Ok(Signals { first, second })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

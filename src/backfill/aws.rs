@@ -6,13 +6,19 @@
 //! IMDS session token"). [`describe`] turns an SDK error into what happened: which endpoint
 //! could not be reached, what the service answered (its error code and message), or which
 //! setting is missing.
+//!
+//! Every SQS call has a deadline: [`CONNECT_TIMEOUT`] to open a connection, [`ATTEMPT_TIMEOUT`]
+//! for one attempt and [`OPERATION_TIMEOUT`] for the call with the SDK's retries; a call that
+//! needs other bounds (the worker's long poll, its heartbeats) overrides them with [`timeouts`].
 
 use std::error::Error as StdError;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use aws_credential_types::provider::ProvideCredentials;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::config::timeout::TimeoutConfig;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 
 /// What to set when no credentials are found.
@@ -22,6 +28,14 @@ pub const NO_CREDENTIALS: &str = "no AWS credentials found: set AWS_ACCESS_KEY_I
 /// What to set when no region is configured.
 pub const NO_REGION: &str = "no AWS region configured: set AWS_REGION (or AWS_DEFAULT_REGION), \
      or a region in AWS_PROFILE's configuration";
+
+/// The longest opening a connection to SQS may take (the AWS SDK's own default).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
+/// The longest one attempt of an SQS call may take: SQS answers in milliseconds, so an
+/// attempt this slow is a stalled connection, and is retried.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest an SQS call may take, the SDK's retries (three attempts) included.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The SQS endpoint requests go to, for errors; set by [`sqs_client`].
 static ENDPOINT: OnceLock<String> = OnceLock::new();
@@ -60,7 +74,22 @@ pub async fn sqs_client() -> Result<Client, AwsSetupError> {
         .or_else(|| config.endpoint_url().map(str::to_string))
         .unwrap_or_else(|| format!("https://sqs.{region}.amazonaws.com"));
     let _ = ENDPOINT.set(endpoint);
-    Ok(Client::new(&config))
+    let sqs = aws_sdk_sqs::config::Builder::from(&config)
+        .timeout_config(timeouts(ATTEMPT_TIMEOUT, OPERATION_TIMEOUT))
+        .build();
+    Ok(Client::from_conf(sqs))
+}
+
+/// Timeouts of an SQS call: at most `attempt` for each attempt, `operation` in all (retries
+/// included), and [`CONNECT_TIMEOUT`] to connect. For one call, pass
+/// `aws_sdk_sqs::Config::builder().timeout_config(timeouts(..))` to its
+/// `customize().config_override(..)`.
+pub fn timeouts(attempt: Duration, operation: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(operation)
+        .build()
 }
 
 /// The SQS endpoint the client sends to, as far as it is known.

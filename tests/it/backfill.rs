@@ -6,6 +6,7 @@
 //! (`pip install 'moto[server]'`; .ci/run installs it): see `common::moto`.
 
 use crate::common;
+use crate::common::moto::{SqsProxy, Stall};
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -157,9 +158,14 @@ impl Moto {
 }
 
 fn facedetect(moto: &Moto) -> Command {
+    facedetect_via(&moto.server.endpoint)
+}
+
+/// `facedetect` sending its SQS calls to `endpoint` (moto's server, or a proxy before it).
+fn facedetect_via(endpoint: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_facedetect"));
     command.env("FACEDETECT_WEIGHTS", common::weights_dir());
-    aws_env(&mut command, &moto.server.endpoint);
+    aws_env(&mut command, endpoint);
     command
 }
 
@@ -171,7 +177,12 @@ struct Worker {
 
 impl Worker {
     fn start(moto: &Moto, queue: &str, args: &[&str]) -> Self {
-        let mut child = facedetect(moto)
+        Self::start_via(&moto.server.endpoint, queue, args)
+    }
+
+    /// A worker whose SQS calls go to `endpoint`.
+    fn start_via(endpoint: &str, queue: &str, args: &[&str]) -> Self {
+        let mut child = facedetect_via(endpoint)
             .args(["worker", "--queue-url", queue, "--retry-backoff", "1"])
             .args(["--destinations", "local"])
             .args(args)
@@ -332,7 +343,8 @@ async fn worker_posts_every_source_exactly_once() {
         "3 payloads sent as 6 messages (20 sources)"
     );
 
-    let mut worker = Worker::start(&moto, &queue, &[]);
+    // A short grace period, so that the long poll it bounds ends soon after SIGTERM.
+    let mut worker = Worker::start(&moto, &queue, &["--shutdown-timeout", "3"]);
     wait_for(2 * MINUTE, "every source delivered", &worker, async || {
         receiver.delivered_count() == 20
     })
@@ -377,7 +389,7 @@ async fn worker_posts_every_source_exactly_once() {
     assert_eq!(moto.counts(&dlq).await, (0, 0));
     assert_no_token_logged(&worker);
 
-    // Idle in its long poll: SIGTERM stops it at once.
+    // Idle in its long poll (3 s, the grace period): SIGTERM stops it once the poll ends.
     worker.terminate();
     let status = worker.exit_within(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
@@ -632,6 +644,265 @@ async fn sigterm_finishes_or_releases_the_work_in_flight() {
     assert_eq!(stopped["released"], 1, "{stopped}");
     assert_eq!(worker.lines("message released at shutdown").len(), 1);
     assert_eq!(moto.counts(&dlq).await, (0, 0));
+}
+
+/// A message with one source on `photos` (photo `p{pk}.png`), and its body.
+fn one_photo(photos: &PhotoServer, receiver: &Receiver, base: &str, api: &str, pk: u64) -> String {
+    payload(api, small_sources(photos, receiver, base, pk..pk + 1))
+}
+
+/// One heartbeat (ChangeMessageVisibility) that never answers is given up and tried again
+/// before the visibility timeout (3 s) runs out: the message is received, processed and
+/// posted once, and deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_heartbeat_is_tried_again_in_time() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let (queue, dlq) = moto.queue("heartbeat", 3, 5).await;
+    let proxy = SqsProxy::start(&moto.server.endpoint).await;
+    proxy.stall("ChangeMessageVisibility", Stall::Request, 1);
+    let (photos, photo_base) = PhotoServer::start().await;
+    let (receiver, api) = Receiver::start().await;
+    // Several heartbeats long (one every second), within one download attempt.
+    *photos.delay.lock().unwrap() = Duration::from_secs(7);
+    moto.send(&queue, &one_photo(&photos, &receiver, &photo_base, &api, 1))
+        .await;
+
+    let worker = Worker::start_via(&proxy.endpoint, &queue, &[]);
+    wait_for(MINUTE, "the message deleted", &worker, async || {
+        !worker.lines("message done").is_empty() && moto.counts(&queue).await == (0, 0)
+    })
+    .await;
+    // Longer than the visibility timeout: a copy received again would be posted by now.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let received = proxy.received();
+    let posted = receiver.attempts("photo", 1);
+    println!(
+        "stalled heartbeats: {}; received {} times, posted {posted} times",
+        proxy.stalled("ChangeMessageVisibility"),
+        received.len()
+    );
+    assert_eq!(proxy.stalled("ChangeMessageVisibility"), 1);
+    assert_eq!(received.len(), 1, "{}", worker.all_logs());
+    assert_eq!(posted, 1, "{}", worker.all_logs());
+    assert_eq!(worker.lines("message done").len(), 1);
+    assert_eq!(worker.lines("message done")[0]["action"], "deleted");
+    assert!(
+        !worker.lines("heartbeat failed: trying again").is_empty(),
+        "{}",
+        worker.all_logs()
+    );
+    assert_eq!(worker.lines("heartbeat renewed after failing").len(), 1);
+    assert_eq!(moto.counts(&dlq).await, (0, 0));
+}
+
+/// SIGTERM while a ReceiveMessage answer carrying a message is on its way: the worker waits
+/// for it and releases the message at once, unprocessed, so that another consumer receives it
+/// right after the worker exits (not after its 30 s visibility timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_receive_releases_what_it_brings() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let (queue, _) = moto.queue("receiving", 30, 5).await;
+    let proxy = SqsProxy::start(&moto.server.endpoint).await;
+    let hold = Duration::from_secs(4);
+    proxy.stall("ReceiveMessage", Stall::Answer(hold), 1);
+    let (photos, photo_base) = PhotoServer::start().await;
+    let (receiver, api) = Receiver::start().await;
+    let body = one_photo(&photos, &receiver, &photo_base, &api, 1);
+    moto.send(&queue, &body).await;
+
+    let grace = Duration::from_secs(10);
+    let mut worker = Worker::start_via(&proxy.endpoint, &queue, &["--shutdown-timeout", "10"]);
+    wait_for(MINUTE, "an answer held back", &worker, async || {
+        proxy.stalled("ReceiveMessage") == 1
+    })
+    .await;
+    worker.terminate();
+    let signalled = Instant::now();
+    let status = worker.exit_within(grace + Duration::from_secs(5)).await;
+    let took = signalled.elapsed();
+    assert!(status.success(), "{status:?}\n{}", worker.all_logs());
+    let visible = moto.drain(&queue).await;
+    println!(
+        "exited {took:?} after SIGTERM (answer held {hold:?}); visible right after: {}",
+        visible.len()
+    );
+    assert_eq!(visible, vec![body], "{}", worker.all_logs());
+    assert!(took < grace + Duration::from_secs(2), "{took:?}");
+    assert_eq!(photos.gauge.total(), 0, "a photo was downloaded");
+    assert_eq!(receiver.attempts("photo", 1), 0);
+    assert_eq!(worker.lines("worker stopped")[0]["released"], 1);
+    assert_eq!(
+        worker.lines("message received at shutdown: released").len(),
+        1
+    );
+}
+
+/// A message received again while its first copy still runs (every heartbeat stalls, so its
+/// 2 s visibility runs out) is held twice, by receipt handle: at shutdown each copy is
+/// released, and the message is visible again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_copy_of_a_redelivered_message_is_released() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let (queue, _) = moto.queue("redelivered", 2, 20).await;
+    let proxy = SqsProxy::start(&moto.server.endpoint).await;
+    proxy.stall("ChangeMessageVisibility", Stall::Request, usize::MAX);
+    let (photos, photo_base) = PhotoServer::start().await;
+    let (receiver, api) = Receiver::start().await;
+    *photos.delay.lock().unwrap() = MINUTE;
+    let body = one_photo(&photos, &receiver, &photo_base, &api, 1);
+    moto.send(&queue, &body).await;
+
+    let mut worker = Worker::start_via(&proxy.endpoint, &queue, &["--shutdown-timeout", "1"]);
+    wait_for(MINUTE, "the message received twice", &worker, async || {
+        proxy.received().len() >= 2 && photos.gauge.total() >= 2
+    })
+    .await;
+    worker.terminate();
+    let signalled = Instant::now();
+    worker.exit_within(Duration::from_secs(6)).await;
+    let took = signalled.elapsed();
+    let copies = proxy.received();
+    let visible = moto.drain(&queue).await;
+    println!(
+        "copies held: {}; exited {took:?} after SIGTERM; visible right after: {}",
+        copies.len(),
+        visible.len()
+    );
+    assert!(copies.iter().all(|id| *id == copies[0]));
+    // Those held, and any copy the last ReceiveMessage call brought.
+    let mut released = worker.lines("message released at shutdown");
+    released.extend(worker.lines("message received at shutdown: released"));
+    assert_eq!(released.len(), copies.len(), "{}", worker.all_logs());
+    assert!(
+        released
+            .iter()
+            .all(|line| line["message_id"] == copies[0].as_str())
+    );
+    assert_eq!(worker.lines("worker stopped")[0]["released"], copies.len());
+    assert_eq!(visible, vec![body]);
+    assert_eq!(receiver.attempts("photo", 1), 0);
+}
+
+/// A message whose photo host never answers makes no progress: after the stall timeout (3 s)
+/// its work is dropped and it is released at once, and after the queue's maximum receives it
+/// is in the dead-letter queue, instead of being kept hidden by the heartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_without_progress_is_released() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let (queue, dlq) = moto.queue("stuck", 30, 2).await;
+    let (photos, photo_base) = PhotoServer::start().await;
+    let (receiver, api) = Receiver::start().await;
+    *photos.delay.lock().unwrap() = 10 * MINUTE;
+    let body = one_photo(&photos, &receiver, &photo_base, &api, 1);
+    moto.send(&queue, &body).await;
+
+    let stall = Duration::from_secs(3);
+    let worker = Worker::start(&moto, &queue, &["--stall-timeout", "3"]);
+    wait_for(
+        MINUTE,
+        "the message in the dead-letter queue",
+        &worker,
+        async || moto.counts(&dlq).await.0 == 1,
+    )
+    .await;
+    let released = worker.lines("message made no progress: released");
+    assert_eq!(released.len(), 2, "{}", worker.all_logs());
+    for (line, receives) in released.iter().zip([1, 2]) {
+        assert_eq!(line["receive_count"], receives, "{line}");
+        let held = Duration::from_secs_f64(line["total_ms"].as_f64().unwrap() / 1000.0);
+        println!("released after {held:?} without progress (bound {stall:?})");
+        assert!(
+            held >= stall && held < stall + Duration::from_secs(2),
+            "{line}"
+        );
+    }
+    assert_eq!(moto.drain(&dlq).await, vec![body]);
+    assert_eq!(receiver.attempts("photo", 1), 0);
+    assert_eq!(moto.counts(&queue).await, (0, 0));
+}
+
+/// A second SIGTERM releases the messages in flight at once, without waiting for the grace
+/// period (60 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_releases_at_once() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let (queue, _) = moto.queue("forced", 30, 5).await;
+    let (photos, photo_base) = PhotoServer::start().await;
+    let (receiver, api) = Receiver::start().await;
+    *photos.delay.lock().unwrap() = MINUTE;
+    let body = one_photo(&photos, &receiver, &photo_base, &api, 1);
+    moto.send(&queue, &body).await;
+
+    let mut worker = Worker::start(&moto, &queue, &["--shutdown-timeout", "60"]);
+    wait_for(MINUTE, "the photo requested", &worker, async || {
+        photos.gauge.total() >= 1
+    })
+    .await;
+    worker.terminate();
+    // Seen while it waits for its long poll (20 s) to end.
+    wait_for(MINUTE, "the first signal seen", &worker, async || {
+        !worker.lines("shutdown requested").is_empty()
+    })
+    .await;
+    worker.terminate();
+    let second = Instant::now();
+    worker.exit_within(Duration::from_secs(5)).await;
+    let took = second.elapsed();
+    println!("exited {took:?} after the second SIGTERM");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert_eq!(moto.drain(&queue).await, vec![body]);
+    assert_eq!(worker.lines("worker stopped")[0]["released"], 1);
+}
+
+/// Releasing at shutdown has a deadline of its own: with ChangeMessageVisibilityBatch
+/// stalled, the worker still exits within the grace period plus its release timeout (2 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_release_still_ends_the_shutdown_in_time() {
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let (queue, _) = moto.queue("release", 30, 5).await;
+    let proxy = SqsProxy::start(&moto.server.endpoint).await;
+    proxy.stall("ChangeMessageVisibilityBatch", Stall::Request, usize::MAX);
+    let (photos, photo_base) = PhotoServer::start().await;
+    let (receiver, api) = Receiver::start().await;
+    *photos.delay.lock().unwrap() = MINUTE;
+    moto.send(&queue, &one_photo(&photos, &receiver, &photo_base, &api, 1))
+        .await;
+
+    let grace = Duration::from_secs(2);
+    let mut worker = Worker::start_via(&proxy.endpoint, &queue, &["--shutdown-timeout", "2"]);
+    wait_for(MINUTE, "the photo requested", &worker, async || {
+        photos.gauge.total() >= 1
+    })
+    .await;
+    worker.terminate();
+    let signalled = Instant::now();
+    let status = worker.exit_within(grace + Duration::from_secs(8)).await;
+    let took = signalled.elapsed();
+    println!("exited {took:?} after SIGTERM with the release stalled (grace {grace:?})");
+    assert!(status.success(), "{status:?}");
+    assert!(took < grace + Duration::from_secs(3), "{took:?}");
+    assert!(proxy.stalled("ChangeMessageVisibilityBatch") >= 1);
+    assert_eq!(
+        worker
+            .lines("releasing messages failed: they come back when their visibility times out")
+            .len(),
+        1,
+        "{}",
+        worker.all_logs()
+    );
+    assert_eq!(worker.lines("worker stopped")[0]["released"], 0);
 }
 
 /// `facedetect enqueue` splits payloads into messages of at most N sources, reports the
