@@ -12,17 +12,20 @@ Rows (each measured in fresh processes, both sides alike):
             in one process; seconds per photo, wall-clock and CPU (user + system), and the
             process's peak resident memory;
   one-core  the same under `taskset -c 0`;
-  cnn       the CNN detector on one 1200x900 photo, upsample 1, then encode its faces:
-            wall-clock, CPU and the process's peak resident memory;
+  cnn       the CNN detector on one photo, upsample 1, then encode its faces: wall-clock, CPU
+            and the process's peak resident memory;
   embedder  64 aligned chips encoded in one process: milliseconds per chip;
   start-up  a whole process that loads every model and encodes a 64x64 image: wall-clock and
             peak resident memory.
 Within a process the models are loaded once, before the timed part (start-up excepted). Each
 timed part runs --runs times; medians are reported, and ratios as ours / original.
 
-Without photos the default path uses the committed 1200x900 WebP fixtures
-(tests/fixtures/pkg/images/large), repeated to make --photos photos; the CNN row uses the
-first photo. The Rust side is built with `cargo bench --no-run` (the bench profile).
+Without photos the default-path and CNN rows are measured for both album sizes that concrexit
+has sent: the 1200x900 `large` thumbnails (tests/fixtures/pkg/images/large, still the size of
+reference faces) and the `photo_large` thumbnails that album photos are sent as, fit within
+1920x1920 (tests/fixtures/pkg/images/photo_large, made by benches/make_photo_large.py); each
+set is repeated to make --photos photos, and the CNN row uses its first photo. The Rust side
+is built with `cargo bench --no-run` (the bench profile).
 """
 
 import argparse
@@ -36,6 +39,8 @@ from pathlib import Path
 from statistics import median
 
 CRATE = Path(__file__).resolve().parent.parent
+# The album sets under tests/fixtures/pkg/images, by the name concrexit gives the thumbnail.
+SETS = {"large": "1200x900", "photo_large": "photo_large (fit 1920x1920)"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,6 +155,8 @@ def main():
     parser.add_argument("--chips", type=int, default=64, help="chips for the embedder row")
     parser.add_argument("--skip-original-cnn", action="store_true",
                         help="skip dlib's CNN detector (tens of seconds and gigabytes)")
+    parser.add_argument("--sets", nargs="+", choices=sorted(SETS), default=sorted(SETS),
+                        help="album sizes to measure when no photos are given")
     parser.add_argument("--original", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.original:
@@ -157,8 +164,11 @@ def main():
         original_worker(mode, int(runs), rest)
         return
 
-    photos = [p.resolve() for p in args.photos] or sorted((CRATE / "tests/fixtures/pkg/images/large").glob("*.webp"))
-    photos = [str(photos[i % len(photos)]) for i in range(max(args.count, 1))]
+    if args.photos:
+        sets = {"given": [p.resolve() for p in args.photos]}
+    else:
+        sets = {name: sorted((CRATE / "tests/fixtures/pkg/images" / name).glob("*.webp")) for name in args.sets}
+    sets = {name: [str(found[i % len(found)]) for i in range(max(args.count, 1))] for name, found in sets.items()}
     rust = rust_executables()
     me = [sys.executable, str(Path(__file__).resolve()), "--original"]
     runs = str(args.runs)
@@ -168,20 +178,22 @@ def main():
         rows.append((name, original, ours, unit, fields))
         print(f"{name}: original {original} ours {ours}", file=sys.stderr, flush=True)
 
-    # Default path, all cores and one core.
-    for one_core, name in [(False, "default path, s/photo"), (True, "default path, one core, s/photo")]:
-        theirs = run([*me, "hog", runs, *photos], one_core)
-        ours = run([rust["pipeline"], "--detector", "hog", "--runs", runs, *photos], one_core)
-        row(name, (*medians(theirs, len(photos)), theirs["rss_mib"]),
-            (*medians(ours, len(photos)), ours["rss_mib"]), "s / MiB", ("wall", "cpu", "peak RSS"))
+    for size, photos in sets.items():
+        label = SETS.get(size, "given photos")
+        # Default path, all cores and one core.
+        for one_core, name in [(False, "default path, s/photo"), (True, "default path, one core, s/photo")]:
+            theirs = run([*me, "hog", runs, *photos], one_core)
+            ours = run([rust["pipeline"], "--detector", "hog", "--runs", runs, *photos], one_core)
+            row(f"{name}, {label}", (*medians(theirs, len(photos)), theirs["rss_mib"]),
+                (*medians(ours, len(photos)), ours["rss_mib"]), "s / MiB", ("wall", "cpu", "peak RSS"))
 
-    # CNN detector on one photo.
-    cnn_photo = photos[0]
-    ours = run([rust["pipeline"], "--detector", "cnn", "--runs", runs, cnn_photo])
-    theirs = None if args.skip_original_cnn else run([*me, "cnn", "1", cnn_photo])
-    row("CNN detector, one photo, upsample 1",
-        theirs and (*medians(theirs), theirs["rss_mib"]),
-        (*medians(ours), ours["rss_mib"]), "s / MiB", ("wall", "cpu", "peak RSS"))
+        # CNN detector on one photo.
+        cnn_photo = photos[0]
+        ours = run([rust["pipeline"], "--detector", "cnn", "--runs", runs, cnn_photo])
+        theirs = None if args.skip_original_cnn else run([*me, "cnn", "1", cnn_photo])
+        row(f"CNN detector, one photo, upsample 1, {label}",
+            theirs and (*medians(theirs), theirs["rss_mib"]),
+            (*medians(ours), ours["rss_mib"]), "s / MiB", ("wall", "cpu", "peak RSS"))
 
     # Embedder.
     count = str(args.chips)
@@ -201,7 +213,7 @@ def main():
     row("start-up (load all models, encode 64x64)", summary(theirs), summary(ours), "s / MiB",
         ("wall", "peak RSS"))
 
-    print(f"\n{len(photos)} photos on the default path; load average {os.getloadavg()[0]:.2f}\n")
+    print(f"\n{args.count} photos on the default path; load average {os.getloadavg()[0]:.2f}\n")
     print("| row | measure | original | ours | ours / original |")
     print("|---|---|---|---|---|")
     for name, original, ours, unit, fields in rows:

@@ -2,9 +2,10 @@
 //! `load_image_file` does with PIL's `convert('RGB')`: alpha is dropped, grey and palette
 //! images are expanded to RGB, 16-bit samples are reduced to 8 bits.
 //!
-//! JPEGs are decoded by libjpeg-turbo's decoder (through mozjpeg, without SIMD), the decoder
-//! PIL uses, so the pixels are identical to the original service's; WebP (image-webp) also
-//! matches libwebp exactly. Other formats and CMYK JPEGs go through the `image` crate.
+//! JPEGs are decoded by libjpeg-turbo's decoder (through mozjpeg, without SIMD) and still WebPs
+//! by libwebp (through libwebp-sys, with its SSE2 or NEON code), the decoders PIL uses, so the
+//! pixels are identical to the original service's. Other formats, CMYK JPEGs and animated
+//! WebPs (their first frame) go through the `image` crate.
 //!
 //! Unlike the original, the EXIF orientation of a photo is applied, so a sideways phone photo
 //! is turned upright before detection. The pixel count is checked against a limit from the
@@ -102,11 +103,12 @@ pub fn read_header(bytes: &[u8], limits: &DecodeLimits) -> Result<ImageHeader> {
 pub fn decode_image(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage> {
     let (format, mut decoder, _) = open_decoder(bytes, limits)?;
     let orientation = decoder.orientation().map_err(decode_error)?;
-    let jpeg = match format {
+    let decoded = match format {
         ImageFormat::Jpeg => decode_jpeg_like_libjpeg(bytes)?,
+        ImageFormat::WebP => decode_webp_like_libwebp(bytes)?,
         _ => None,
     };
-    let mut image = match jpeg {
+    let mut image = match decoded {
         Some(rgb) => DynamicImage::ImageRgb8(rgb),
         None => DynamicImage::from_decoder(decoder).map_err(decode_error)?,
     };
@@ -121,6 +123,53 @@ pub fn open_image(path: &std::path::Path, limits: &DecodeLimits) -> Result<RgbIm
         source,
     })?;
     decode_image(&bytes, limits)
+}
+
+/// Decodes a still WebP (lossy or lossless, alpha dropped) to RGB with libwebp's default
+/// settings (fancy upsampling, in-loop filtering), as PIL does, straight into the image's
+/// buffer. Returns `None` for an animation.
+fn decode_webp_like_libwebp(bytes: &[u8]) -> Result<Option<RgbImage>> {
+    use libwebp_sys::{VP8StatusCode, WEBP_CSP_MODE, WebPDecoderConfig, WebPRGBABuffer};
+    let failed = |status: VP8StatusCode| {
+        Error::Decode(match status {
+            VP8StatusCode::VP8_STATUS_NOT_ENOUGH_DATA => {
+                "truncated WebP: the data ends before the image does".to_string()
+            }
+            VP8StatusCode::VP8_STATUS_OUT_OF_MEMORY => "out of memory decoding WebP".to_string(),
+            other => format!("corrupt WebP data ({other:?})"),
+        })
+    };
+    let mut config = WebPDecoderConfig::new()
+        .map_err(|()| Error::Decode("libwebp refused its decoder configuration".to_string()))?;
+    // SAFETY: `bytes` is a valid slice and `config.input` a valid features struct.
+    let status =
+        unsafe { libwebp_sys::WebPGetFeatures(bytes.as_ptr(), bytes.len(), &mut config.input) };
+    if status != VP8StatusCode::VP8_STATUS_OK {
+        return Err(failed(status));
+    }
+    if config.input.has_animation != 0 {
+        return Ok(None);
+    }
+    let size = |value: i32| u32::try_from(value).map_err(decode_error);
+    let (width, height) = (size(config.input.width)?, size(config.input.height)?);
+    let stride = width as usize * 3;
+    let mut pixels = vec![0u8; stride * height as usize];
+    config.output.colorspace = WEBP_CSP_MODE::MODE_RGB;
+    config.output.is_external_memory = 1;
+    config.output.u.RGBA = WebPRGBABuffer {
+        rgba: pixels.as_mut_ptr(),
+        stride: c_int::try_from(stride).map_err(decode_error)?,
+        size: pixels.len(),
+    };
+    // SAFETY: the output buffer is `pixels`, `stride` bytes a row for `height` rows, which
+    // libwebp checks against the header before writing; it outlives the call.
+    let status = unsafe { libwebp_sys::WebPDecode(bytes.as_ptr(), bytes.len(), &mut config) };
+    // SAFETY: releases what libwebp allocated beside the external buffer (nothing, normally).
+    unsafe { libwebp_sys::WebPFreeDecBuffer(&mut config.output) };
+    if status != VP8StatusCode::VP8_STATUS_OK {
+        return Err(failed(status));
+    }
+    Ok(RgbImage::from_raw(width, height, pixels))
 }
 
 /// Why libjpeg stopped; carried out of the C decoder by unwinding.

@@ -97,6 +97,44 @@ fn reference_photos_decode_exactly_like_pil() {
     assert!(checked > 0, "no reference photo was decoded");
 }
 
+/// Still WebPs are decoded by libwebp; image-webp, a decoder written independently of it, must
+/// give the same samples for every committed WebP (lossy and lossless, with and without alpha,
+/// and the album sets at both of concrexit's sizes).
+#[test]
+fn webp_decodes_as_image_webp_does() {
+    let root = common::crate_dir().join("tests/fixtures");
+    let dirs = [
+        "formats",
+        "pkg/images/large",
+        "pkg/images/medium",
+        "pkg/images/photo_large",
+    ];
+    let mut checked = 0;
+    for dir in dirs {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap().flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|ext| ext != "webp") {
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            let ours = decode_image(&bytes, &DecodeLimits::default()).unwrap();
+            let theirs = image::load_from_memory_with_format(&bytes, image::ImageFormat::WebP)
+                .unwrap()
+                .into_rgb8();
+            let (max, share) = difference(&ours, &theirs);
+            assert_eq!(
+                max,
+                0,
+                "{}: {:.3}% of samples differ, by up to {max}",
+                path.display(),
+                share * 100.0
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 25);
+}
+
 #[test]
 fn exif_orientation_is_applied() {
     let path = common::crate_dir().join("tests/fixtures/formats/rotated.exif6.jpg");
@@ -122,6 +160,15 @@ fn bad_input_gives_clear_errors() {
     }
     let corrupt = decode_failure(&corrupt, &limits);
     assert!(corrupt.to_lowercase().contains("jpeg"), "{corrupt}");
+
+    let webp =
+        std::fs::read(common::crate_dir().join("tests/fixtures/formats/lossy.webp")).unwrap();
+    let truncated = decode_failure(&webp[..webp.len() / 2], &limits);
+    assert!(truncated.to_string().contains("truncated"), "{truncated}");
+    // The VP8 start code after the frame tag (a corrupt bitstream beyond the headers decodes
+    // to some picture, as it does for PIL).
+    let corrupt = decode_failure(&patched_fixture("lossy.webp", 23, &[0, 0, 0]), &limits);
+    assert!(corrupt.to_lowercase().contains("webp"), "{corrupt}");
 
     // A PNG header declaring 30000x30000 pixels is refused before any pixel is decoded.
     let huge = common::png_declaring(30_000, 30_000);
