@@ -4,7 +4,10 @@
 //! of taking the process down.
 //!
 //! The budget is split in two pools. Downloaded bytes are reserved from the download pool
-//! (the size limit before the response arrives, shrunk to the announced length once it has);
+//! (the size limit before the response arrives, shrunk to the announced length once it has),
+//! and so are the bytes of the invoke endpoint's accepted requests (their announced length
+//! while the body is read, then what the parsed event holds, until the invocation ends), at
+//! once or not at all, so that a request is answered 429 rather than kept waiting;
 //! the working memory of decoding and detecting a photo, estimated from its header, is
 //! reserved from the work pool. A source holds its download reservation while it waits for
 //! work memory, but work reservations never wait for downloads, so no two sources can wait on
@@ -78,6 +81,13 @@ impl Pool {
         Some(Reservation { permit })
     }
 
+    /// `bytes` at once, or `None` when there is no room now.
+    fn try_reserve(&self, bytes: u64) -> Option<Reservation> {
+        let kib = u32::try_from(kib_ceil(bytes).max(1)).ok()?;
+        let permit = self.permits.clone().try_acquire_many_owned(kib).ok()?;
+        Some(Reservation { permit })
+    }
+
     fn available_bytes(&self) -> u64 {
         self.permits.available_permits() as u64 * KIB
     }
@@ -116,6 +126,12 @@ impl MemoryBudget {
         self.downloads
             .reserve(bytes.min(self.download_limit()))
             .await
+    }
+
+    /// Reserves room for an accepted request of `bytes` from the download pool, at once or
+    /// `None` when there is no room now.
+    pub fn try_reserve_request(&self, bytes: u64) -> Option<Reservation> {
+        self.downloads.try_reserve(bytes)
     }
 
     /// Reserves working memory, waiting for room; `None` when `bytes` exceed the whole pool.
@@ -163,5 +179,10 @@ mod tests {
         assert!(waiting.is_err(), "no room until the first is given back");
         drop(second);
         assert!(budget.reserve_work(2 * 1024 * KIB).await.is_some());
+        // Requests take room from the download pool at once, or not at all.
+        let request = budget.try_reserve_request(900 * KIB).unwrap();
+        assert!(budget.try_reserve_request(100 * KIB).is_none());
+        drop((first, request));
+        assert!(budget.try_reserve_request(1024 * KIB).is_some());
     }
 }
