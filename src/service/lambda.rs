@@ -15,10 +15,9 @@ use std::time::{Instant, SystemTime};
 
 use candle_core::Device;
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use serde::de::{self, Deserialize, Deserializer};
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use super::payload::{Key, PayloadFields};
 use super::{
@@ -33,8 +32,6 @@ use crate::weights::WeightsLocation;
 pub enum FunctionError {
     #[error("invalid payload: {0}")]
     InvalidPayload(#[from] PayloadError),
-    #[error("invalid SQS event: {0}")]
-    InvalidSqsEvent(String),
     #[error("cannot write the result: {0}")]
     Output(String),
     #[error("{failed} of {total} sources failed: {summary}")]
@@ -50,7 +47,6 @@ impl FunctionError {
     pub fn error_type(&self) -> &'static str {
         match self {
             Self::InvalidPayload(_) => "InvalidPayload",
-            Self::InvalidSqsEvent(_) => "InvalidSqsEvent",
             Self::Output(_) => "Output",
             Self::SourcesFailed { .. } => "SourcesFailed",
         }
@@ -72,7 +68,8 @@ impl From<FunctionError> for lambda_runtime::Diagnostic {
 #[derive(Debug)]
 pub enum Event {
     Direct(Result<Payload, PayloadError>),
-    Sqs(Result<SqsEvent, String>),
+    /// Its records, typed as they are read: a malformed one makes the text no event at all.
+    Sqs(SqsEvent),
 }
 
 impl Event {
@@ -85,12 +82,12 @@ impl Event {
     pub fn held_bytes(&self) -> u64 {
         match self {
             Self::Direct(Ok(payload)) => payload.held_bytes(),
-            Self::Sqs(Ok(event)) => event
+            Self::Sqs(event) => event
                 .records
                 .iter()
                 .map(|record| record.body.as_ref().map_or(0, String::len) as u64 + 1024)
                 .sum(),
-            Self::Direct(Err(_)) | Self::Sqs(Err(_)) => 0,
+            Self::Direct(Err(_)) => 0,
         }
     }
 }
@@ -105,7 +102,7 @@ impl<'de> Deserialize<'de> for Event {
             }
             fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Event, A::Error> {
                 let mut fields = PayloadFields::default();
-                let mut records: Option<Box<RawValue>> = None;
+                let mut records: Option<Vec<SqsMessage>> = None;
                 while let Some(Key(key)) = map.next_key()? {
                     if key == Some("Records") {
                         records = Some(map.next_value()?);
@@ -114,15 +111,11 @@ impl<'de> Deserialize<'de> for Event {
                     }
                 }
                 Ok(match records {
-                    Some(records) => Event::Sqs(
-                        serde_json::from_str(records.get())
-                            .map(|records| {
-                                let mut event = SqsEvent::default();
-                                event.records = records;
-                                event
-                            })
-                            .map_err(|e| e.to_string()),
-                    ),
+                    Some(records) => {
+                        let mut event = SqsEvent::default();
+                        event.records = records;
+                        Event::Sqs(event)
+                    }
                     None => Event::Direct(fields.validate()),
                 })
             }
@@ -175,7 +168,6 @@ pub async fn handle_until<E: FaceEncoder>(
 ) -> Result<Value, FunctionError> {
     let payload = match event {
         Event::Sqs(event) => {
-            let event = event.map_err(FunctionError::InvalidSqsEvent)?;
             let response = handle_sqs(service, &event, deadline).await;
             return serde_json::to_value(response)
                 .map_err(|e| FunctionError::Output(e.to_string()));

@@ -271,15 +271,14 @@ pub async fn serve_until<E: FaceEncoder>(
 
 /// Serves one connection until it closes, or until shutdown and then its request in progress
 /// is answered (the caller bounds that by the grace).
-async fn serve_connection<S>(
-    connection: hyper::server::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, S>,
+async fn serve_connection(
+    connection: hyper::server::conn::http1::Connection<
+        TokioIo<tokio::net::TcpStream>,
+        TowerToHyperService<Router>,
+    >,
     mut shutdown: Shutdown,
     _open: OwnedSemaphorePermit,
-) where
-    S: hyper::service::HttpService<hyper::body::Incoming>,
-    S::ResBody: 'static,
-    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) {
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
@@ -420,8 +419,7 @@ async fn invoke<E: FaceEncoder>(
     let invocation_type = headers
         .get("x-amz-invocation-type")
         .map(|value| value.to_str().unwrap_or("?"))
-        .unwrap_or("RequestResponse")
-        .to_string();
+        .unwrap_or("RequestResponse");
     let declared = declared_length(headers);
     if declared.is_some_and(|length| length > MAX_PAYLOAD_BYTES as u64) {
         return too_large();
@@ -429,10 +427,10 @@ async fn invoke<E: FaceEncoder>(
     let room = declared.unwrap_or(MAX_PAYLOAD_BYTES as u64);
     let (body, held) = match credential {
         Credential::Accepted => {
-            if let Some(answer) = invocation_type_answer(&invocation_type) {
+            if let Some(answer) = invocation_type_answer(invocation_type) {
                 return answer;
             }
-            let held = match endpoint.admit(&invocation_type, room) {
+            let held = match endpoint.admit(invocation_type, room) {
                 Ok(held) => held,
                 Err(answer) => return answer,
             };
@@ -444,7 +442,7 @@ async fn invoke<E: FaceEncoder>(
         Credential::Signed(signed) => {
             let kib = u32::try_from(room.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
             let Ok(_unverified) = endpoint.unverified.clone().try_acquire_many_owned(kib) else {
-                return throttled(&invocation_type, "too many signed bodies being read");
+                return throttled(invocation_type, "too many signed bodies being read");
             };
             let body = match read_body(body, endpoint.body_timeout).await {
                 Ok(body) => body,
@@ -456,10 +454,10 @@ async fn invoke<E: FaceEncoder>(
                 return refused(&error.to_string(), Some(access_key_id));
             }
             tracing::info!(access_key_id, invocation_type, "signed request accepted");
-            if let Some(answer) = invocation_type_answer(&invocation_type) {
+            if let Some(answer) = invocation_type_answer(invocation_type) {
                 return answer;
             }
-            match endpoint.admit(&invocation_type, body.len() as u64) {
+            match endpoint.admit(invocation_type, body.len() as u64) {
                 Ok(held) => (body, held),
                 Err(answer) => return answer,
             }
