@@ -4,14 +4,17 @@
 //! of taking the process down.
 //!
 //! The budget is split in two pools. Downloaded bytes are reserved from the download pool
-//! (the size limit before the response arrives, shrunk to the announced length once it has),
-//! and so are the bytes of the invoke endpoint's accepted requests (their announced length
-//! while the body is read, then what the parsed event holds, until the invocation ends), at
-//! once or not at all, so that a request is answered 429 rather than kept waiting;
+//! (the size limit before the response arrives, shrunk to the announced length once it has);
 //! the working memory of decoding and detecting a photo, estimated from its header, is
 //! reserved from the work pool. A source holds its download reservation while it waits for
 //! work memory, but work reservations never wait for downloads, so no two sources can wait on
 //! each other.
+//!
+//! A third, fixed pool ([`REQUEST_BYTES`], part of the memory kept back for everything but
+//! photos) holds the invoke endpoint's accepted requests: their announced length while the body
+//! is read and parsed, then what the parsed event holds, until the invocation ends. It is
+//! reserved at once or not at all, so that a request is answered 429 rather than kept waiting,
+//! and photos waiting on slow hosts never crowd it out.
 
 use std::sync::Arc;
 
@@ -20,6 +23,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Share of the budget for downloaded photos, in quarters; the rest is for decoding and
 /// detection.
 const DOWNLOAD_QUARTERS: u64 = 1;
+
+/// The memory for accepted requests, all together: about ten of the largest (6 MiB) being read
+/// at once.
+pub const REQUEST_BYTES: u64 = 64 * 1024 * 1024;
 
 const KIB: u64 = 1024;
 
@@ -98,6 +105,7 @@ impl Pool {
 pub struct MemoryBudget {
     downloads: Pool,
     work: Pool,
+    requests: Pool,
 }
 
 impl MemoryBudget {
@@ -107,6 +115,7 @@ impl MemoryBudget {
         Self {
             downloads: Pool::new(downloads),
             work: Pool::new(bytes - downloads),
+            requests: Pool::new(REQUEST_BYTES),
         }
     }
 
@@ -128,10 +137,10 @@ impl MemoryBudget {
             .await
     }
 
-    /// Reserves room for an accepted request of `bytes` from the download pool, at once or
-    /// `None` when there is no room now.
+    /// Reserves room for an accepted request of `bytes`, at once or `None` when there is no
+    /// room now.
     pub fn try_reserve_request(&self, bytes: u64) -> Option<Reservation> {
-        self.downloads.try_reserve(bytes)
+        self.requests.try_reserve(bytes)
     }
 
     /// Reserves working memory, waiting for room; `None` when `bytes` exceed the whole pool.
@@ -179,10 +188,14 @@ mod tests {
         assert!(waiting.is_err(), "no room until the first is given back");
         drop(second);
         assert!(budget.reserve_work(2 * 1024 * KIB).await.is_some());
-        // Requests take room from the download pool at once, or not at all.
-        let request = budget.try_reserve_request(900 * KIB).unwrap();
-        assert!(budget.try_reserve_request(100 * KIB).is_none());
-        drop((first, request));
-        assert!(budget.try_reserve_request(1024 * KIB).is_some());
+        // Requests take room from their own pool at once, or not at all, whatever downloads
+        // hold.
+        drop(first);
+        let _all_downloads = budget.reserve_download(10 * 1024 * KIB).await.unwrap();
+        assert_eq!(budget.available().0, 0);
+        let request = budget.try_reserve_request(REQUEST_BYTES - 100 * KIB).unwrap();
+        assert!(budget.try_reserve_request(200 * KIB).is_none());
+        drop(request);
+        assert!(budget.try_reserve_request(REQUEST_BYTES).is_some());
     }
 }
