@@ -193,7 +193,9 @@ mod tests {
         drop(first);
         let _all_downloads = budget.reserve_download(10 * 1024 * KIB).await.unwrap();
         assert_eq!(budget.available().0, 0);
-        let request = budget.try_reserve_request(REQUEST_BYTES - 100 * KIB).unwrap();
+        let request = budget
+            .try_reserve_request(REQUEST_BYTES - 100 * KIB)
+            .unwrap();
         assert!(budget.try_reserve_request(200 * KIB).is_none());
         drop(request);
         assert!(budget.try_reserve_request(REQUEST_BYTES).is_some());

@@ -106,13 +106,31 @@ const fn v6(first: u16, second: u16, third: u16, len: u8) -> Ipv6Net {
 /// reachable, other than those [`kind_v4`] names on its own (0/8, loopback, link-local, the
 /// private networks, the shared 100.64/10, the limited broadcast address).
 const SPECIAL_V4: [(Ipv4Net, &str); 7] = [
-    (v4(192, 0, 0, 0, 24), "an IETF protocol assignment (RFC 6890)"),
-    (v4(192, 0, 2, 0, 24), "a documentation address (TEST-NET-1, RFC 5737)"),
-    (v4(192, 88, 99, 0, 24), "the deprecated 6to4 relay anycast (RFC 7526)"),
+    (
+        v4(192, 0, 0, 0, 24),
+        "an IETF protocol assignment (RFC 6890)",
+    ),
+    (
+        v4(192, 0, 2, 0, 24),
+        "a documentation address (TEST-NET-1, RFC 5737)",
+    ),
+    (
+        v4(192, 88, 99, 0, 24),
+        "the deprecated 6to4 relay anycast (RFC 7526)",
+    ),
     (v4(198, 18, 0, 0, 15), "a benchmarking address (RFC 2544)"),
-    (v4(198, 51, 100, 0, 24), "a documentation address (TEST-NET-2, RFC 5737)"),
-    (v4(203, 0, 113, 0, 24), "a documentation address (TEST-NET-3, RFC 5737)"),
-    (v4(240, 0, 0, 0, 4), "a reserved address (240.0.0.0/4, RFC 1112)"),
+    (
+        v4(198, 51, 100, 0, 24),
+        "a documentation address (TEST-NET-2, RFC 5737)",
+    ),
+    (
+        v4(203, 0, 113, 0, 24),
+        "a documentation address (TEST-NET-3, RFC 5737)",
+    ),
+    (
+        v4(240, 0, 0, 0, 4),
+        "a reserved address (240.0.0.0/4, RFC 1112)",
+    ),
 ];
 
 /// The registry's globally reachable entries inside [`SPECIAL_V4`]'s ranges.
@@ -132,7 +150,10 @@ const SPECIAL_V6: [(Ipv6Net, &str); 3] = [
         v6(0x2001, 0, 0, 23),
         "an IETF protocol assignment (2001::/23, RFC 2928; Teredo among them)",
     ),
-    (v6(0x2001, 0xdb8, 0, 32), "a documentation address (RFC 3849)"),
+    (
+        v6(0x2001, 0xdb8, 0, 32),
+        "a documentation address (RFC 3849)",
+    ),
     (v6(0x3fff, 0, 0, 20), "a documentation address (RFC 9637)"),
 ];
 

@@ -9,8 +9,8 @@
 use std::fmt;
 
 use reqwest::Url;
-use serde::de::{self, Deserialize, Deserializer};
 use serde::Serialize;
+use serde::de::{self, Deserialize, Deserializer};
 use serde_json::Value;
 
 pub use super::redact::Token;
@@ -526,7 +526,10 @@ fn parse_source(index: usize, source: RawSource) -> Result<Source, PayloadError>
         problem,
     };
     let wrong = |field: &'static str, value: Option<Scalar>, expected: &str| {
-        error(field, missing_or(value.as_ref().map(Scalar::kind), expected))
+        error(
+            field,
+            missing_or(value.as_ref().map(Scalar::kind), expected),
+        )
     };
     let (pk, kind, photo_url, token) = match source {
         RawSource::Object {

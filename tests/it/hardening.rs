@@ -233,14 +233,46 @@ async fn nat64_and_reserved_addresses_are_refused_after_dns() {
         return;
     }
     let names = [
-        ("nat64-private.test", "[64:ff9b::a00:1]:80", "64:ff9b::a00:1 is a private-network address"),
-        ("nat64-loopback.test", "[64:ff9b::7f00:1]:80", "64:ff9b::7f00:1 is on this machine"),
-        ("nat64-metadata.test", "[64:ff9b::a9fe:a9fe]:80", "64:ff9b::a9fe:a9fe is a link-local address"),
-        ("nat64-local-use.test", "[64:ff9b:1::5db8:d822]:80", "64:ff9b:1::5db8:d822 is a private-network address"),
-        ("benchmarking.test", "198.18.0.1:80", "198.18.0.1 is a benchmarking address (RFC 2544), not globally reachable"),
-        ("reserved.test", "240.0.0.1:80", "240.0.0.1 is a reserved address (240.0.0.0/4, RFC 1112), not globally reachable"),
-        ("ietf.test", "192.0.0.1:80", "192.0.0.1 is an IETF protocol assignment (RFC 6890), not globally reachable"),
-        ("documentation.test", "[2001:db8::1]:80", "2001:db8::1 is a documentation address (RFC 3849), not globally reachable"),
+        (
+            "nat64-private.test",
+            "[64:ff9b::a00:1]:80",
+            "64:ff9b::a00:1 is a private-network address",
+        ),
+        (
+            "nat64-loopback.test",
+            "[64:ff9b::7f00:1]:80",
+            "64:ff9b::7f00:1 is on this machine",
+        ),
+        (
+            "nat64-metadata.test",
+            "[64:ff9b::a9fe:a9fe]:80",
+            "64:ff9b::a9fe:a9fe is a link-local address",
+        ),
+        (
+            "nat64-local-use.test",
+            "[64:ff9b:1::5db8:d822]:80",
+            "64:ff9b:1::5db8:d822 is a private-network address",
+        ),
+        (
+            "benchmarking.test",
+            "198.18.0.1:80",
+            "198.18.0.1 is a benchmarking address (RFC 2544), not globally reachable",
+        ),
+        (
+            "reserved.test",
+            "240.0.0.1:80",
+            "240.0.0.1 is a reserved address (240.0.0.0/4, RFC 1112), not globally reachable",
+        ),
+        (
+            "ietf.test",
+            "192.0.0.1:80",
+            "192.0.0.1 is an IETF protocol assignment (RFC 6890), not globally reachable",
+        ),
+        (
+            "documentation.test",
+            "[2001:db8::1]:80",
+            "2001:db8::1 is a documentation address (RFC 3849), not globally reachable",
+        ),
     ];
     let resolver = Arc::new(TableResolver {
         table: names
@@ -258,20 +290,43 @@ async fn nat64_and_reserved_addresses_are_refused_after_dns() {
         .map(|(pk, (name, ..))| source(pk as u64, "photo", &format!("http://{name}/p.png"), "t"))
         .collect();
     // The same addresses given as URL hosts skip DNS, and are refused all the same.
-    sources.push(source(100, "photo", "http://[64:ff9b::a9fe:a9fe]/p.png", "t"));
+    sources.push(source(
+        100,
+        "photo",
+        "http://[64:ff9b::a9fe:a9fe]/p.png",
+        "t",
+    ));
     sources.push(source(101, "photo", "http://198.18.0.1/p.png", "t"));
-    let payload = Payload::from_value(&json!({"api_url": "https://api.example", "sources": sources}))
-        .unwrap();
+    let payload =
+        Payload::from_value(&json!({"api_url": "https://api.example", "sources": sources}))
+            .unwrap();
     let started = Instant::now();
     let report = service.run(&payload).await;
     for (index, (_, _, why)) in names.iter().enumerate() {
         assert_failed(&report, index, Stage::Download, why);
-        assert_eq!(report.sources[index].download_attempts, 1, "a refusal is final");
+        assert_eq!(
+            report.sources[index].download_attempts, 1,
+            "a refusal is final"
+        );
     }
-    assert_failed(&report, names.len(), Stage::Download, "64:ff9b::a9fe:a9fe is a link-local");
-    assert_failed(&report, names.len() + 1, Stage::Download, "198.18.0.1 is a benchmarking");
+    assert_failed(
+        &report,
+        names.len(),
+        Stage::Download,
+        "64:ff9b::a9fe:a9fe is a link-local",
+    );
+    assert_failed(
+        &report,
+        names.len() + 1,
+        Stage::Download,
+        "198.18.0.1 is a benchmarking",
+    );
     // Nothing waited for a connection.
-    assert!(started.elapsed() < Duration::from_millis(700), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(resolver.asked.lock().unwrap().len(), names.len());
 }
 

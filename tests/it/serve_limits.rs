@@ -76,8 +76,8 @@ impl Serve {
 
     /// The peak resident memory of the process so far (`VmHWM`), in bytes.
     fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.0.id()))
-            .unwrap();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.process.0.id())).unwrap();
         let kib: u64 = status
             .lines()
             .find_map(|line| line.strip_prefix("VmHWM:"))
@@ -103,7 +103,12 @@ fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
         match stream.read(&mut buffer) {
             Ok(0) => return true,
             Ok(_) => continue,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 return false;
             }
             Err(_) => return true,
@@ -128,7 +133,9 @@ fn status_line(stream: &mut TcpStream, within: Duration) -> String {
 
 /// A photo without faces on a loopback photo server and a receiver for its callback: the
 /// payload of one source.
-async fn one_photo(delay: Duration) -> (std::sync::Arc<PhotoServer>, std::sync::Arc<Receiver>, Value) {
+async fn one_photo(
+    delay: Duration,
+) -> (std::sync::Arc<PhotoServer>, std::sync::Arc<Receiver>, Value) {
     let (photos, photo_base) = PhotoServer::start().await;
     photos.add("ok.png", png(20, 20, 1));
     *photos.delay.lock().unwrap() = delay;
@@ -175,12 +182,17 @@ async fn slow_request_heads_are_cut_off_and_connections_bounded() {
     assert!(receiver.delivered("photo", 1).is_some());
     let mut closed: Vec<Duration> = slow.into_iter().map(|t| t.join().unwrap()).collect();
     closed.sort();
-    println!("slow heads closed after {closed:?}; a normal request answered after {served_after:?}");
+    println!(
+        "slow heads closed after {closed:?}; a normal request answered after {served_after:?}"
+    );
     // Each is closed about a second after it was accepted: four at once, then the rest.
     assert!(closed[0] >= Duration::from_millis(900), "{closed:?}");
     assert!(closed[3] < Duration::from_millis(2500), "{closed:?}");
     assert!(closed[5] < Duration::from_millis(4500), "{closed:?}");
-    assert!(served_after < Duration::from_millis(4500), "{served_after:?}");
+    assert!(
+        served_after < Duration::from_millis(4500),
+        "{served_after:?}"
+    );
     assert!(serve.log().contains("connection closed"), "{}", serve.log());
 }
 
@@ -189,7 +201,10 @@ async fn slow_request_heads_are_cut_off_and_connections_bounded() {
 fn wrongly_signed_head(port: u16, length: usize) -> String {
     let url = format!("http://127.0.0.1:{port}{INVOKE_PATH}");
     let host = format!("127.0.0.1:{port}");
-    let headers = [("host", host.as_str()), ("content-type", "application/json")];
+    let headers = [
+        ("host", host.as_str()),
+        ("content-type", "application/json"),
+    ];
     let identity = Credentials::new("AKIDATTACKER", "not-the-secret", None, None, "tests").into();
     let params = SigningParams::builder()
         .identity(&identity)
@@ -265,7 +280,10 @@ async fn wrongly_signed_unfinished_bodies_never_keep_out_the_bearer() {
         assert!(line.starts_with("HTTP/1.1 408"), "{line:?}");
         assert!(closed_within(stream, Duration::from_secs(2)));
     }
-    println!("attackers answered 408 and closed within {:?}", started.elapsed());
+    println!(
+        "attackers answered 408 and closed within {:?}",
+        started.elapsed()
+    );
     // A completed wrongly signed request is refused as ever.
     let mut stream = serve.connect();
     let head = wrongly_signed_head(serve.port, 2);
@@ -298,12 +316,20 @@ async fn shutdown_takes_the_grace_at_most_whatever_the_clients_do() {
         .await
         .expect("serve still running 10 s after SIGTERM");
     let took = signalled.elapsed();
-    println!("--shutdown-grace 2, a half-open connection and an unfinished call: exited {status} {took:?} after SIGTERM");
+    println!(
+        "--shutdown-grace 2, a half-open connection and an unfinished call: exited {status} {took:?} after SIGTERM"
+    );
     assert!(status.success(), "{status}");
     assert!(took < Duration::from_secs(4), "{took:?}");
-    assert!(took >= Duration::from_millis(1900), "{took:?}: the grace was not given");
+    assert!(
+        took >= Duration::from_millis(1900),
+        "{took:?}: the grace was not given"
+    );
     assert!(closed_within(&mut half_open, Duration::from_secs(1)));
-    assert!(call.await.unwrap().is_err(), "the unfinished call was answered");
+    assert!(
+        call.await.unwrap().is_err(),
+        "the unfinished call was answered"
+    );
     let log = serve.log();
     assert!(log.contains("shutdown grace over"), "{log}");
 
@@ -318,7 +344,10 @@ async fn shutdown_takes_the_grace_at_most_whatever_the_clients_do() {
     wait_for(|| photos.gauge.total() >= 2).await;
     serve.process.terminate();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(serve.process.0.try_wait().unwrap().is_none(), "exited before the grace");
+    assert!(
+        serve.process.0.try_wait().unwrap().is_none(),
+        "exited before the grace"
+    );
     serve.process.terminate();
     let again = Instant::now();
     serve
@@ -327,7 +356,11 @@ async fn shutdown_takes_the_grace_at_most_whatever_the_clients_do() {
         .await
         .expect("serve still running 5 s after a second SIGTERM");
     println!("second SIGTERM: exited {:?} after it", again.elapsed());
-    assert!(again.elapsed() < Duration::from_secs(1), "{:?}", again.elapsed());
+    assert!(
+        again.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        again.elapsed()
+    );
     assert!(serve.log().contains("second signal"), "{}", serve.log());
 }
 
@@ -363,7 +396,10 @@ async fn ignored_fields_are_never_held_in_memory() {
             .unwrap();
         assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
     }
-    assert!(receiver.delivered_count() < 16, "the invocations ended too soon to tell");
+    assert!(
+        receiver.delivered_count() < 16,
+        "the invocations ended too soon to tell"
+    );
     let peak = serve.peak_rss();
     println!(
         "16 Event invocations with a {:.1} MiB ignored field under --memory-mb {MEMORY_MB}: peak RSS {} MiB (at start {} MiB)",
@@ -412,7 +448,10 @@ async fn a_caller_that_hangs_up_does_not_cancel_its_invocation() {
         if done {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "no source line:\n{log}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no source line:\n{log}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -429,10 +468,19 @@ async fn nat64_and_reserved_addresses_are_refused_before_any_connection() {
     }
     let serve = Serve::start(&["--destinations", "public"]).await;
     let refused = [
-        ("[64:ff9b::a9fe:a9fe]", "64:ff9b::a9fe:a9fe is a link-local address"),
-        ("[64:ff9b::a00:1]", "64:ff9b::a00:1 is a private-network address"),
+        (
+            "[64:ff9b::a9fe:a9fe]",
+            "64:ff9b::a9fe:a9fe is a link-local address",
+        ),
+        (
+            "[64:ff9b::a00:1]",
+            "64:ff9b::a00:1 is a private-network address",
+        ),
         ("[64:ff9b::7f00:1]", "64:ff9b::7f00:1 is on this machine"),
-        ("[64:ff9b:1::a00:1]", "64:ff9b:1::a00:1 is a private-network address"),
+        (
+            "[64:ff9b:1::a00:1]",
+            "64:ff9b:1::a00:1 is a private-network address",
+        ),
         ("198.18.0.1", "198.18.0.1 is a benchmarking address"),
         ("240.0.0.1", "240.0.0.1 is a reserved address"),
         ("192.0.0.1", "192.0.0.1 is an IETF protocol assignment"),
@@ -459,7 +507,9 @@ async fn nat64_and_reserved_addresses_are_refused_before_any_connection() {
     assert!(message.starts_with("10 of 10 sources failed"), "{message}");
     for (pk, (_, why)) in refused.iter().enumerate() {
         assert!(
-            message.contains(&format!("sources[{pk}] (photo {pk}): download: destination refused: {why}")),
+            message.contains(&format!(
+                "sources[{pk}] (photo {pk}): download: destination refused: {why}"
+            )),
             "{why}: {message}"
         );
     }
