@@ -430,9 +430,9 @@ async fn invoke<E: FaceEncoder>(
             if let Some(answer) = invocation_type_answer(invocation_type) {
                 return answer;
             }
-            let held = match endpoint.admit(invocation_type, room) {
+            let held = match endpoint.admit(room) {
                 Ok(held) => held,
-                Err(answer) => return answer,
+                Err(why) => return throttled(invocation_type, why),
             };
             match read_body(body, endpoint.body_timeout).await {
                 Ok(body) => (body, held),
@@ -457,9 +457,9 @@ async fn invoke<E: FaceEncoder>(
             if let Some(answer) = invocation_type_answer(invocation_type) {
                 return answer;
             }
-            match endpoint.admit(invocation_type, body.len() as u64) {
+            match endpoint.admit(body.len() as u64) {
                 Ok(held) => (body, held),
-                Err(answer) => return answer,
+                Err(why) => return throttled(invocation_type, why),
             }
         }
     };
@@ -503,19 +503,13 @@ async fn invoke<E: FaceEncoder>(
 
 impl<E: FaceEncoder> Endpoint<E> {
     /// An invocation slot and `bytes` of the memory budget for an authenticated request, at
-    /// once or answered 429.
-    fn admit(&self, invocation_type: &str, bytes: u64) -> Result<Held, Response> {
+    /// once; the error says why not (answered 429).
+    fn admit(&self, bytes: u64) -> Result<Held, &'static str> {
         let Ok(permit) = self.invocations.clone().try_acquire_owned() else {
-            return Err(throttled(
-                invocation_type,
-                "too many invocations in progress",
-            ));
+            return Err("too many invocations in progress");
         };
         let Some(reservation) = self.service.budget().try_reserve_request(bytes) else {
-            return Err(throttled(
-                invocation_type,
-                "the memory budget has no room for the request",
-            ));
+            return Err("the memory budget has no room for the request");
         };
         Ok((permit, reservation))
     }
