@@ -135,9 +135,20 @@ struct ServeArgs {
     /// The most invocations accepted and not finished; more are answered 429.
     #[arg(long, default_value_t = 16, value_parser = at_least_one)]
     max_invocations: usize,
-    /// Seconds to finish accepted Event work after Ctrl-C or SIGTERM.
+    /// Seconds to finish the requests in progress and the accepted work after Ctrl-C or
+    /// SIGTERM, at most; a second signal exits at once.
     #[arg(long, default_value_t = 60)]
     shutdown_grace: u64,
+    /// Seconds a client may take to send a request's head; idle connections are closed after
+    /// as long.
+    #[arg(long, default_value_t = 10, value_parser = at_least_one_second)]
+    header_timeout: u64,
+    /// Seconds a client may take to send a request's body (at most 6 MiB) after its head.
+    #[arg(long, default_value_t = 30, value_parser = at_least_one_second)]
+    body_timeout: u64,
+    /// The most connections open at once; further ones wait to be accepted.
+    #[arg(long, default_value_t = 128, value_parser = at_least_one)]
+    max_connections: usize,
     #[command(flatten)]
     service: ServiceArgs,
 }
@@ -427,6 +438,10 @@ fn at_least_one(text: &str) -> Result<usize, String> {
     }
 }
 
+fn at_least_one_second(text: &str) -> Result<u64, String> {
+    at_least_one(text).map(|n| n as u64)
+}
+
 fn parse_rect(text: &str) -> Result<Rect, String> {
     let values: Vec<i64> = text
         .split(',')
@@ -521,6 +536,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         secret: args.secret.clone(),
         max_invocations: args.max_invocations,
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
+        header_timeout: std::time::Duration::from_secs(args.header_timeout),
+        body_timeout: std::time::Duration::from_secs(args.body_timeout),
+        max_connections: args.max_connections,
     };
     // Before the models load: refusing should be immediate.
     serve::check_listen(addr, &options)?;
@@ -529,9 +547,11 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| serve::default_destinations(args.host));
     let config = ServiceConfig::new(args.service.memory_mb, destinations);
     let (runtime, service) = service(photo_encoder(&args.service)?, config)?;
-    runtime
-        .block_on(serve::run(addr, service, options))
-        .with_context(|| format!("serving on {addr}"))?;
+    let served = runtime.block_on(serve::run(addr, service, options));
+    // Work past the grace is dropped, not waited for: a photo still being detected would
+    // otherwise hold the exit.
+    runtime.shutdown_background();
+    served.with_context(|| format!("serving on {addr}"))?;
     Ok(ExitCode::SUCCESS)
 }
 

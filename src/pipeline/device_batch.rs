@@ -49,6 +49,7 @@ use crate::detect::cnn::{CnnInput, ConvAlgorithm, Detection, INPUT_BYTES_PER_UPS
 use crate::error::{BatchError, Error, Result};
 use crate::face::Encoding;
 use crate::face::embedder::EMBED_BATCH;
+use crate::face::landmarks::Landmarks;
 use crate::geometry::Rect;
 use crate::plan::PassLimits;
 
@@ -128,6 +129,9 @@ pub struct DeviceBatcher {
     upsample: u32,
     cnn: BatchQueue<CnnInput, Vec<Detection>>,
     embedder: BatchQueue<RgbImage, Encoding>,
+    /// A photo's faces are aligned and embedded this many at a time (the embedder's batch),
+    /// so that their number bounds time, never memory.
+    face_group: usize,
     limits: PassLimits,
 }
 
@@ -164,6 +168,7 @@ impl DeviceBatcher {
             upsample,
             cnn,
             embedder,
+            face_group: sizes.embed,
             limits,
         })
     }
@@ -203,9 +208,24 @@ impl DeviceBatcher {
     /// Landmarks, chips and encodings of the faces at `rects`, the chips embedded together
     /// with other photos'.
     pub fn encode_at(&self, image: &RgbImage, rects: &[Rect]) -> Result<Vec<Face>> {
-        let (landmarks, chips) = self.pipeline.align(image, rects);
-        let encodings = self.embedder.run(chips)?;
+        let (landmarks, encodings) = self.encode_in_groups(image, rects)?;
         Ok(Face::at(rects, landmarks, encodings))
+    }
+
+    /// The landmarks and encodings of the faces at `rects`, a group of faces at a time.
+    fn encode_in_groups(
+        &self,
+        image: &RgbImage,
+        rects: &[Rect],
+    ) -> Result<(Vec<Landmarks>, Vec<Encoding>)> {
+        let mut landmarks = Vec::with_capacity(rects.len());
+        let mut encodings = Vec::with_capacity(rects.len());
+        for group in rects.chunks(self.face_group) {
+            let (group_landmarks, chips) = self.pipeline.align(image, group);
+            encodings.extend(self.embedder.run(chips)?);
+            landmarks.extend(group_landmarks);
+        }
+        Ok((landmarks, encodings))
     }
 
     /// Detects and encodes: what [`FacePipeline::encode`] returns without jitter.
@@ -262,8 +282,7 @@ impl FaceEncoder for DeviceBatcher {
     }
 
     fn encode(&self, image: &RgbImage, rects: Vec<Rect>) -> Result<Vec<Encoding>> {
-        let (_landmarks, chips) = self.pipeline.align(image, &rects);
-        Ok(self.embedder.run(chips)?)
+        Ok(self.encode_in_groups(image, &rects)?.1)
     }
 }
 

@@ -34,9 +34,14 @@ pub const HOG_BYTES_PER_UPSAMPLED_PIXEL: u64 = 24;
 /// Bytes the CNN detector's activations take per pixel after upsampling.
 pub const CNN_BYTES_PER_UPSAMPLED_PIXEL: u64 = 230;
 
-/// Memory the shape predictor, the chips and the embedder take for one batch of
-/// [`EMBED_BATCH`](crate::face::embedder::EMBED_BATCH) faces, whatever the photo's size, rounded up.
+/// Memory the shape predictor, the chips and the embedder take for one group of
+/// [`FACE_GROUP`] faces, whatever the photo's size, rounded up.
 pub const ENCODE_BYTES: u64 = 160 * 1024 * 1024;
+
+/// Faces of a photo aligned and embedded at a time (the embedder's batch): their chips are
+/// made a group at a time, so that the number of faces found bounds the time taken, never the
+/// memory.
+pub const FACE_GROUP: usize = crate::face::embedder::EMBED_BATCH;
 
 /// One face found in a photo.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -176,9 +181,27 @@ impl FacePipeline {
     }
 
     fn encode_jittered(&self, image: &RgbImage, rects: &[Rect], jitters: u32) -> Result<Vec<Face>> {
-        let (landmarks, chips) = self.align(image, rects);
-        let encodings = self.embed_chips_jittered(&chips, jitters, &mut DlibRand::new())?;
+        let (landmarks, encodings) = self.encode_in_groups(image, rects, jitters)?;
         Ok(Face::at(rects, landmarks, encodings))
+    }
+
+    /// The landmarks and encodings of the faces at `rects`, [`FACE_GROUP`] faces at a time,
+    /// the jitters of all drawn from one generator in order (so the same as all at once).
+    fn encode_in_groups(
+        &self,
+        image: &RgbImage,
+        rects: &[Rect],
+        jitters: u32,
+    ) -> Result<(Vec<Landmarks>, Vec<Encoding>)> {
+        let mut rng = DlibRand::new();
+        let mut landmarks = Vec::with_capacity(rects.len());
+        let mut encodings = Vec::with_capacity(rects.len());
+        for group in rects.chunks(FACE_GROUP) {
+            let (group_landmarks, chips) = self.align(image, group);
+            encodings.extend(self.embed_chips_jittered(&chips, jitters, &mut rng)?);
+            landmarks.extend(group_landmarks);
+        }
+        Ok((landmarks, encodings))
     }
 
     /// Encodes already aligned 150x150 face chips, each the mean of `jitters` jittered copies
@@ -252,8 +275,9 @@ impl FaceEncoder for PhotoEncoder {
     }
 
     fn encode(&self, image: &RgbImage, rects: Vec<Rect>) -> Result<Vec<Encoding>> {
-        let (_landmarks, chips) = self.pipeline.align(image, &rects);
-        self.pipeline
-            .embed_chips_jittered(&chips, self.options.jitters, &mut DlibRand::new())
+        let (_landmarks, encodings) =
+            self.pipeline
+                .encode_in_groups(image, &rects, self.options.jitters)?;
+        Ok(encodings)
     }
 }

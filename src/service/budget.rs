@@ -9,6 +9,12 @@
 //! reserved from the work pool. A source holds its download reservation while it waits for
 //! work memory, but work reservations never wait for downloads, so no two sources can wait on
 //! each other.
+//!
+//! A third, fixed pool ([`REQUEST_BYTES`], part of the memory kept back for everything but
+//! photos) holds the invoke endpoint's accepted requests: their announced length while the body
+//! is read and parsed, then what the parsed event holds, until the invocation ends. It is
+//! reserved at once or not at all, so that a request is answered 429 rather than kept waiting,
+//! and photos waiting on slow hosts never crowd it out.
 
 use std::sync::Arc;
 
@@ -17,6 +23,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Share of the budget for downloaded photos, in quarters; the rest is for decoding and
 /// detection.
 const DOWNLOAD_QUARTERS: u64 = 1;
+
+/// The memory for accepted requests, all together: about ten of the largest (6 MiB) being read
+/// at once.
+pub const REQUEST_BYTES: u64 = 64 * 1024 * 1024;
 
 const KIB: u64 = 1024;
 
@@ -78,6 +88,13 @@ impl Pool {
         Some(Reservation { permit })
     }
 
+    /// `bytes` at once, or `None` when there is no room now.
+    fn try_reserve(&self, bytes: u64) -> Option<Reservation> {
+        let kib = u32::try_from(kib_ceil(bytes).max(1)).ok()?;
+        let permit = self.permits.clone().try_acquire_many_owned(kib).ok()?;
+        Some(Reservation { permit })
+    }
+
     fn available_bytes(&self) -> u64 {
         self.permits.available_permits() as u64 * KIB
     }
@@ -88,6 +105,7 @@ impl Pool {
 pub struct MemoryBudget {
     downloads: Pool,
     work: Pool,
+    requests: Pool,
 }
 
 impl MemoryBudget {
@@ -97,6 +115,7 @@ impl MemoryBudget {
         Self {
             downloads: Pool::new(downloads),
             work: Pool::new(bytes - downloads),
+            requests: Pool::new(REQUEST_BYTES),
         }
     }
 
@@ -116,6 +135,12 @@ impl MemoryBudget {
         self.downloads
             .reserve(bytes.min(self.download_limit()))
             .await
+    }
+
+    /// Reserves room for an accepted request of `bytes`, at once or `None` when there is no
+    /// room now.
+    pub fn try_reserve_request(&self, bytes: u64) -> Option<Reservation> {
+        self.requests.try_reserve(bytes)
     }
 
     /// Reserves working memory, waiting for room; `None` when `bytes` exceed the whole pool.
@@ -163,5 +188,16 @@ mod tests {
         assert!(waiting.is_err(), "no room until the first is given back");
         drop(second);
         assert!(budget.reserve_work(2 * 1024 * KIB).await.is_some());
+        // Requests take room from their own pool at once, or not at all, whatever downloads
+        // hold.
+        drop(first);
+        let _all_downloads = budget.reserve_download(10 * 1024 * KIB).await.unwrap();
+        assert_eq!(budget.available().0, 0);
+        let request = budget
+            .try_reserve_request(REQUEST_BYTES - 100 * KIB)
+            .unwrap();
+        assert!(budget.try_reserve_request(200 * KIB).is_none());
+        drop(request);
+        assert!(budget.try_reserve_request(REQUEST_BYTES).is_some());
     }
 }

@@ -6,15 +6,20 @@
 //! posted), so that Lambda's retries and on-failure destination keep the failed work. An SQS
 //! event returns `batchItemFailures` naming the records to retry. On Lambda the invocation's
 //! deadline (`Context::deadline`) bounds the work, so that it always answers with a report.
+//! The event is read straight into its typed form ([`Event`]): the fields neither form uses
+//! are skipped as they are read, never held.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use candle_core::Device;
 
-use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use serde::de::{self, Deserialize, Deserializer};
 use serde_json::Value;
 
+use super::payload::{Key, PayloadFields};
 use super::{
     DEFAULT_MEMORY_LIMIT, Destinations, InvocationReport, Payload, PayloadError, Service,
     ServiceConfig, ServiceError,
@@ -27,8 +32,6 @@ use crate::weights::WeightsLocation;
 pub enum FunctionError {
     #[error("invalid payload: {0}")]
     InvalidPayload(#[from] PayloadError),
-    #[error("invalid SQS event: {0}")]
-    InvalidSqsEvent(String),
     #[error("cannot write the result: {0}")]
     Output(String),
     #[error("{failed} of {total} sources failed: {summary}")]
@@ -44,7 +47,6 @@ impl FunctionError {
     pub fn error_type(&self) -> &'static str {
         match self {
             Self::InvalidPayload(_) => "InvalidPayload",
-            Self::InvalidSqsEvent(_) => "InvalidSqsEvent",
             Self::Output(_) => "Output",
             Self::SourcesFailed { .. } => "SourcesFailed",
         }
@@ -60,27 +62,118 @@ impl From<FunctionError> for lambda_runtime::Diagnostic {
     }
 }
 
-/// Handles one invocation's event.
+/// An invocation's event, read straight from its JSON text: the original's payload (a direct
+/// invocation) or an SQS event (an object with `Records`). Fields neither uses are skipped as
+/// they are read, never stored.
+#[derive(Debug)]
+pub enum Event {
+    Direct(Result<Payload, PayloadError>),
+    /// Its records, typed as they are read: a malformed one makes the text no event at all.
+    Sqs(SqsEvent),
+}
+
+impl Event {
+    /// The event in JSON text; an error only when the text is not JSON.
+    pub fn from_json(text: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(text)
+    }
+
+    /// The bytes the event holds, about, once read.
+    pub fn held_bytes(&self) -> u64 {
+        match self {
+            Self::Direct(Ok(payload)) => payload.held_bytes(),
+            Self::Sqs(event) => event
+                .records
+                .iter()
+                .map(|record| record.body.as_ref().map_or(0, String::len) as u64 + 1024)
+                .sum(),
+            Self::Direct(Err(_)) => 0,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EventVisitor;
+        impl<'de> de::Visitor<'de> for EventVisitor {
+            type Value = Event;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a Lambda event")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Event, A::Error> {
+                let mut fields = PayloadFields::default();
+                let mut records: Option<Vec<SqsMessage>> = None;
+                while let Some(Key(key)) = map.next_key()? {
+                    if key == Some("Records") {
+                        records = Some(map.next_value()?);
+                    } else {
+                        fields.read_value(key, &mut map)?;
+                    }
+                }
+                Ok(match records {
+                    Some(records) => {
+                        let mut event = SqsEvent::default();
+                        event.records = records;
+                        Event::Sqs(event)
+                    }
+                    None => Event::Direct(fields.validate()),
+                })
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Event, E> {
+                Ok(not_an_object("a boolean"))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Event, E> {
+                Ok(not_an_object("an integer"))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Event, E> {
+                Ok(not_an_object("an integer"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Event, E> {
+                Ok(not_an_object("a float"))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Event, E> {
+                Ok(not_an_object("a string"))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Event, E> {
+                Ok(not_an_object("null"))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Event, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(not_an_object("an array"))
+            }
+        }
+        deserializer.deserialize_any(EventVisitor)
+    }
+}
+
+fn not_an_object(kind: &'static str) -> Event {
+    Event::Direct(Err(PayloadError::NotAnObject(kind)))
+}
+
+/// Handles one invocation's event given as a JSON value (as tests and embedders hold it).
 pub async fn handle<E: FaceEncoder>(
     service: &Service<E>,
     event: &Value,
 ) -> Result<Value, FunctionError> {
+    let event = Event::from_json(event.to_string().as_bytes())
+        .map_err(|e| FunctionError::InvalidPayload(PayloadError::Json(e.to_string())))?;
     handle_until(service, event, None).await
 }
 
 /// Handles one invocation's event, finishing before `deadline` when there is one.
 pub async fn handle_until<E: FaceEncoder>(
     service: &Service<E>,
-    event: &Value,
+    event: Event,
     deadline: Option<Instant>,
 ) -> Result<Value, FunctionError> {
-    if event.get("Records").is_some() {
-        let event: SqsEvent = serde_json::from_value(event.clone())
-            .map_err(|e| FunctionError::InvalidSqsEvent(e.to_string()))?;
-        let response = handle_sqs(service, &event, deadline).await;
-        return serde_json::to_value(response).map_err(|e| FunctionError::Output(e.to_string()));
-    }
-    let payload = Payload::from_value(event)?;
+    let payload = match event {
+        Event::Sqs(event) => {
+            let response = handle_sqs(service, &event, deadline).await;
+            return serde_json::to_value(response)
+                .map_err(|e| FunctionError::Output(e.to_string()));
+        }
+        Event::Direct(payload) => payload?,
+    };
     let report = service.run_until(&payload, deadline, &|_| {}).await;
     if report.failed > 0 {
         return Err(FunctionError::SourcesFailed {
@@ -166,11 +259,11 @@ pub async fn run_lambda<E: FaceEncoder>(
     service: Arc<Service<E>>,
 ) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(lambda_runtime::service_fn(
-        move |event: lambda_runtime::LambdaEvent<Value>| {
+        move |event: lambda_runtime::LambdaEvent<Event>| {
             let service = service.clone();
             async move {
                 let deadline = instant_of(event.context.deadline());
-                handle_until(&service, &event.payload, Some(deadline)).await
+                handle_until(&service, event.payload, Some(deadline)).await
             }
         },
     ))

@@ -3,11 +3,14 @@
 //! A payload is `{"api_url": "...", "sources": [{"pk", "type", "photo_url", "token"}, ...]}`.
 //! Anything malformed is refused as a whole, before any source is processed, with an error that
 //! names the source index and the field; the token is never part of an error or a log line.
+//! JSON text is read straight into the payload's fields: any other field, and the contents of a
+//! value of the wrong kind, are skipped as they are read, never held in memory.
 
 use std::fmt;
 
 use reqwest::Url;
 use serde::Serialize;
+use serde::de::{self, Deserialize, Deserializer};
 use serde_json::Value;
 
 pub use super::redact::Token;
@@ -96,41 +99,278 @@ pub enum PayloadError {
     },
 }
 
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "an integer",
-        Value::Number(_) => "a float",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// One JSON value as validation sees it: a string or a number is kept, anything else only
+/// by its kind, its contents skipped as they are read and never stored.
+#[derive(Debug)]
+enum Scalar {
+    Str(String),
+    Number(serde_json::Number),
+    Other(&'static str),
+}
+
+impl Scalar {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Str(_) => "a string",
+            Self::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+            Self::Number(_) => "a float",
+            Self::Other(kind) => kind,
+        }
     }
 }
 
-fn missing_or(value: Option<&Value>, expected: &str) -> String {
-    match value {
-        None => "missing".to_string(),
-        Some(value) => format!("expected {expected}, found {}", json_kind(value)),
+/// What a visitor makes of a value of a kind it does not expect.
+trait OfKind {
+    fn of_kind(kind: &'static str) -> Self;
+}
+
+impl OfKind for Scalar {
+    fn of_kind(kind: &'static str) -> Self {
+        Self::Other(kind)
     }
 }
 
-impl Payload {
-    /// Parses and validates a payload given as JSON text.
-    pub fn from_json(text: &[u8]) -> Result<Self, PayloadError> {
-        let value: Value =
-            serde_json::from_slice(text).map_err(|e| PayloadError::Json(e.to_string()))?;
-        Self::from_value(&value)
+/// The visitor methods for the kinds of JSON value a visitor only names: each skips the value
+/// (an array's or object's contents with `IgnoredAny`, allocating nothing) and returns
+/// [`OfKind::of_kind`].
+macro_rules! only_kind {
+    (bool) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(OfKind::of_kind("a boolean"))
+        }
+    };
+    (numbers) => {
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(OfKind::of_kind("an integer"))
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(OfKind::of_kind("an integer"))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(OfKind::of_kind("a float"))
+        }
+    };
+    (str) => {
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(OfKind::of_kind("a string"))
+        }
+    };
+    (null) => {
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(OfKind::of_kind("null"))
+        }
+    };
+    (array) => {
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+            Ok(OfKind::of_kind("an array"))
+        }
+    };
+    (object) => {
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+            Ok(OfKind::of_kind("an object"))
+        }
+    };
+    ($($kind:ident)+) => {
+        $(only_kind!($kind);)+
+    };
+}
+
+struct ScalarVisitor;
+
+impl<'de> de::Visitor<'de> for ScalarVisitor {
+    type Value = Scalar;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
     }
 
-    /// Validates a payload given as a JSON value.
-    pub fn from_value(value: &Value) -> Result<Self, PayloadError> {
-        let Value::Object(object) = value else {
-            return Err(PayloadError::NotAnObject(json_kind(value)));
-        };
-        let api_url = match object.get("api_url") {
-            Some(Value::String(text)) => {
-                parse_http_url(text).map_err(|problem| PayloadError::Field {
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar::Number(v.into()))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar::Number(v.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Scalar::Other("a float"), Scalar::Number))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v.to_string()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v))
+    }
+
+    only_kind!(bool null array object);
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// An object key: one of the names the payload (or the Lambda event around it) uses, or
+/// `None` for any other, which is not stored.
+pub(crate) struct Key(pub(crate) Option<&'static str>);
+
+/// Every key the payload and the Lambda event read.
+const KEYS: [&str; 7] = [
+    "api_url",
+    "sources",
+    "pk",
+    "type",
+    "photo_url",
+    "token",
+    "Records",
+];
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl de::Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                Ok(Key(KEYS.iter().copied().find(|key| *key == v)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// A source as read: its four fields, or the kind of value it was instead of an object.
+enum RawSource {
+    Object {
+        pk: Option<Scalar>,
+        kind: Option<Scalar>,
+        photo_url: Option<Scalar>,
+        token: Option<Scalar>,
+    },
+    Other(&'static str),
+}
+
+impl OfKind for RawSource {
+    fn of_kind(kind: &'static str) -> Self {
+        Self::Other(kind)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawSource {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SourceVisitor;
+        impl<'de> de::Visitor<'de> for SourceVisitor {
+            type Value = RawSource;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a source")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawSource, A::Error> {
+                let (mut pk, mut kind, mut photo_url, mut token) = (None, None, None, None);
+                while let Some(Key(key)) = map.next_key()? {
+                    let field = match key {
+                        Some("pk") => &mut pk,
+                        Some("type") => &mut kind,
+                        Some("photo_url") => &mut photo_url,
+                        Some("token") => &mut token,
+                        _ => {
+                            map.next_value::<de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *field = Some(map.next_value()?);
+                }
+                Ok(RawSource::Object {
+                    pk,
+                    kind,
+                    photo_url,
+                    token,
+                })
+            }
+            only_kind!(bool numbers str null array);
+        }
+        deserializer.deserialize_any(SourceVisitor)
+    }
+}
+
+/// The `sources` field as read: at most [`MAX_SOURCES`] sources kept, and how many there
+/// were; or the kind of value it was instead of an array.
+enum RawSources {
+    List { sources: Vec<RawSource>, len: usize },
+    Other(&'static str),
+}
+
+impl OfKind for RawSources {
+    fn of_kind(kind: &'static str) -> Self {
+        Self::Other(kind)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawSources {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SourcesVisitor;
+        impl<'de> de::Visitor<'de> for SourcesVisitor {
+            type Value = RawSources;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of sources")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawSources, A::Error> {
+                let mut sources = Vec::new();
+                let mut len = 0;
+                loop {
+                    // Past the limit the payload is refused: its sources are only counted.
+                    let more = if len < MAX_SOURCES {
+                        seq.next_element::<RawSource>()?.map(|s| sources.push(s))
+                    } else {
+                        seq.next_element::<de::IgnoredAny>()?.map(|_| ())
+                    };
+                    if more.is_none() {
+                        return Ok(RawSources::List { sources, len });
+                    }
+                    len += 1;
+                }
+            }
+            only_kind!(bool numbers str null object);
+        }
+        deserializer.deserialize_any(SourcesVisitor)
+    }
+}
+
+/// The fields of a payload object as read, before validation; other fields are skipped.
+#[derive(Default)]
+pub(crate) struct PayloadFields {
+    api_url: Option<Scalar>,
+    sources: Option<RawSources>,
+}
+
+impl PayloadFields {
+    /// Reads the value of `key`: kept if it is a payload field, skipped otherwise.
+    pub(crate) fn read_value<'de, A: de::MapAccess<'de>>(
+        &mut self,
+        key: Option<&str>,
+        map: &mut A,
+    ) -> Result<(), A::Error> {
+        match key {
+            Some("api_url") => self.api_url = Some(map.next_value()?),
+            Some("sources") => self.sources = Some(map.next_value()?),
+            _ => {
+                map.next_value::<de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The validated payload.
+    pub(crate) fn validate(self) -> Result<Payload, PayloadError> {
+        let api_url = match self.api_url {
+            Some(Scalar::Str(text)) => {
+                parse_http_url(&text).map_err(|problem| PayloadError::Field {
                     field: "api_url",
                     problem,
                 })?
@@ -138,40 +378,113 @@ impl Payload {
             other => {
                 return Err(PayloadError::Field {
                     field: "api_url",
-                    problem: missing_or(other, "a string"),
+                    problem: missing_or(other.as_ref().map(Scalar::kind), "a string"),
                 });
             }
         };
-        let sources = match object.get("sources") {
-            Some(Value::Array(sources)) if sources.is_empty() => {
+        let sources = match self.sources {
+            Some(RawSources::List { len: 0, .. }) => {
                 return Err(PayloadError::Field {
                     field: "sources",
                     problem: "the list is empty; at least one source is required".to_string(),
                 });
             }
-            Some(Value::Array(sources)) if sources.len() > MAX_SOURCES => {
+            Some(RawSources::List { len, .. }) if len > MAX_SOURCES => {
                 return Err(PayloadError::Field {
                     field: "sources",
                     problem: format!(
-                        "{} sources, more than the limit of {MAX_SOURCES} per payload; split it",
-                        sources.len()
+                        "{len} sources, more than the limit of {MAX_SOURCES} per payload; split it"
                     ),
                 });
             }
-            Some(Value::Array(sources)) => sources,
-            other => {
+            Some(RawSources::List { sources, .. }) => sources,
+            Some(RawSources::Other(kind)) => {
                 return Err(PayloadError::Field {
                     field: "sources",
-                    problem: missing_or(other, "an array"),
+                    problem: missing_or(Some(kind), "an array"),
+                });
+            }
+            None => {
+                return Err(PayloadError::Field {
+                    field: "sources",
+                    problem: missing_or(None, "an array"),
                 });
             }
         };
         let sources = sources
-            .iter()
+            .into_iter()
             .enumerate()
             .map(|(index, source)| parse_source(index, source))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { api_url, sources })
+        Ok(Payload { api_url, sources })
+    }
+}
+
+/// A payload as read: its fields, or the kind of value it was instead of an object.
+enum RawPayload {
+    Object(PayloadFields),
+    Other(&'static str),
+}
+
+impl OfKind for RawPayload {
+    fn of_kind(kind: &'static str) -> Self {
+        Self::Other(kind)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawPayload {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PayloadVisitor;
+        impl<'de> de::Visitor<'de> for PayloadVisitor {
+            type Value = RawPayload;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a payload")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawPayload, A::Error> {
+                let mut fields = PayloadFields::default();
+                while let Some(Key(key)) = map.next_key()? {
+                    fields.read_value(key, &mut map)?;
+                }
+                Ok(RawPayload::Object(fields))
+            }
+            only_kind!(bool numbers str null array);
+        }
+        deserializer.deserialize_any(PayloadVisitor)
+    }
+}
+
+fn missing_or(kind: Option<&str>, expected: &str) -> String {
+    match kind {
+        None => "missing".to_string(),
+        Some(kind) => format!("expected {expected}, found {kind}"),
+    }
+}
+
+impl Payload {
+    /// Parses and validates a payload given as JSON text, straight into its fields: what is
+    /// not a payload field is skipped as it is read, never stored.
+    pub fn from_json(text: &[u8]) -> Result<Self, PayloadError> {
+        let raw: RawPayload =
+            serde_json::from_slice(text).map_err(|e| PayloadError::Json(e.to_string()))?;
+        raw.validate()
+    }
+
+    /// Validates a payload given as a JSON value.
+    pub fn from_value(value: &Value) -> Result<Self, PayloadError> {
+        // A `Value` deserializes into anything; the error cannot happen.
+        RawPayload::deserialize(value)
+            .map_err(|e| PayloadError::Json(e.to_string()))?
+            .validate()
+    }
+
+    /// The bytes this payload holds, about: its text and a fixed overhead per source.
+    pub fn held_bytes(&self) -> u64 {
+        let sources: usize = self
+            .sources
+            .iter()
+            .map(|s| s.photo_url.len() + s.token.expose().len() + std::mem::size_of::<Source>())
+            .sum();
+        (self.api_url.as_str().len() + sources) as u64
     }
 
     /// `{api_url}/api/facedetection/encodings/{type}/{pk}/`, with no doubled `/` whether or
@@ -187,6 +500,15 @@ impl Payload {
     }
 }
 
+impl RawPayload {
+    fn validate(self) -> Result<Payload, PayloadError> {
+        match self {
+            Self::Object(fields) => fields.validate(),
+            Self::Other(kind) => Err(PayloadError::NotAnObject(kind)),
+        }
+    }
+}
+
 fn parse_http_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("not a URL ({e})"))?;
     match url.scheme() {
@@ -197,46 +519,56 @@ fn parse_http_url(text: &str) -> Result<Url, String> {
     }
 }
 
-fn parse_source(index: usize, value: &Value) -> Result<Source, PayloadError> {
+fn parse_source(index: usize, source: RawSource) -> Result<Source, PayloadError> {
     let error = |field: &'static str, problem: String| PayloadError::SourceField {
         index,
         field,
         problem,
     };
-    let Value::Object(object) = value else {
-        return Err(PayloadError::SourceField {
-            index,
-            field: "*",
-            problem: format!("expected an object, found {}", json_kind(value)),
-        });
+    let wrong = |field: &'static str, value: Option<Scalar>, expected: &str| {
+        error(
+            field,
+            missing_or(value.as_ref().map(Scalar::kind), expected),
+        )
     };
-    let pk = match object.get("pk") {
-        Some(Value::Number(n)) => n
+    let (pk, kind, photo_url, token) = match source {
+        RawSource::Object {
+            pk,
+            kind,
+            photo_url,
+            token,
+        } => (pk, kind, photo_url, token),
+        RawSource::Other(kind) => {
+            return Err(error("*", format!("expected an object, found {kind}")));
+        }
+    };
+    let pk = match pk {
+        Some(Scalar::Number(n)) => n
             .as_u64()
             .ok_or_else(|| error("pk", format!("expected a non-negative integer, found {n}")))?,
-        other => return Err(error("pk", missing_or(other, "an integer"))),
+        other => return Err(wrong("pk", other, "an integer")),
     };
-    let kind = match object.get("type") {
-        Some(Value::String(kind)) if kind == "photo" => SourceType::Photo,
-        Some(Value::String(kind)) if kind == "reference" => SourceType::Reference,
-        Some(Value::String(kind)) => {
+    let kind = match kind {
+        Some(Scalar::Str(kind)) if kind == "photo" => SourceType::Photo,
+        Some(Scalar::Str(kind)) if kind == "reference" => SourceType::Reference,
+        Some(Scalar::Str(kind)) => {
             return Err(error(
                 "type",
                 format!("expected \"photo\" or \"reference\", found {kind:?}"),
             ));
         }
-        other => return Err(error("type", missing_or(other, "a string"))),
+        other => return Err(wrong("type", other, "a string")),
     };
-    let photo_url = match object.get("photo_url") {
-        Some(Value::String(url)) if url.is_empty() => {
+    let photo_url = match photo_url {
+        Some(Scalar::Str(url)) if url.is_empty() => {
             return Err(error("photo_url", "is empty".to_string()));
         }
-        Some(Value::String(url)) => url.clone(),
-        other => return Err(error("photo_url", missing_or(other, "a string"))),
+        Some(Scalar::Str(url)) => url,
+        other => return Err(wrong("photo_url", other, "a string")),
     };
-    let token = match object.get("token") {
-        Some(Value::String(token)) => Token::new(token.clone()),
-        other => return Err(error("token", missing_or(other, "a string"))),
+    let token = match token {
+        Some(Scalar::Str(token)) => Token::new(token),
+        other => return Err(wrong("token", other, "a string")),
     };
     Ok(Source {
         pk,

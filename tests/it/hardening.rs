@@ -63,6 +63,10 @@ fn config_with_resolver(resolver: Arc<TableResolver>) -> ServiceConfig {
 
 #[tokio::test]
 async fn link_local_is_refused_after_dns_and_on_every_redirect_hop() {
+    if !common::in_own_netns("hardening::link_local_is_refused_after_dns_and_on_every_redirect_hop")
+    {
+        return;
+    }
     let (photos, photo_base) = PhotoServer::start().await;
     photos.add("ok.png", png(20, 20, 1));
     let port = photo_base.rsplit(':').next().unwrap().to_string();
@@ -218,6 +222,112 @@ async fn link_local_is_refused_after_dns_and_on_every_redirect_hop() {
     .unwrap();
     let report = public_only.run(&payload).await;
     assert_failed(&report, 0, Stage::Download, "127.0.0.1 is on this machine");
+}
+
+/// Names that DNS64 or a hostile resolver answer with NAT64 addresses of private, loopback or
+/// metadata addresses, or with special-purpose ranges, are refused under `public` before any
+/// connection (in a network namespace of its own: nothing could leave the machine anyway).
+#[tokio::test]
+async fn nat64_and_reserved_addresses_are_refused_after_dns() {
+    if !common::in_own_netns("hardening::nat64_and_reserved_addresses_are_refused_after_dns") {
+        return;
+    }
+    let names = [
+        (
+            "nat64-private.test",
+            "[64:ff9b::a00:1]:80",
+            "64:ff9b::a00:1 is a private-network address",
+        ),
+        (
+            "nat64-loopback.test",
+            "[64:ff9b::7f00:1]:80",
+            "64:ff9b::7f00:1 is on this machine",
+        ),
+        (
+            "nat64-metadata.test",
+            "[64:ff9b::a9fe:a9fe]:80",
+            "64:ff9b::a9fe:a9fe is a link-local address",
+        ),
+        (
+            "nat64-local-use.test",
+            "[64:ff9b:1::5db8:d822]:80",
+            "64:ff9b:1::5db8:d822 is a private-network address",
+        ),
+        (
+            "benchmarking.test",
+            "198.18.0.1:80",
+            "198.18.0.1 is a benchmarking address (RFC 2544), not globally reachable",
+        ),
+        (
+            "reserved.test",
+            "240.0.0.1:80",
+            "240.0.0.1 is a reserved address (240.0.0.0/4, RFC 1112), not globally reachable",
+        ),
+        (
+            "ietf.test",
+            "192.0.0.1:80",
+            "192.0.0.1 is an IETF protocol assignment (RFC 6890), not globally reachable",
+        ),
+        (
+            "documentation.test",
+            "[2001:db8::1]:80",
+            "2001:db8::1 is a documentation address (RFC 3849), not globally reachable",
+        ),
+    ];
+    let resolver = Arc::new(TableResolver {
+        table: names
+            .iter()
+            .map(|(name, addr, _)| (name.to_string(), vec![addr.parse().unwrap()]))
+            .collect(),
+        asked: Mutex::default(),
+    });
+    let mut config = config_with_resolver(resolver.clone());
+    config.http.destinations = Destinations::Public;
+    let (service, _) = fake_service(config, Duration::ZERO);
+    let mut sources: Vec<Value> = names
+        .iter()
+        .enumerate()
+        .map(|(pk, (name, ..))| source(pk as u64, "photo", &format!("http://{name}/p.png"), "t"))
+        .collect();
+    // The same addresses given as URL hosts skip DNS, and are refused all the same.
+    sources.push(source(
+        100,
+        "photo",
+        "http://[64:ff9b::a9fe:a9fe]/p.png",
+        "t",
+    ));
+    sources.push(source(101, "photo", "http://198.18.0.1/p.png", "t"));
+    let payload =
+        Payload::from_value(&json!({"api_url": "https://api.example", "sources": sources}))
+            .unwrap();
+    let started = Instant::now();
+    let report = service.run(&payload).await;
+    for (index, (_, _, why)) in names.iter().enumerate() {
+        assert_failed(&report, index, Stage::Download, why);
+        assert_eq!(
+            report.sources[index].download_attempts, 1,
+            "a refusal is final"
+        );
+    }
+    assert_failed(
+        &report,
+        names.len(),
+        Stage::Download,
+        "64:ff9b::a9fe:a9fe is a link-local",
+    );
+    assert_failed(
+        &report,
+        names.len() + 1,
+        Stage::Download,
+        "198.18.0.1 is a benchmarking",
+    );
+    // Nothing waited for a connection.
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(resolver.asked.lock().unwrap().len(), names.len());
 }
 
 /// A server whose callback route answers each pk with a redirect of status `pk` to `/target`,
@@ -715,6 +825,9 @@ async fn too_many_sources_are_refused_with_the_limit() {
 
 #[tokio::test]
 async fn sqs_and_direct_invocations_share_the_limits() {
+    if !common::in_own_netns("hardening::sqs_and_direct_invocations_share_the_limits") {
+        return;
+    }
     // A direct invocation through the handler with one source refused by the policy: the
     // report names it, the handler's error says why.
     let (service, _) = fake_service(fast_config(), Duration::ZERO);

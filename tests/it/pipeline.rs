@@ -5,6 +5,7 @@ use crate::common;
 use candle_core::Device;
 use concrexit_facedetection::decode::{DecodeLimits, open_image};
 use concrexit_facedetection::geometry::Rect;
+use concrexit_facedetection::pipeline::per_photo::FACE_GROUP;
 use concrexit_facedetection::pipeline::{Detector, EncodeOptions, FacePipeline};
 use concrexit_facedetection::weights::WeightsLocation;
 
@@ -39,6 +40,45 @@ fn encodings_from_reference_rects_match_dlib() {
     }
     println!("{faces} faces, largest distance to dlib's descriptor: {worst:e}");
     assert!(faces > 0, "no face was compared");
+}
+
+/// A photo with more faces than one group ([`FACE_GROUP`]) is encoded group by group, each
+/// face still dlib's: the reference faces of a case repeated across three groups.
+#[test]
+fn faces_beyond_one_group_are_encoded_as_dlib_encodes_them() {
+    let pipeline = pipeline();
+    let cases = common::reference_cases();
+    let case = cases
+        .iter()
+        .find(|case| !case.reference.hog.faces.is_empty())
+        .expect("a reference case with faces");
+    let image = case.decoded();
+    let reference = &case.reference.hog.faces;
+    let rects: Vec<Rect> = reference.iter().map(|face| face.rect.into()).collect();
+    let many: Vec<Rect> = rects
+        .iter()
+        .copied()
+        .cycle()
+        .take(2 * FACE_GROUP + 3)
+        .collect();
+    let alone = pipeline.encode_at(&image, &rects).unwrap();
+    let grouped = pipeline.encode_at(&image, &many).unwrap();
+    assert_eq!(grouped.len(), many.len());
+    for (index, face) in grouped.iter().enumerate() {
+        let expected = &reference[index % rects.len()].descriptor;
+        let distance = common::euclidean(&face.encoding, expected);
+        assert!(
+            distance <= 1e-3,
+            "{} face {index}: {distance} from dlib's",
+            case.name
+        );
+        assert_eq!(
+            face.encoding,
+            alone[index % rects.len()].encoding,
+            "face {index}"
+        );
+        assert_eq!(face.rect, many[index]);
+    }
 }
 
 #[test]

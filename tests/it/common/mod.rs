@@ -105,6 +105,57 @@ pub fn in_own_process(test: &str) -> bool {
     false
 }
 
+/// For a test that names addresses beyond this machine (metadata services, reserved ranges):
+/// `true` in a run of this test binary for that test alone inside a network namespace of its
+/// own with loopback only (`unshare --net`, then `ip link set lo up`), where nothing can leave
+/// the machine whatever the code under test does; elsewhere it starts such a run, fails when
+/// the test failed there, and returns `false` (the caller then returns). Without namespaces
+/// (no `unshare`, or not allowed) the test is skipped with a message, unless
+/// `FACEDETECT_REQUIRE_NETNS` is set (CI sets it).
+pub fn in_own_netns(test: &str) -> bool {
+    const ISOLATED: &str = "FACEDETECT_TEST_NETNS";
+    if std::env::var_os(ISOLATED).is_some_and(|name| name == test) {
+        return true;
+    }
+    // As root a namespace of its own; otherwise inside a user namespace, where allowed.
+    let flags = [&["--net"][..], &["--map-root-user", "--net"][..]]
+        .into_iter()
+        .find(|flags| {
+            std::process::Command::new("unshare")
+                .args(*flags)
+                .args(["sh", "-c", "ip link set lo up"])
+                .output()
+                .is_ok_and(|output| output.status.success())
+        });
+    let Some(flags) = flags else {
+        assert!(
+            std::env::var_os("FACEDETECT_REQUIRE_NETNS").is_none(),
+            "{test}: no network namespace (unshare --net and ip link set lo up failed)"
+        );
+        eprintln!("skipped {test}: no network namespace (unshare --net) to run it in");
+        return false;
+    };
+    let exe = std::env::current_exe().expect("the test binary");
+    let output = std::process::Command::new("unshare")
+        .args(flags)
+        .args(["sh", "-c", r#"ip link set lo up && exec "$0" "$@""#])
+        .arg(exe)
+        .args([test, "--exact", "--nocapture"])
+        .env(ISOLATED, test)
+        .output()
+        .expect("unshare runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{test} in a network namespace of its own:\n{stdout}\n{stderr}"
+    );
+    print!("{stdout}");
+    false
+}
+
 pub fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
