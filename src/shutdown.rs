@@ -2,11 +2,11 @@
 //! `shutdown.rs`: one [`ShutdownTrigger`] fires it once, every [`Shutdown`] clone sees it, and a
 //! task that looks after it fired sees it at once.
 //!
-//! [`Shutdown::on_signals`] fires it on SIGTERM (ECS or a container runtime stopping a task) or
-//! SIGINT (Ctrl-C). `facedetect serve` then stops accepting and finishes its accepted work
-//! ([`crate::service::serve`]), and stops at once on the next signal
-//! ([`Shutdown::on_signals_and_again`]); the backfill worker stops receiving and drains or releases its
-//! messages ([`crate::backfill::worker`]). The Lambda function has no use for it: Lambda
+//! [`Signals::install`] fires one on the first SIGTERM (ECS or a container runtime stopping a
+//! task) or SIGINT (Ctrl-C) and another on the next. On the first, `facedetect serve` stops
+//! accepting and finishes its accepted work ([`crate::service::serve`]) and the backfill worker
+//! stops receiving and drains or releases its messages ([`crate::backfill::worker`]); on the
+//! second, both stop at once. The Lambda function has no use for it: Lambda
 //! freezes or ends the process between invocations and sends SIGTERM only to functions with
 //! extensions, and every invocation already answers before its deadline.
 
@@ -29,43 +29,6 @@ impl Shutdown {
     pub fn new() -> (ShutdownTrigger, Shutdown) {
         let (sender, receiver) = watch::channel(false);
         (ShutdownTrigger { sender }, Shutdown { receiver })
-    }
-
-    /// A signal fired by the first SIGTERM or SIGINT this process receives. Must be called
-    /// inside a tokio runtime; fails when the signal handlers cannot be installed.
-    pub fn on_signals() -> std::io::Result<Shutdown> {
-        Ok(Self::on_signals_and_again()?.0)
-    }
-
-    /// Two signals: the first fired by the first SIGTERM or SIGINT this process receives, the
-    /// second by the next one, for a caller that stops at once when asked twice. Must be
-    /// called inside a tokio runtime; fails when the signal handlers cannot be installed.
-    pub fn on_signals_and_again() -> std::io::Result<(Shutdown, Shutdown)> {
-        let (first, shutdown) = Self::new();
-        let (second, again) = Self::new();
-        #[cfg(unix)]
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::spawn(async move {
-            for (trigger, message) in [
-                (first, "shutdown requested"),
-                (second, "shutdown requested again"),
-            ] {
-                #[cfg(unix)]
-                let name = tokio::select! {
-                    _ = terminate.recv() => "SIGTERM",
-                    _ = tokio::signal::ctrl_c() => "SIGINT",
-                };
-                #[cfg(not(unix))]
-                let name = match tokio::signal::ctrl_c().await {
-                    Ok(()) => "Ctrl-C",
-                    Err(_) => return,
-                };
-                tracing::info!(signal = name, "{message}");
-                trigger.fire();
-            }
-        });
-        Ok((shutdown, again))
     }
 
     /// Whether the signal has fired.

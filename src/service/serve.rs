@@ -52,7 +52,7 @@ use super::lambda::{self, Event, FunctionError};
 use super::sigv4::{self, SignedRequest};
 use super::{Destinations, Service};
 use crate::pipeline::FaceEncoder;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, Signals};
 
 /// The largest request payload Lambda accepts for a synchronous invocation.
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
@@ -184,9 +184,12 @@ pub async fn run<E: FaceEncoder>(
 ) -> std::io::Result<()> {
     check_listen(addr, &options).map_err(std::io::Error::other)?;
     let listener = TcpListener::bind(addr).await?;
-    let (shutdown, mut again) = Shutdown::on_signals_and_again()?;
+    let Signals {
+        first,
+        second: mut again,
+    } = Signals::install()?;
     tokio::select! {
-        served = serve_until(listener, service, options, shutdown) => served,
+        served = serve_until(listener, service, options, first) => served,
         () = again.recv() => {
             tracing::warn!("second signal: exiting now, unfinished invocations dropped");
             Ok(())
