@@ -56,6 +56,8 @@
 //!   shared by the Lambda handler ([`service::lambda`]), the local invoke endpoint
 //!   ([`service::serve`]) and the batch command ([`service::batch`]); [`service::redact`]
 //!   keeps tokens and signed URLs out of logs.
+//! - [`annotate`] (with the `cli` feature): photos with their faces drawn, for
+//!   `facedetect encode --annotate`.
 //! - [`backfill`] (with the `cli` feature): the album backfill's SQS queue worker
 //!   ([`backfill::worker`]) and its enqueue command.
 //! - [`shutdown`]: the one shutdown signal `serve` and the worker stop on (SIGTERM, Ctrl-C).
@@ -68,7 +70,8 @@
 //!
 //! ```text
 //!  backfill                          the queue worker
-//!  service                           payload, download, callback, the Lambda handler, serve
+//!  service, annotate                 payload, download, callback, the Lambda handler, serve;
+//!                                    photos with their faces drawn
 //!  pipeline, convert                 the stages together; dlib's files into the models
 //!  face                              landmarks, chips, embedder
 //!  detect                            the detectors
@@ -81,6 +84,8 @@
 //! `src/bin/lambda.rs` (`facedetect-lambda`, the AWS Lambda function) starts
 //! [`service::lambda::cold_start`].
 
+#[cfg(feature = "cli")]
+pub mod annotate;
 #[cfg(feature = "cli")]
 pub mod backfill;
 pub mod convert;

@@ -7,14 +7,15 @@ use std::sync::Arc;
 use anyhow::Context;
 use candle_core::Device;
 use clap::{Parser, Subcommand};
+use concrexit_facedetection::annotate::Annotator;
 use concrexit_facedetection::backfill::{aws, enqueue, worker};
 use concrexit_facedetection::detect::cnn::{CnnFaceDetector, ConvAlgorithm};
 use concrexit_facedetection::geometry::Rect;
 use concrexit_facedetection::logging::{self, LogFormat};
 use concrexit_facedetection::pipeline::device_plan::DevicePlan;
-use concrexit_facedetection::pipeline::files::{FileTask, ImageFaces, encode_files};
+use concrexit_facedetection::pipeline::files::{FaceOutput, FileTask, ImageFaces, encode_files};
 use concrexit_facedetection::pipeline::{
-    BatchChoice, BatchSizes, Detector, DeviceBatcher, DeviceKind, EncodeOptions, FaceEncoder,
+    BatchChoice, BatchSizes, Detector, DeviceBatcher, DeviceKind, EncodeOptions, Face, FaceEncoder,
     FacePipeline, PhotoEncoder, throughput,
 };
 use concrexit_facedetection::service::batch::BatchInput;
@@ -83,6 +84,10 @@ struct EncodeArgs {
     /// num_jitters; 1: no jitter), with detection, --rect and --aligned alike.
     #[arg(long, default_value_t = 1)]
     jitters: u32,
+    /// Also write each photo with its faces drawn (rectangle, landmarks, the detector's
+    /// score) into this directory, as NAME.png for the photo NAME.jpg.
+    #[arg(long, value_name = "DIR", conflicts_with = "aligned")]
+    annotate: Option<PathBuf>,
     #[command(flatten)]
     models: ModelArgs,
     /// The photo files (JPEG, PNG, WebP, GIF, BMP).
@@ -111,6 +116,30 @@ impl EncodeArgs {
             }
         }
         Ok(())
+    }
+
+    /// Where `--annotate` writes each photo's drawing, in the order of `images`; the directory
+    /// is made here. Two photos of the same name would overwrite each other: refused.
+    fn annotated_paths(&self) -> anyhow::Result<Option<Vec<PathBuf>>> {
+        let Some(dir) = &self.annotate else {
+            return Ok(None);
+        };
+        let mut paths = Vec::with_capacity(self.images.len());
+        for image in &self.images {
+            let stem = image
+                .file_stem()
+                .with_context(|| format!("{}: not a file name", image.display()))?;
+            let path = dir.join(stem).with_extension("png");
+            if paths.contains(&path) {
+                anyhow::bail!(
+                    "--annotate: two photos would be drawn into {}: give photos of different names",
+                    path.display()
+                );
+            }
+            paths.push(path);
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
+        Ok(Some(paths))
     }
 }
 
@@ -486,11 +515,21 @@ fn encode(args: &EncodeArgs) -> anyhow::Result<ExitCode> {
             jitters: args.jitters,
         })
     };
+    let annotated_paths = args.annotated_paths()?;
+    let annotator = annotated_paths.as_ref().map(|_| Annotator::new());
     let mut failures = 0;
+    let mut index = 0;
     encode_files(&pipeline, &args.images, &task, |path, result| {
+        let annotated_path = annotated_paths.as_ref().map(|paths| &paths[index]);
+        index += 1;
         let line = result
             .map_err(|error| photo_error(path, error))
-            .and_then(|faces| Ok(serde_json::to_string(&faces)?));
+            .and_then(|(image, faces)| {
+                if let (Some(annotator), Some(annotated_path)) = (&annotator, annotated_path) {
+                    draw_faces(annotator, &image, &faces, annotated_path)?;
+                }
+                Ok(serde_json::to_string(&faces)?)
+            });
         match line {
             Ok(line) => println!("{line}"),
             Err(error) => {
@@ -504,6 +543,27 @@ fn encode(args: &EncodeArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Writes `image` with the located faces of `faces` drawn to `path`.
+fn draw_faces(
+    annotator: &Annotator,
+    image: &image::RgbImage,
+    faces: &ImageFaces,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let located: Vec<Face> = faces
+        .faces
+        .iter()
+        .filter_map(|face| match face {
+            FaceOutput::Located(face) => Some(face.clone()),
+            FaceOutput::Aligned { .. } => None,
+        })
+        .collect();
+    annotator
+        .annotate(image, &located)
+        .save(path)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The service around `encoder`, in a runtime of its own.

@@ -56,13 +56,13 @@ impl ImageFaces {
     }
 }
 
-/// Runs `task` on every file of `paths`, in order, handing each photo's result to `each` as
-/// soon as it is done.
+/// Runs `task` on every file of `paths`, in order, handing each photo's result (the decoded
+/// photo and its faces) to `each` as soon as it is done.
 pub fn encode_files(
     pipeline: &FacePipeline,
     paths: &[PathBuf],
     task: &FileTask,
-    mut each: impl FnMut(&Path, Result<ImageFaces>),
+    mut each: impl FnMut(&Path, Result<(RgbImage, ImageFaces)>),
 ) {
     let limits = DecodeLimits::default();
     std::thread::scope(|scope| {
@@ -78,10 +78,11 @@ pub fn encode_files(
             }
         });
         for (path, image) in decoded {
-            each(
-                path,
-                image.and_then(|image| encode_image(pipeline, path, &image, task)),
-            );
+            let encoded = image.and_then(|image| {
+                let faces = encode_image(pipeline, path, &image, task)?;
+                Ok((image, faces))
+            });
+            each(path, encoded);
         }
     });
 }

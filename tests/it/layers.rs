@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["detect"],
     &["face"],
     &["convert", "pipeline"],
-    &["service"],
+    &["service", "annotate"],
     &["backfill"],
 ];
 

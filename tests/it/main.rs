@@ -33,6 +33,7 @@ mod device;
 mod weights;
 
 // The command line, the service, the Lambda function and the backfill worker.
+mod annotate;
 mod aws_errors;
 mod backfill;
 mod cli;
