@@ -13,9 +13,9 @@
 
 mod threads;
 
+use std::ffi::CString;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
@@ -208,7 +208,10 @@ where
     for (landmark, &(x, y)) in landmarks.iter_mut().zip(parts) {
         *landmark = Point { x, y };
     }
-    extract_image_chip(image, &get_face_chip_details(&landmarks, CHIP_SIZE, padding))
+    extract_image_chip(
+        image,
+        &get_face_chip_details(&landmarks, CHIP_SIZE, padding),
+    )
 }
 
 #[pymethods]
@@ -392,6 +395,7 @@ impl Models {
 }
 
 impl Models {
+    /// The encodings of aligned chips, jittered from `generator` when `jitters` > 1.
     fn embed(
         &self,
         chips: &[RgbImage],
@@ -399,7 +403,9 @@ impl Models {
         generator: &JitterGenerator,
     ) -> Result<Vec<Vec<f32>>> {
         let mut rng = generator.rng.lock().unwrap_or_else(PoisonError::into_inner);
-        let encodings = self.pipeline.embed_chips_jittered(chips, jitters, &mut rng)?;
+        let encodings = self
+            .pipeline
+            .embed_chips_jittered(chips, jitters, &mut rng)?;
         Ok(encodings.iter().map(|encoding| encoding.to_vec()).collect())
     }
 }
