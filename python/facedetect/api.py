@@ -14,6 +14,14 @@ from . import _dlib as dlib
 
 ImageFile.LOAD_TRUNCATED_IMAGES = True
 
+# The paths of dlib's model files in face_recognition_models, as face_recognition names them
+# (None without that package). The models here are read from the package's converted weights;
+# only the 68-point one is read from its .dat.
+predictor_68_point_model = dlib.model_location("shape_predictor_68_face_landmarks.dat")
+predictor_5_point_model = dlib.model_location("shape_predictor_5_face_landmarks.dat")
+cnn_face_detection_model = dlib.model_location("mmod_human_face_detector.dat")
+face_recognition_model = dlib.model_location("dlib_face_recognition_resnet_model_v1.dat")
+
 face_detector = dlib.fhog_object_detector()
 pose_predictor_68_point = dlib.shape_predictor(small=False)
 pose_predictor_5_point = dlib.shape_predictor(small=True)
@@ -201,7 +209,7 @@ def face_encodings(face_image, known_face_locations=None, num_jitters=1, model="
     :return: A list of 128-dimensional face encodings (one for each face in the image)
     """
     raw_landmarks = _raw_face_landmarks(face_image, known_face_locations, model)
-    return face_encoder.compute_face_descriptors(face_image, raw_landmarks, num_jitters, small=(model == "small"))
+    return face_encoder.compute_face_descriptors(face_image, raw_landmarks, num_jitters)
 
 
 def compare_faces(known_face_encodings, face_encoding_to_check, tolerance=0.6):

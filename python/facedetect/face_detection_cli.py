@@ -2,15 +2,15 @@
 """face_recognition 1.3.0's ``face_detection`` command: where the faces in images are.
 
 The same arguments, options and output lines (``file,top,right,bottom,left``) as the original,
-with face_recognition's later ``--upsample`` option (default 0, as 1.3.0 runs it). ``--cpus``
-runs that many threads (the Rust side releases the GIL) instead of a process pool; results are
-printed in the order of the images.
+with face_recognition's later ``--upsample`` option (default 0, as 1.3.0 runs it). ``--cpus N``
+uses N threads instead of a pool of N processes (see ``_commands``); a folder's lines are printed
+in the order of the images, every good image's whatever fails, then the first error.
 """
 from __future__ import print_function
 import click
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
+from . import _commands
 from . import api as face_recognition
 
 
@@ -39,13 +39,8 @@ def image_files_in_folder(folder):
     return [os.path.join(folder, f) for f in os.listdir(folder) if re.match(r'.*\.(jpg|jpeg|png)', f, flags=re.I)]
 
 
-def process_images_in_threads(images_to_check, number_of_cpus, model, upsample):
-    threads = os.cpu_count() if number_of_cpus == -1 else max(number_of_cpus, 1)
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for lines in pool.map(lambda image: check_image(image, model, upsample), images_to_check):
-            for line in lines:
-                print(line)
+def process_images_in_process_pool(images_to_check, number_of_cpus, model, upsample=0):
+    _commands.print_in_pool(lambda image: check_image(image, model, upsample), images_to_check, number_of_cpus)
 
 
 @click.command()
@@ -54,13 +49,14 @@ def process_images_in_threads(images_to_check, number_of_cpus, model, upsample):
 @click.option('--model', default="hog", help='Which face detection model to use. Options are "hog" or "cnn".')
 @click.option('--upsample', default=0, help='How many times to upsample the image looking for faces. Higher numbers find smaller faces.')
 def main(image_to_check, cpus, model, upsample):
-    if os.path.isdir(image_to_check):
-        if cpus == 1:
-            [test_image(image_file, model, upsample) for image_file in image_files_in_folder(image_to_check)]
+    with _commands.cpus(cpus):
+        if os.path.isdir(image_to_check):
+            if cpus == 1:
+                [test_image(image_file, model, upsample) for image_file in image_files_in_folder(image_to_check)]
+            else:
+                process_images_in_process_pool(image_files_in_folder(image_to_check), cpus, model, upsample)
         else:
-            process_images_in_threads(image_files_in_folder(image_to_check), cpus, model, upsample)
-    else:
-        test_image(image_to_check, model, upsample)
+            test_image(image_to_check, model, upsample)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,16 @@
 # -*- coding: utf-8 -*-
 """face_recognition 1.3.0's ``face_recognition`` command: which known people are in an image.
 
-The same arguments, options and output lines as the original. ``--cpus`` runs that many
-threads (the Rust side releases the GIL, so they run in parallel and share one copy of the
-models) instead of a process pool; results are printed in the order of the images.
+The same arguments, options and output lines as the original. ``--cpus N`` uses N threads
+(sharing one copy of the models) instead of a pool of N processes (see ``_commands``); a
+folder's lines are printed in the order of the images, every good image's whatever fails, then
+the first error.
 """
 from __future__ import print_function
 import click
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
+from . import _commands
 from . import api as face_recognition
 import PIL.Image
 import numpy as np
@@ -85,15 +86,10 @@ def image_files_in_folder(folder):
     return [os.path.join(folder, f) for f in os.listdir(folder) if re.match(r'.*\.(jpg|jpeg|png)', f, flags=re.I)]
 
 
-def process_images_in_threads(images_to_check, known_names, known_face_encodings, number_of_cpus, tolerance, show_distance):
-    threads = os.cpu_count() if number_of_cpus == -1 else max(number_of_cpus, 1)
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        results = pool.map(lambda image: check_image(image, known_names, known_face_encodings, tolerance, show_distance),
-                           images_to_check)
-        for lines in results:
-            for line in lines:
-                print(line)
+def process_images_in_process_pool(images_to_check, known_names, known_face_encodings, number_of_cpus, tolerance, show_distance):
+    _commands.print_in_pool(
+        lambda image: check_image(image, known_names, known_face_encodings, tolerance, show_distance),
+        images_to_check, number_of_cpus)
 
 
 @click.command()
@@ -103,15 +99,16 @@ def process_images_in_threads(images_to_check, known_names, known_face_encodings
 @click.option('--tolerance', default=0.6, help='Tolerance for face comparisons. Default is 0.6. Lower this if you get multiple matches for the same person.')
 @click.option('--show-distance', default=False, type=bool, help='Output face distance. Useful for tweaking tolerance setting.')
 def main(known_people_folder, image_to_check, cpus, tolerance, show_distance):
-    known_names, known_face_encodings = scan_known_people(known_people_folder)
+    with _commands.cpus(cpus):
+        known_names, known_face_encodings = scan_known_people(known_people_folder)
 
-    if os.path.isdir(image_to_check):
-        if cpus == 1:
-            [test_image(image_file, known_names, known_face_encodings, tolerance, show_distance) for image_file in image_files_in_folder(image_to_check)]
+        if os.path.isdir(image_to_check):
+            if cpus == 1:
+                [test_image(image_file, known_names, known_face_encodings, tolerance, show_distance) for image_file in image_files_in_folder(image_to_check)]
+            else:
+                process_images_in_process_pool(image_files_in_folder(image_to_check), known_names, known_face_encodings, cpus, tolerance, show_distance)
         else:
-            process_images_in_threads(image_files_in_folder(image_to_check), known_names, known_face_encodings, cpus, tolerance, show_distance)
-    else:
-        test_image(image_to_check, known_names, known_face_encodings, tolerance, show_distance)
+            test_image(image_to_check, known_names, known_face_encodings, tolerance, show_distance)
 
 
 if __name__ == "__main__":

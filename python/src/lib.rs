@@ -7,22 +7,32 @@
 //! array with 1 (grey) or 3 (RGB) channels. Rectangles are dlib's `(left, top, right, bottom)`
 //! with inclusive corners. Library errors become `RuntimeError` (`OSError` for a file that
 //! cannot be read), as dlib raises them, and a panic becomes a `RuntimeError` too.
+//!
+//! The work runs on the module's own thread pool ([`threads`]), which a forked child rebuilds
+//! and whose size `set_num_threads` sets.
 
+mod threads;
+
+use std::ffi::CString;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use candle_core::Device;
 use concrexit_facedetection::convert::cache;
 use concrexit_facedetection::error::{Error, Result};
-use concrexit_facedetection::face::alignment::face_chips;
+use concrexit_facedetection::face::alignment::{
+    ChipLandmarks, extract_image_chip, get_face_chip_details,
+};
+use concrexit_facedetection::face::embedder::CHIP_SIZE;
 use concrexit_facedetection::face::jitter::DlibRand;
 use concrexit_facedetection::face::landmarks::ShapePredictor;
 use concrexit_facedetection::geometry::{Point, Rect};
 use concrexit_facedetection::pipeline::{Detector, EncodeOptions, FacePipeline};
 use concrexit_facedetection::weights::WeightsLocation;
 use image::{GrayImage, RgbImage};
-use pyo3::exceptions::{PyOSError, PyRuntimeError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyRuntimeWarning, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -54,9 +64,11 @@ fn to_py_err(error: Error) -> PyErr {
     }
 }
 
-/// Runs `work` without the GIL, with its errors and panics turned into Python exceptions.
+/// Runs `work` on the module's thread pool without the GIL, with its errors and panics turned
+/// into Python exceptions.
 fn native<T: Send>(py: Python<'_>, work: impl FnOnce() -> Result<T> + Send) -> PyResult<T> {
-    py.detach(|| catch_unwind(AssertUnwindSafe(work)))
+    py.detach(|| threads::install(|| catch_unwind(AssertUnwindSafe(work))))
+        .map_err(PyRuntimeError::new_err)?
         .map_err(|panic| {
             let what = panic
                 .downcast_ref::<String>()
@@ -113,13 +125,18 @@ fn detections(found: impl IntoIterator<Item = (Rect, f64)>) -> Vec<Detection> {
 
 /// The loaded models: dlib's HOG and CNN face detectors, the 5-point shape predictor and the
 /// face recognition ResNet, on the CPU, and the 68-point shape predictor, read from dlib's
-/// `.dat` (converted into the library's cache on first use) when it is first needed.
+/// `.dat` (converted into the library's cache on first use) when it is first needed. Where the
+/// cache cannot be written (no home, a read-only one), the model is converted in memory, with
+/// one `RuntimeWarning`.
 #[pyclass(frozen, module = "facedetect._native")]
 struct Models {
     pipeline: FacePipeline,
     /// dlib's `shape_predictor_68_face_landmarks.dat`, if known.
     dat_68: Option<PathBuf>,
     shape_predictor_68: OnceLock<ShapePredictor<68>>,
+    /// Why the 68-point model was converted in memory, if it was.
+    cache_warning: OnceLock<String>,
+    warned: AtomicBool,
 }
 
 /// dlib's random generator for jitters, as each dlib face encoder holds one and keeps it
@@ -152,10 +169,49 @@ impl Models {
                     .to_string(),
             )
         })?;
-        let loaded = cache::shape_predictor::<68>(dat, None)?;
+        let loaded = match cache::shape_predictor::<68>(dat, None) {
+            Ok(loaded) => loaded,
+            Err(cache_error) => {
+                // dlib reads the .dat itself: so does the conversion in memory. An error of the
+                // .dat's own (unreadable, not a model) is this one's.
+                let loaded = cache::shape_predictor_uncached::<68>(dat)?;
+                let _ = self.cache_warning.set(format!(
+                    "facedetect: the 68-point landmark model was converted in memory, as its cache \
+                     could not be used ({}); each process converts it again",
+                    message(&cache_error)
+                ));
+                loaded
+            }
+        };
         // Another thread may have loaded it meanwhile; either copy is the same model.
         Ok(self.shape_predictor_68.get_or_init(|| loaded))
     }
+
+    /// Issues the warning of a 68-point model converted in memory, once.
+    fn warn_once(&self, py: Python<'_>) -> PyResult<()> {
+        match self.cache_warning.get() {
+            Some(text) if !self.warned.swap(true, Ordering::Relaxed) => {
+                let text = CString::new(text.replace('\0', " ")).unwrap_or_default();
+                PyErr::warn(py, py.get_type::<PyRuntimeWarning>().as_any(), &text, 1)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The chip of dlib's `compute_face_descriptor` for a face of `N` parts.
+fn chip<const N: usize>(image: &RgbImage, parts: &[(i64, i64)], padding: f64) -> RgbImage
+where
+    [Point; N]: ChipLandmarks,
+{
+    let mut landmarks = [Point { x: 0, y: 0 }; N];
+    for (landmark, &(x, y)) in landmarks.iter_mut().zip(parts) {
+        *landmark = Point { x, y };
+    }
+    extract_image_chip(
+        image,
+        &get_face_chip_details(&landmarks, CHIP_SIZE, padding),
+    )
 }
 
 #[pymethods]
@@ -172,6 +228,8 @@ impl Models {
                 pipeline: FacePipeline::load(&weights, &Device::Cpu)?,
                 dat_68,
                 shape_predictor_68: OnceLock::new(),
+                cache_warning: OnceLock::new(),
+                warned: AtomicBool::new(false),
             })
         })
     }
@@ -253,7 +311,7 @@ impl Models {
     ) -> PyResult<Vec<Vec<(i64, i64)>>> {
         let (data, height, width, channels) = image;
         let bytes = samples(&data, height, width, channels)?;
-        native(py, || {
+        let found = native(py, || {
             let image = rgb_image(bytes, height, width, channels)?;
             let rects = self::rects(&rects);
             let points = |landmarks: &[Point]| landmarks.iter().map(|p| (p.x, p.y)).collect();
@@ -267,19 +325,22 @@ impl Models {
                 let found = self.shape_predictor_68()?.predict_batch(&image, &rects);
                 found.iter().map(|landmarks| points(landmarks)).collect()
             })
-        })
+        })?;
+        self.warn_once(py)?;
+        Ok(found)
     }
 
-    /// The 128 numbers of the face in each rectangle (aligned on its 5 landmarks with `small`,
-    /// else on its 68), each the mean over `jitters` jittered chips when `jitters` > 1, drawn from
-    /// `generator` in dlib's order.
-    fn encodings(
+    /// The 128 numbers of each face of an image, given by its landmarks (5 or 68 parts, as
+    /// dlib's `compute_face_descriptor` takes a `full_object_detection`): its chip aligned on
+    /// them with `padding` around it, each the mean over `jitters` jittered chips when `jitters`
+    /// > 1, drawn from `generator` in dlib's order.
+    fn descriptors(
         &self,
         py: Python<'_>,
         image: ImageArg<'_>,
-        rects: Vec<RectTuple>,
+        shapes: Vec<Vec<(i64, i64)>>,
         jitters: u32,
-        small: bool,
+        padding: f64,
         generator: Bound<'_, JitterGenerator>,
     ) -> PyResult<Vec<Vec<f32>>> {
         let generator = generator.get();
@@ -287,33 +348,95 @@ impl Models {
         let bytes = samples(&data, height, width, channels)?;
         native(py, || {
             let image = rgb_image(bytes, height, width, channels)?;
-            let rects = self::rects(&rects);
-            let chips = if small {
-                face_chips(
-                    &image,
-                    &self
-                        .pipeline
-                        .shape_predictor()
-                        .predict_batch(&image, &rects),
-                )
-            } else {
-                face_chips(
-                    &image,
-                    &self.shape_predictor_68()?.predict_batch(&image, &rects),
-                )
-            };
-            let mut rng = generator.rng.lock().unwrap_or_else(PoisonError::into_inner);
-            let encodings = self
-                .pipeline
-                .embed_chips_jittered(&chips, jitters, &mut rng)?;
-            Ok(encodings.iter().map(|encoding| encoding.to_vec()).collect())
+            let chips = shapes
+                .iter()
+                .map(|parts| match parts.len() {
+                    5 => Ok(chip::<5>(&image, parts, padding)),
+                    68 => Ok(chip::<68>(&image, parts, padding)),
+                    _ => Err(Error::InvalidInput(
+                        "The full_object_detection must use the iBUG 300W 68 point face landmark \
+                         style or dlib's 5 point style."
+                            .to_string(),
+                    )),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            self.embed(&chips, jitters, generator)
         })
     }
+
+    /// The 128 numbers of each aligned 150x150 chip (as `dlib.get_face_chip` makes them).
+    fn chip_descriptors(
+        &self,
+        py: Python<'_>,
+        chips: Vec<ImageArg<'_>>,
+        jitters: u32,
+        generator: Bound<'_, JitterGenerator>,
+    ) -> PyResult<Vec<Vec<f32>>> {
+        let generator = generator.get();
+        let inputs = chips
+            .iter()
+            .map(|(data, height, width, channels)| {
+                Ok((
+                    samples(data, *height, *width, *channels)?,
+                    *height,
+                    *width,
+                    *channels,
+                ))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        native(py, || {
+            let chips = inputs
+                .iter()
+                .map(|&(bytes, height, width, channels)| rgb_image(bytes, height, width, channels))
+                .collect::<Result<Vec<_>>>()?;
+            self.embed(&chips, jitters, generator)
+        })
+    }
+}
+
+impl Models {
+    /// The encodings of aligned chips, jittered from `generator` when `jitters` > 1.
+    fn embed(
+        &self,
+        chips: &[RgbImage],
+        jitters: u32,
+        generator: &JitterGenerator,
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut rng = generator.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        let encodings = self
+            .pipeline
+            .embed_chips_jittered(chips, jitters, &mut rng)?;
+        Ok(encodings.iter().map(|encoding| encoding.to_vec()).collect())
+    }
+}
+
+/// Sets the number of threads the package's work runs on (at least 1).
+#[pyfunction]
+fn set_num_threads(threads: i64) -> PyResult<()> {
+    let threads = usize::try_from(threads)
+        .ok()
+        .filter(|&threads| threads >= 1)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "the number of threads must be at least 1, not {threads}"
+            ))
+        })?;
+    threads::set_num_threads(threads);
+    Ok(())
+}
+
+/// The number of threads the package's work runs on.
+#[pyfunction]
+fn get_num_threads() -> PyResult<usize> {
+    threads::num_threads().map_err(PyValueError::new_err)
 }
 
 /// The module `facedetect._native`.
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Models>()?;
-    module.add_class::<JitterGenerator>()
+    module.add_class::<JitterGenerator>()?;
+    module.add_function(wrap_pyfunction!(set_num_threads, module)?)?;
+    module.add_function(wrap_pyfunction!(get_num_threads, module)?)?;
+    module.add("NUM_THREADS_VAR", threads::NUM_THREADS_VAR)
 }

@@ -67,6 +67,22 @@ def test_top_level_mirrors_face_recognition():
                  "face_encodings", "compare_faces", "face_distance"]:
         assert getattr(facedetect, name) is getattr(api, name)
     assert facedetect.__version__
+    star = {}
+    exec("from facedetect import *", star)
+    assert star["api"] is api and star["face_encodings"] is api.face_encodings
+
+
+def test_the_model_paths_face_recognition_names():
+    for name, file in [("predictor_68_point_model", "shape_predictor_68_face_landmarks.dat"),
+                       ("predictor_5_point_model", "shape_predictor_5_face_landmarks.dat"),
+                       ("cnn_face_detection_model", "mmod_human_face_detector.dat"),
+                       ("face_recognition_model", "dlib_face_recognition_resnet_model_v1.dat")]:
+        path = getattr(api, name)
+        if path is None:
+            pytest.skip("face_recognition_models is not installed")
+        assert os.path.basename(path) == file and os.path.isfile(path)
+    assert callable(face_recognition_cli.process_images_in_process_pool)
+    assert callable(face_detection_cli.process_images_in_process_pool)
 
 
 def test_load_image_file_modes():
@@ -244,6 +260,122 @@ def test_unsupported_images_raise_what_dlib_raises():
         api.face_landmarks(image("obama"), [(1, 2, 3)])
 
 
+def test_compute_face_descriptor_as_dlib_takes_it():
+    # dlib's outputs for the calls scripts make directly (tests/fixtures/pkg/make_descriptors.py).
+    with open(os.path.join(FIXTURES, "orig", "obama", "descriptors.json")) as f:
+        expected = json.load(f)
+    img = image("obama")
+    rect = facedetect._dlib.rectangle(*expected["rect"])
+    shape5 = api.pose_predictor_5_point(img, rect)
+    shape68 = api.pose_predictor_68_point(img, rect)
+    assert [[p.x, p.y] for p in shape5.parts()] == expected["shape5"]
+    assert [[p.x, p.y] for p in shape68.parts()] == expected["shape68"]
+    encoder = facedetect._dlib.face_recognition_model_v1()
+    chip = face_recognition.load_image_file(os.path.join(FIXTURES, "orig", "obama", "chip_hog_0.png"))
+    calls = {
+        "shape5": [encoder.compute_face_descriptor(img, shape5),
+                   encoder.compute_face_descriptor(img, shape5, 1),
+                   encoder.compute_face_descriptor(img, shape5, True),
+                   encoder.compute_face_descriptor(img=img, face=shape5, num_jitters=0, padding=0.25),
+                   encoder.compute_face_descriptor(img, shape5, -3),
+                   encoder.compute_face_descriptor(img, [shape5, shape5])[1],
+                   encoder.compute_face_descriptor([img], [[shape5]])[0][0]],
+        "shape5_padding": [encoder.compute_face_descriptor(img, shape5, 0, expected["padding"])],
+        "shape68": [encoder.compute_face_descriptor(img, shape68)],
+        "chip": [encoder.compute_face_descriptor(chip), encoder.compute_face_descriptor([chip, chip])[1]],
+    }
+    for name, ours in calls.items():
+        for i, encoding in enumerate(ours):
+            assert np.array(encoding).shape == (128,), (name, i)
+            assert np.abs(np.array(encoding) - np.array(expected["calls"][name])).max() < 1e-5, (name, i)
+    with pytest.raises(TypeError):
+        encoder.compute_face_descriptor(img, shape5, 1.5)
+    with pytest.raises(TypeError):
+        encoder.compute_face_descriptor(image("obama", "L"), shape5)
+    with pytest.raises(RuntimeError, match="150x150"):
+        encoder.compute_face_descriptor(img)
+
+
+def test_dlibs_input_rules():
+    img = image("obama")
+    grey = image("obama", "L")
+    # H x W x 1 arrays are grey images.
+    column = grey.reshape(grey.shape + (1,))
+    assert api.face_locations(column) == api.face_locations(grey) == [(142, 617, 409, 349)]
+    assert api.face_locations(column, 0, "cnn") == api.face_locations(grey, 0, "cnn")
+    assert api.face_landmarks(column, model="small") == api.face_landmarks(grey, model="small")
+    with pytest.raises(TypeError):
+        api.face_encodings(column)
+    # bool where dlib takes an int: True is 1.
+    assert api.face_locations(img, True) == api.face_locations(img, 1)
+    assert api.face_locations(img, np.bool_(False)) == api.face_locations(img, 0)
+    assert api.face_locations(img, np.int64(1)) == api.face_locations(img, 1)
+    assert api.batch_face_locations([img], True, batch_size=True) == [api.face_locations(img, 1, "cnn")]
+    # Float locations are refused, numpy integers taken.
+    for location in [(142.0, 617.0, 409.0, 349.0), tuple(np.array([142., 617, 409, 349]))]:
+        with pytest.raises(TypeError):
+            api.face_landmarks(img, [location])
+        with pytest.raises(TypeError):
+            api.face_encodings(img, [location])
+    assert api.face_landmarks(img, [tuple(np.array([142, 617, 409, 349]))]) == api.face_landmarks(img)
+    # batch_face_locations: batch_size 0 refused (but for no images), a negative one is one batch.
+    with pytest.raises(RuntimeError):
+        api.batch_face_locations([img, img], 0, batch_size=0)
+    assert api.batch_face_locations([], 0, batch_size=0) == []
+    with pytest.raises(TypeError):
+        api.batch_face_locations([img], 0, batch_size=1.5)
+    assert api.batch_face_locations([img, img], 0, batch_size=-1) == [[(154, 611, 390, 375)]] * 2
+    # Grey and RGB images of one size in one batch, as face_recognition takes them.
+    assert api.batch_face_locations([img, grey, column], 0) == \
+        [api.face_locations(img, 0, "cnn"), api.face_locations(grey, 0, "cnn"), api.face_locations(grey, 0, "cnn")]
+
+
+def test_the_examples_calls():
+    # The calls of face_recognition's examples (examples/ in its repository), on the fixtures.
+    biden, obama, unknown = (image(name) for name in ["biden", "obama", "obama2"])
+    # recognize_faces_in_pictures.py, face_distance.py
+    known = [face_recognition.face_encodings(biden)[0], face_recognition.face_encodings(obama)[0]]
+    unknown_encoding = face_recognition.face_encodings(unknown)[0]
+    assert face_recognition.compare_faces(known, unknown_encoding) == [False, True]
+    distances = face_recognition.face_distance(known, unknown_encoding)
+    assert distances[0] > 0.6 > distances[1]
+    assert face_recognition.compare_faces(known, unknown_encoding, tolerance=0.50) == [False, True]
+    # find_faces_in_picture.py, find_faces_in_picture_cnn.py: crop each face with PIL.
+    for face_location in face_recognition.face_locations(biden) + \
+            face_recognition.face_locations(biden, number_of_times_to_upsample=0, model="cnn"):
+        top, right, bottom, left = face_location
+        assert PIL.Image.fromarray(biden[top:bottom, left:right]).size == (right - left, bottom - top)
+    # find_facial_features_in_picture.py, digital_makeup.py: draw on every feature.
+    landmarks = face_recognition.face_landmarks(image("t1"))
+    assert len(landmarks) == 6
+    canvas = PIL.Image.fromarray(image("t1"))
+    from PIL import ImageDraw
+    draw = ImageDraw.Draw(canvas, "RGBA")
+    for face_landmarks in landmarks:
+        draw.polygon(face_landmarks["left_eyebrow"], fill=(68, 54, 39, 128))
+        draw.line(face_landmarks["top_lip"], fill=(150, 0, 0, 64), width=8)
+        draw.line(face_landmarks["left_eye"] + [face_landmarks["left_eye"][0]], fill=(0, 0, 0, 110), width=6)
+    # face_recognition_knn.py: one face per training image, encoded at its known location.
+    from facedetect.face_recognition_cli import image_files_in_folder
+    assert sorted(os.path.basename(f) for f in image_files_in_folder(IMAGES)) == sorted(os.listdir(IMAGES))
+    boxes = face_recognition.face_locations(obama)
+    assert len(face_recognition.face_encodings(obama, known_face_locations=boxes)) == 1
+    # facerec_from_webcam_faster.py: a quarter-size BGR frame turned RGB with [:, :, ::-1].
+    small_bgr = np.ascontiguousarray(np.array(PIL.Image.fromarray(image("t1")).resize((480, 270)))[:, :, ::-1])
+    rgb_small = small_bgr[:, :, ::-1]
+    locations = face_recognition.face_locations(rgb_small)
+    assert face_recognition.face_encodings(rgb_small, locations) and len(locations) == len(
+        face_recognition.face_encodings(np.ascontiguousarray(rgb_small), locations))
+    # find_faces_in_batches.py: frames of one size in batches.
+    frames = [obama, obama[:, ::-1]]
+    assert face_recognition.batch_face_locations(frames, number_of_times_to_upsample=0) == \
+        [face_recognition.face_locations(frame, 0, "cnn") for frame in frames]
+    # web_service_example.py: an uploaded file object.
+    with open(FILES["obama2"], "rb") as stream:
+        assert face_recognition.compare_faces([known[1]], face_recognition.face_encodings(
+            face_recognition.load_image_file(stream))[0]) == [True]
+
+
 def test_non_contiguous_arrays():
     img = image("obama")
     flipped = img[:, ::-1]
@@ -335,3 +467,55 @@ def test_face_recognition_cli(tmp_path):
     single = runner.invoke(face_recognition_cli.main, [str(known), IMAGES])
     assert threaded.exit_code == 0 and threaded.output == single.output
     assert "{},biden".format(FILES["biden"]) in single.output.splitlines()
+
+
+def _folder_with_a_bad_file(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ["biden", "obama", "obama2"]:
+        (folder / (name + ".jpg")).write_bytes(open(FILES[name], "rb").read())
+    (folder / "bad.jpg").write_bytes(b"not an image")
+    return folder
+
+
+@pytest.mark.parametrize("command", ["detection", "recognition"])
+def test_the_commands_with_a_bad_file(tmp_path, command):
+    folder = _folder_with_a_bad_file(tmp_path)
+    files = face_detection_cli.image_files_in_folder(str(folder))
+    good = [f for f in files if not f.endswith("bad.jpg")]
+    runner = CliRunner()
+    if command == "detection":
+        main, args = face_detection_cli.main, [str(folder)]
+        expected = [face_detection_cli.check_image(f, "hog") for f in good]
+    else:
+        known = tmp_path / "known"
+        known.mkdir()
+        (known / "obama.jpg").write_bytes(open(FILES["obama"], "rb").read())
+        names, encodings = face_recognition_cli.scan_known_people(str(known))
+        main, args = face_recognition_cli.main, [str(known), str(folder)]
+        expected = [face_recognition_cli.check_image(f, names, encodings) for f in good]
+    # As face_recognition's process pool: every good image's lines, then the error (exit 1).
+    result = runner.invoke(main, args + ["--cpus", "2"])
+    assert result.exit_code == 1 and isinstance(result.exception, PIL.UnidentifiedImageError)
+    assert result.output.splitlines() == [line for lines in expected for line in lines]
+    # With --cpus 1, as face_recognition's loop: the lines up to the bad file, then the error.
+    result = runner.invoke(main, args)
+    assert result.exit_code == 1 and isinstance(result.exception, PIL.UnidentifiedImageError)
+    before = files[:files.index(str(folder / "bad.jpg"))]
+    assert result.output.splitlines() == [line for f, lines in zip(good, expected) if f in before for line in lines]
+    # --cpus 0 and below -1 fail as multiprocessing.Pool does, before any image.
+    for cpus in ["0", "-2"]:
+        result = runner.invoke(main, args + ["--cpus", cpus])
+        assert result.exit_code == 1 and isinstance(result.exception, ValueError), result.output
+        assert "at least 1" in str(result.exception)
+
+
+def test_cpus_bounds_the_threads():
+    previous = facedetect.get_num_threads()
+    with face_detection_cli._commands.cpus(2):
+        assert facedetect.get_num_threads() == 2
+    with face_detection_cli._commands.cpus(0):
+        assert facedetect.get_num_threads() == 1
+    with face_detection_cli._commands.cpus(-1):
+        assert facedetect.get_num_threads() == previous
+    assert facedetect.get_num_threads() == previous
