@@ -41,6 +41,7 @@ mod lambda;
 mod lambda_binary;
 mod lambda_zip;
 mod serve_auth;
+mod telemetry;
 mod service;
 mod service_cli;
 mod service_pipeline;
