@@ -55,7 +55,7 @@ pub fn init() -> bool {
                 dsn: Some(dsn),
                 release: sentry::release_name!(),
                 environment: environment.map(Into::into),
-                before_send: Some(Arc::new(|event| Some(scrub(event)))),
+                before_send: Some(Arc::new(scrub)),
                 ..Default::default()
             }))
         })
@@ -124,12 +124,12 @@ impl DeadlineWarning {
         let request_id = request_id.to_string();
         Self(Some(tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
-            let left_ms = deadline.saturating_duration_since(Instant::now()).as_millis();
+            let left_ms = deadline.saturating_duration_since(Instant::now()).as_millis() as u64;
             tracing::warn!(request_id, left_ms, "invocation near its deadline");
             sentry::with_scope(
                 |scope| {
                     scope.set_tag("request_id", &request_id);
-                    scope.set_extra("left_ms", Value::from(left_ms as u64));
+                    scope.set_extra("left_ms", Value::from(left_ms));
                 },
                 || {
                     sentry::capture_message(
@@ -138,7 +138,7 @@ impl DeadlineWarning {
                     )
                 },
             );
-            flush(deadline.saturating_duration_since(Instant::now()));
+            flush_async(deadline.saturating_duration_since(Instant::now())).await;
         })))
     }
 }
@@ -153,15 +153,12 @@ impl Drop for DeadlineWarning {
 
 /// Sentry's `before_send`: every URL in the event's strings cut down to
 /// [`redact::loggable_url`], fields named like a token dropped, and a failed source's pk, type
-/// and stage made tags, so that Sentry can search and group by them.
-pub fn scrub(event: Event<'static>) -> Event<'static> {
-    let Ok(mut value) = serde_json::to_value(&event) else {
-        return event;
-    };
+/// and stage made tags, so that Sentry can search and group by them. An event that cannot be
+/// scrubbed is dropped, never sent as it is.
+pub fn scrub(event: Event<'static>) -> Option<Event<'static>> {
+    let mut value = serde_json::to_value(&event).ok()?;
     scrub_value(&mut value);
-    let Ok(mut event) = serde_json::from_value::<Event<'static>>(value) else {
-        return event;
-    };
+    let mut event = serde_json::from_value::<Event<'static>>(value).ok()?;
     for context in event.contexts.values() {
         let sentry::protocol::Context::Other(fields) = context else {
             continue;
@@ -176,7 +173,7 @@ pub fn scrub(event: Event<'static>) -> Event<'static> {
             }
         }
     }
-    event
+    Some(event)
 }
 
 /// Scrubs every string of a JSON value, and drops the keys that name a token.
@@ -243,7 +240,7 @@ mod tests {
             "Rust Tracing Fields".into(),
             sentry::protocol::Context::Other(fields),
         );
-        let event = scrub(event);
+        let event = scrub(event).unwrap();
         let text = serde_json::to_string(&event).unwrap();
         assert!(!text.contains("s3cret"), "{text}");
         assert_eq!(event.tags["pk"], "7");
