@@ -58,18 +58,17 @@ resource "aws_ecs_task_definition" "worker" {
         "--upsample", tostring(var.upsample),
         "--device", "cuda",
       ]
-      environment = concat([
+      environment = [
         { name = "FACEDETECT_QUEUE_URL", value = var.queue.url },
         { name = "FACEDETECT_MEMORY_MB", value = tostring(local.worker_memory_mb) },
         { name = "FACEDETECT_DEVICE_MEMORY_MB", value = tostring(local.device_memory_mb) },
         # Containers cannot reach the instance metadata (hop limit 1), so the region is given.
         { name = "AWS_REGION", value = var.aws_region },
         { name = "RUST_LOG", value = "info" },
-        # Failed sources and panics go to Sentry, as the function's do.
+        # Failed sources and panics go to Sentry, as the function's do (an empty DSN: none).
         { name = "SENTRY_ENVIRONMENT", value = var.stage },
-        ], var.sentry_dsn == null ? [] : [
-        { name = "SENTRY_DSN", value = var.sentry_dsn },
-      ])
+        { name = "SENTRY_DSN", value = var.sentry_dsn == null ? "" : var.sentry_dsn },
+      ]
       resourceRequirements   = [{ type = "GPU", value = "1" }]
       memory                 = var.task_memory
       stopTimeout            = local.stop_timeout
