@@ -13,7 +13,7 @@
 //! as the original's `timeout_warning`, sends a warning event when an invocation is still
 //! running shortly before its deadline ([`DeadlineWarning`]).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use sentry::integrations::tracing::{BreadcrumbLayer, ErrorLayer};
@@ -41,23 +41,22 @@ pub fn init() -> bool {
     CLIENT
         .get_or_init(|| {
             let dsn = std::env::var("SENTRY_DSN").ok().filter(|d| !d.trim().is_empty())?;
-            let dsn = match dsn.trim().parse::<sentry::types::Dsn>() {
-                Ok(dsn) => dsn,
-                Err(error) => {
-                    eprintln!("SENTRY_DSN is not a Sentry DSN ({error}): nothing is reported");
-                    return None;
-                }
-            };
-            let environment = std::env::var("SENTRY_ENVIRONMENT")
+            let dsn = dsn.trim();
+            if let Err(error) = dsn.parse::<sentry::types::Dsn>() {
+                eprintln!("SENTRY_DSN is not a Sentry DSN ({error}): nothing is reported");
+                return None;
+            }
+            let mut options = sentry::ClientOptions::new()
+                .dsn(dsn)
+                .maybe_release(sentry::release_name!())
+                .before_send(scrub);
+            if let Some(environment) = std::env::var("SENTRY_ENVIRONMENT")
                 .ok()
-                .filter(|e| !e.is_empty());
-            Some(sentry::init(sentry::ClientOptions {
-                dsn: Some(dsn),
-                release: sentry::release_name!(),
-                environment: environment.map(Into::into),
-                before_send: Some(Arc::new(scrub)),
-                ..Default::default()
-            }))
+                .filter(|e| !e.is_empty())
+            {
+                options = options.environment(environment);
+            }
+            Some(sentry::init(options))
         })
         .is_some()
 }
