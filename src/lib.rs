@@ -61,7 +61,8 @@
 //! - [`backfill`] (with the `cli` feature): the album backfill's SQS queue worker
 //!   ([`backfill::worker`]) and its enqueue command.
 //! - [`shutdown`]: the one shutdown signal `serve` and the worker stop on (SIGTERM, Ctrl-C).
-//! - [`logging`]: the log output of both binaries; [`error`]: the library's error types.
+//! - [`logging`]: the log output of both binaries; [`telemetry`]: their error reports to Sentry;
+//!   [`error`]: the library's error types.
 //!
 //! # Layers
 //!
@@ -101,6 +102,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod service;
 pub mod shutdown;
+pub mod telemetry;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -2,6 +2,8 @@
 //! Lambda function) or plain text, on stderr, filtered by `RUST_LOG` (or a default level when it
 //! is unset). Panics are logged through it too (an error event with the message and the
 //! location), so that they are JSON lines like the rest instead of the default hook's plain text.
+//! With `SENTRY_DSN` set, errors, failed sources and panics also go to Sentry
+//! ([`crate::telemetry`]).
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
@@ -33,7 +35,9 @@ where
 
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(crate::telemetry::layers());
     std::panic::set_hook(Box::new(log_panic));
     match format {
         LogFormat::Json => registry

@@ -780,7 +780,10 @@ fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
 fn main() -> ExitCode {
     #[cfg(feature = "cuda")]
     forbid_tf32();
-    match run() {
+    let result = run();
+    // Whatever was reported to Sentry leaves before the process does.
+    concrexit_facedetection::telemetry::flush(std::time::Duration::from_secs(2));
+    match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");

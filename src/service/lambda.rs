@@ -263,12 +263,23 @@ pub async fn run_lambda<E: FaceEncoder>(
             let service = service.clone();
             async move {
                 let deadline = instant_of(event.context.deadline());
-                handle_until(&service, event.payload, Some(deadline)).await
+                let warning =
+                    crate::telemetry::DeadlineWarning::arm(deadline, &event.context.request_id);
+                let result = handle_until(&service, event.payload, Some(deadline)).await;
+                drop(warning);
+                // What the invocation reported is sent before it answers: Lambda may freeze
+                // the process right after.
+                let left = deadline.saturating_duration_since(Instant::now());
+                crate::telemetry::flush_async(left.saturating_sub(ANSWER_MARGIN)).await;
+                result
             }
         },
     ))
     .await
 }
+
+/// Time left to answer after the events are flushed.
+const ANSWER_MARGIN: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// The monotonic instant of a wall-clock deadline (now, if it has passed).
 fn instant_of(deadline: SystemTime) -> Instant {

@@ -1026,3 +1026,81 @@ fn cuda_device_without_the_feature_is_refused() {
         "{stderr}"
     );
 }
+
+/// scripts/concrexit_backfill_payloads.py, run as under concrexit's `manage.py shell` against a
+/// stand-in for concrexit's models (tests/it/fixtures/concrexit_stub.py), prints what
+/// concrexit's own backfill would submit (stale reference faces and photos, then photos without
+/// a FaceDetectionPhoto, in batches of FACEDETECTION_LAMBDA_BATCH_SIZE, URLs signed for 7 h),
+/// marks each submitted, and `facedetect enqueue -` takes its output as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concrexits_backfill_payloads_go_through_enqueue() {
+    let python = std::env::var("FACEDETECT_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let Ok(script) = Command::new(&python)
+        .arg(common::crate_dir().join("tests/it/fixtures/concrexit_stub.py"))
+        .arg(common::crate_dir().join("scripts/concrexit_backfill_payloads.py"))
+        .output()
+    else {
+        assert!(
+            std::env::var_os("FACEDETECT_REQUIRE_LINTERS").is_none(),
+            "{python} not found"
+        );
+        eprintln!("SKIPPED: {python} not found");
+        return;
+    };
+    let stderr = String::from_utf8_lossy(&script.stderr);
+    assert!(script.status.success(), "{stderr}");
+    let stdout = String::from_utf8(script.stdout).unwrap();
+    let payloads: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let summary = |p: &Value| -> Vec<(String, u64)> {
+        p["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["type"].as_str().unwrap().to_string(), s["pk"].as_u64().unwrap()))
+            .collect()
+    };
+    let photos = |pks: std::ops::Range<u64>| pks.map(|pk| ("photo".to_string(), pk)).collect();
+    // Stale reference faces (over 7 h, or never submitted), stale photos in batches of 20, then
+    // the photos that had no FaceDetectionPhoto.
+    assert_eq!(
+        payloads.iter().map(summary).collect::<Vec<_>>(),
+        vec![
+            vec![("reference".to_string(), 1), ("reference".to_string(), 2)],
+            photos(1..21),
+            photos(21..26),
+            photos(1028..1031),
+        ]
+    );
+    for payload in &payloads {
+        assert_eq!(payload["api_url"], "https://thalia.example");
+        for source in payload["sources"].as_array().unwrap() {
+            let url = source["photo_url"].as_str().unwrap();
+            assert!(url.contains("X-Amz-Expires=25200"), "{url}");
+            assert!(source["token"].as_str().unwrap().starts_with("token-"));
+        }
+    }
+    let saved = stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("STUB "))
+        .unwrap();
+    let saved: Value = serde_json::from_str(saved).unwrap();
+    assert_eq!(saved["saved"].as_array().unwrap().len(), 30, "{saved}");
+
+    let Some(moto) = Moto::start().await else {
+        return;
+    };
+    let (queue, _) = moto.queue("concrexit", 30, 2).await;
+    let sent = common::run_with_stdin(
+        facedetect(&moto).args(["enqueue", "-", "--queue-url", &queue]),
+        &stdout,
+    );
+    assert!(sent.status.success(), "{sent:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&sent.stdout).trim(),
+        "4 payloads sent as 4 messages (30 sources)"
+    );
+    assert_eq!(moto.drain(&queue).await.len(), 4);
+}

@@ -341,17 +341,46 @@ fn failed_lambda_invocations_go_to_an_on_failure_destination_the_role_may_write(
     let timeout = timeout.as_number().unwrap().as_f64().unwrap();
     assert!((128.0..=10240.0).contains(&memory));
     assert!((1.0..=900.0).contains(&timeout));
-    let backfill = module("backfill");
-    let visibility = eval(
-        &"var.visibility_timeout".parse::<Expression>().unwrap(),
-        &variable_defaults(&backfill),
-    );
-    assert!(
-        visibility.as_number().unwrap().as_f64().unwrap() >= timeout,
-        "the backfill queue's visibility timeout must cover the function's timeout"
-    );
-
+    // Where the function consumes the backfill queue, its visibility timeout is at least 6
+    // times the function's timeout (AWS's advice for an event source mapping): each stage
+    // passes both from one local, and the mapping checks it at plan time.
     let mapping = one(&body, "aws_lambda_event_source_mapping");
+    assert!(
+        preconditions(mapping)
+            .iter()
+            .any(|(condition, _)| condition
+                == "var.event_source.visibility_timeout >= 6 * var.timeout"),
+        "{:?}",
+        preconditions(mapping)
+    );
+    for name in ["staging", "production"] {
+        let stage_body = stage(name);
+        let call = |label: &str| {
+            *stage_body
+                .blocks()
+                .filter(|b| b.identifier() == "module" && labels(b) == [label])
+                .collect::<Vec<_>>()
+                .first()
+                .unwrap()
+        };
+        assert_eq!(
+            text(expect_attr(call("lambda"), "timeout")),
+            "local.lambda_timeout"
+        );
+        assert_eq!(
+            text(expect_attr(call("backfill"), "visibility_timeout")),
+            "var.backfill_on_lambda ? 6 * local.lambda_timeout : null",
+            "{name}"
+        );
+        let lambda_timeout = number(local(&stage_body, "lambda_timeout"));
+        assert!((1.0..=900.0).contains(&lambda_timeout));
+        // Without the function on the queue, the module's default suits the worker.
+        assert!(
+            default_number(&module("backfill"), "visibility_timeout") >= lambda_timeout,
+            "{name}"
+        );
+    }
+
     assert_eq!(
         strings(expect_attr(mapping, "function_response_types")),
         ["ReportBatchItemFailures"]
@@ -501,7 +530,7 @@ fn queue_registry_and_log_permissions_name_their_resources() {
 
 #[test]
 fn the_gpu_service_and_its_instances_scale_to_zero() {
-    let body = module("backfill");
+    let body = module("gpu_workers");
     let context = variable_defaults(&body);
 
     let group = one(&body, "aws_autoscaling_group");
@@ -557,22 +586,40 @@ fn the_gpu_service_and_its_instances_scale_to_zero() {
         "\"LessThanOrEqualToThreshold\""
     );
     assert_eq!(number(expect_attr(idle, "threshold")), 0.0);
+    // An idle queue stops reporting: its counts are filled with 0 in the expression, and a
+    // minute with no data at all (no worker reported either) is not idle but done.
     assert_eq!(
         text(expect_attr(idle, "treat_missing_data")),
-        "\"breaching\""
+        "\"notBreaching\""
     );
-    let metrics: Vec<String> = nested(idle, "metric_query")
+    let expression = nested(idle, "metric_query")
         .iter()
-        .flat_map(|query| nested(query, "metric"))
-        .map(|metric| text(expect_attr(metric, "metric_name")))
+        .find_map(|query| attr(query.body(), "expression"))
+        .map(text)
+        .expect("the idle alarm has no expression");
+    for id in ["FILL(visible, 0)", "FILL(in_flight, 0)", "${local.tasks}"] {
+        assert!(expression.contains(id), "{expression}");
+    }
+    assert_eq!(
+        unquote(local(&body, "tasks")),
+        "FILL(FILL(tasks, REPEAT), 0)"
+    );
+    // Its metrics: the scaling metrics, visible, in flight and the service's task count.
+    let Expression::Object(metrics) = local(&body, "scaling_metrics") else {
+        panic!("scaling_metrics is not an object")
+    };
+    let names: Vec<String> = metrics
+        .values()
+        .map(|m| unquote(object_field(m, "metric_name").unwrap()))
         .collect();
     assert_eq!(
-        metrics.len(),
-        2,
-        "the idle alarm counts visible and in-flight messages"
+        names,
+        [
+            "ApproximateNumberOfMessagesVisible",
+            "ApproximateNumberOfMessagesNotVisible",
+            "DesiredTaskCount"
+        ]
     );
-    assert!(metrics.contains(&"\"ApproximateNumberOfMessagesVisible\"".to_string()));
-    assert!(metrics.contains(&"\"ApproximateNumberOfMessagesNotVisible\"".to_string()));
 
     // The service starts at zero and leaves the count to the policies.
     let service = one(&body, "aws_ecs_service");
@@ -588,7 +635,7 @@ fn the_gpu_service_and_its_instances_scale_to_zero() {
 
 #[test]
 fn the_worker_task_runs_the_contract_command_on_a_gpu_and_stops_after_draining() {
-    let body = module("backfill");
+    let body = module("gpu_workers");
     let context = variable_defaults(&body);
     let task = one(&body, "aws_ecs_task_definition");
     let containers = jsonencoded(expect_attr(task, "container_definitions"));
@@ -625,7 +672,7 @@ fn the_worker_task_runs_the_contract_command_on_a_gpu_and_stops_after_draining()
         .find(|entry| text(object_field(entry, "name").unwrap()) == "\"FACEDETECT_QUEUE_URL\"")
         .and_then(|entry| object_field(entry, "value"))
         .map(text);
-    assert_eq!(queue_url.as_deref(), Some("aws_sqs_queue.backfill.url"));
+    assert_eq!(queue_url.as_deref(), Some("var.queue.url"));
 
     let gpu = text(object_field(worker, "resourceRequirements").unwrap());
     assert!(gpu.contains("\"GPU\""), "{gpu}");
@@ -748,7 +795,7 @@ fn stages_have_the_originals_shape() {
             .filter(|b| b.identifier() == "module")
             .map(|b| labels(b)[0])
             .collect();
-        assert_eq!(modules, ["alerts", "backfill", "lambda"]);
+        assert_eq!(modules, ["alerts", "backfill", "gpu_workers", "lambda"]);
         let outputs: Vec<&str> = body
             .blocks()
             .filter(|b| b.identifier() == "output")
@@ -1097,7 +1144,7 @@ fn no_default_vpc_is_assumed_and_the_workers_only_reach_https() {
         );
     }
 
-    let body = module("backfill");
+    let body = module("gpu_workers");
     let variables: BTreeMap<&str, &Block> = body
         .blocks()
         .filter(|b| b.identifier() == "variable")
@@ -1129,7 +1176,7 @@ fn no_default_vpc_is_assumed_and_the_workers_only_reach_https() {
             let stage_body = stage(name);
             let module_block = stage_body
                 .blocks()
-                .find(|b| b.identifier() == "module" && labels(b) == ["backfill"])
+                .find(|b| b.identifier() == "module" && labels(b) == ["gpu_workers"])
                 .unwrap();
             assert_eq!(
                 text(expect_attr(module_block, variable)),
@@ -1217,7 +1264,7 @@ fn dockerfile_arg(dockerfile: &str, name: &str) -> String {
 
 #[test]
 fn the_gpu_quota_instance_type_and_subnets_are_checked_at_plan_time() {
-    let body = module("backfill");
+    let body = module("gpu_workers");
     let group = one(&body, "aws_autoscaling_group");
     let checks = preconditions(group);
     let find = |needle: &str| {
@@ -1268,7 +1315,7 @@ fn the_gpu_quota_instance_type_and_subnets_are_checked_at_plan_time() {
 
 #[test]
 fn the_worker_image_runs_on_every_gpu_the_module_accepts() {
-    let body = module("backfill");
+    let body = module("gpu_workers");
     let families = gpu_families(&body);
     let image_capability = default_number(&body, "image_compute_capability");
     let built_for: f64 = dockerfile_arg("Dockerfile.cuda", "CUDA_COMPUTE_CAP")
@@ -1345,7 +1392,7 @@ fn the_push_role_trusts_one_repository_and_its_main_branch() {
 
 #[test]
 fn spot_draining_may_act_on_the_clusters_container_instances() {
-    let body = module("backfill");
+    let body = module("gpu_workers");
     let document = blocks(&body, "data", "aws_iam_policy_document")["instance"];
     let statements: Vec<&Block> = nested(document, "statement");
     let granting: Vec<&&Block> = statements
@@ -1453,7 +1500,13 @@ fn numeric(expr: &Expression, lookup: &dyn Fn(&str) -> Option<f64>) -> Option<f6
                     let chosen = if condition != 0.0 { &args[1] } else { &args[2] };
                     numeric(chosen, lookup)
                 }
-                "FILL" => numeric(&args[0], lookup).or_else(|| numeric(&args[1], lookup)),
+                "FILL" => numeric(&args[0], lookup).or_else(|| match &args[1] {
+                    // The last value reported before, in the alarm's window.
+                    Expression::Variable(fill) if fill.as_str() == "REPEAT" => {
+                        lookup(&format!("REPEAT {}", text(&args[0])))
+                    }
+                    fill => numeric(fill, lookup),
+                }),
                 "floor" => numeric(&args[0], lookup).map(f64::floor),
                 other => panic!("no evaluator for {other}()"),
             }
@@ -1530,25 +1583,36 @@ impl Alarm {
         }
     }
 
-    /// The alarm's value for one minute (`None` when a metric it needs is missing).
+    /// The alarm's value for one minute alone (`None` when a metric it needs is missing).
     fn value(&self, minute: &Minute) -> Option<f64> {
-        numeric(&self.expression, &|id| match id {
+        self.value_at(std::slice::from_ref(minute), 0)
+    }
+
+    /// The alarm's value for minute `at` of `window` (the minutes the alarm evaluates):
+    /// `FILL(x, REPEAT)` takes the last value of x reported before it in the window.
+    fn value_at(&self, window: &[Minute], at: usize) -> Option<f64> {
+        let metric = |minute: &Minute, id: &str| match id {
             "visible" => minute.visible,
             "in_flight" => minute.in_flight,
             "tasks" => minute.tasks,
             other => panic!("{}: unknown metric {other}", self.name),
+        };
+        numeric(&self.expression, &|id| match id.strip_prefix("REPEAT ") {
+            Some(id) => window[..at].iter().rev().find_map(|m| metric(m, id)),
+            None => metric(&window[at], id),
         })
     }
 
     /// In ALARM after the last `periods` minutes of `history`.
     fn in_alarm(&self, history: &[Minute]) -> bool {
-        history.len() >= self.periods
-            && history[history.len() - self.periods..]
-                .iter()
-                .all(|minute| match self.value(minute) {
-                    Some(value) => breaches(&self.operator, value, self.threshold),
-                    None => self.missing_breaches,
-                })
+        if history.len() < self.periods {
+            return false;
+        }
+        let window = &history[history.len() - self.periods..];
+        (0..window.len()).all(|at| match self.value_at(window, at) {
+            Some(value) => breaches(&self.operator, value, self.threshold),
+            None => self.missing_breaches,
+        })
     }
 }
 
@@ -1621,7 +1685,7 @@ struct Scaling {
 
 impl Scaling {
     fn load() -> Scaling {
-        let body = module("backfill");
+        let body = module("gpu_workers");
         let context = variable_defaults(&body);
         let locals = |name: &str| -> Option<f64> {
             let key = name.strip_prefix("local.")?;
@@ -1660,27 +1724,49 @@ impl Scaling {
     /// desired count is reported a minute late (Container Insights). Returns the desired count
     /// after each minute.
     fn run(&self, queue: &[(Option<f64>, Option<f64>)]) -> Vec<f64> {
+        self.run_with(queue, &[], &[])
+    }
+
+    /// [`Scaling::run`], with the task count's point of the minutes in `late` missing when the
+    /// alarms evaluate (Container Insights late), and the alarms named in `lagging` evaluated
+    /// on the minutes before the current one and acting after the others (an alarm whose last
+    /// evaluation came before the newest data, its repeated action landing just after another
+    /// alarm's).
+    fn run_with(
+        &self,
+        queue: &[(Option<f64>, Option<f64>)],
+        late: &[usize],
+        lagging: &[&str],
+    ) -> Vec<f64> {
         let mut desired = 0.0;
         let mut reported = 0.0;
         let mut history = Vec::new();
         let mut last_acted = vec![f64::NEG_INFINITY; self.alarms.len()];
         let mut counts = Vec::new();
+        let mut order: Vec<usize> = (0..self.alarms.len()).collect();
+        order.sort_by_key(|&i| lagging.contains(&self.alarms[i].0.name.as_str()));
         for (minute, (visible, in_flight)) in queue.iter().enumerate() {
             history.push(Minute {
                 visible: *visible,
                 in_flight: *in_flight,
-                tasks: Some(reported),
+                tasks: (!late.contains(&minute)).then_some(reported),
             });
             let now = minute as f64 * 60.0;
             let mut next = desired;
-            for (index, (alarm, policy)) in self.alarms.iter().enumerate() {
-                if !alarm.in_alarm(&history) {
+            for &index in &order {
+                let (alarm, policy) = &self.alarms[index];
+                let seen = if lagging.contains(&alarm.name.as_str()) {
+                    &history[..history.len() - 1]
+                } else {
+                    &history[..]
+                };
+                if !alarm.in_alarm(seen) {
                     continue;
                 }
                 if now - last_acted[index] < policy.cooldown {
                     continue;
                 }
-                let value = alarm.value(history.last().unwrap()).unwrap_or(0.0);
+                let value = alarm.value_at(seen, seen.len() - 1).unwrap_or(0.0);
                 let above = alarm.operator.starts_with("GreaterThan");
                 let changed = policy
                     .apply(next, value - alarm.threshold, above)
@@ -1700,7 +1786,7 @@ impl Scaling {
 
 #[test]
 fn the_workers_scale_on_the_backlog_and_never_in_while_messages_remain() {
-    let body = module("backfill");
+    let body = module("gpu_workers");
     let idle = default_number(&body, "idle_minutes") as usize;
     let per_task = default_number(&body, "messages_per_task");
     let mut scaling = Scaling::load();
@@ -1717,6 +1803,7 @@ fn the_workers_scale_on_the_backlog_and_never_in_while_messages_remain() {
     let (to_zero, policy) = lowering[0];
     assert!(policy.exact && policy.steps.iter().all(|s| s.2 == 0.0));
     assert_eq!(to_zero.periods, idle);
+    let to_zero_name = to_zero.name.clone();
     for (alarm, policy) in &scaling.alarms {
         if !policy.exact {
             assert!(
@@ -1796,6 +1883,76 @@ fn the_workers_scale_on_the_backlog_and_never_in_while_messages_remain() {
         "{counts:?}"
     );
     assert_eq!(*counts.last().unwrap(), 0.0);
+
+    // A late Container Insights point: while the first worker's instance boots (its messages
+    // still visible), one minute's task count is missing when the alarms evaluate. It is not
+    // read as "no worker": no second worker for a backlog one can take.
+    let mut queue = vec![(Some(10.0), Some(0.0)); 12];
+    queue.extend(std::iter::repeat_n((Some(0.0), Some(10.0)), 5));
+    queue.extend(std::iter::repeat_n((Some(0.0), Some(0.0)), idle + 2));
+    for late in [6, 8, 10] {
+        let counts = scaling.run_with(&queue, &[late], &[]);
+        assert_eq!(
+            counts.iter().cloned().fold(0.0, f64::max),
+            1.0,
+            "a late point at minute {late} started a second worker: {counts:?}"
+        );
+        assert!(counts[1..17].iter().all(|&c| c == 1.0), "{counts:?}");
+    }
+
+    // start and to_zero in the same minute: the service has been at zero with the queue idle
+    // for an hour, then a message arrives. The idle alarm evaluates before the message's point
+    // and its action lands after start's, in the minute start fires; it must not undo the start.
+    let mut queue = vec![(Some(0.0), Some(0.0)); 60];
+    let arrives = queue.len();
+    queue.extend(std::iter::repeat_n((Some(5.0), Some(0.0)), 10));
+    queue.extend(std::iter::repeat_n((Some(0.0), Some(5.0)), 5));
+    let empty = queue.len();
+    queue.extend(std::iter::repeat_n((Some(0.0), Some(0.0)), idle + 3));
+    let counts = scaling.run_with(&queue, &[], &[to_zero_name.as_str()]);
+    let started = arrives
+        + counts[arrives..]
+            .iter()
+            .position(|&c| c == 1.0)
+            .expect("no worker started");
+    assert!(started <= arrives + 2, "{counts:?}");
+    assert!(
+        counts[started..empty].iter().all(|&c| c == 1.0),
+        "to_zero undid the start: {counts:?}"
+    );
+    assert_eq!(*counts.last().unwrap(), 0.0, "{counts:?}");
+    // The same after a worker was just scaled to zero: the next backfill starts at once.
+    let mut again = queue[arrives..].to_vec();
+    again.extend(std::iter::repeat_n((Some(5.0), Some(0.0)), 10));
+    let restart = queue.len() - arrives;
+    let counts = scaling.run_with(&again, &[], &[to_zero_name.as_str()]);
+    let restarted = restart
+        + counts[restart..]
+            .iter()
+            .position(|&c| c == 1.0)
+            .expect("no worker restarted");
+    assert!(restarted <= restart + 3, "{counts:?}");
+    assert!(counts[restarted..].iter().all(|&c| c == 1.0), "{counts:?}");
+
+    // Once at zero, the idle alarm is OK again: no repeated to_zero waits for the next start.
+    let to_zero = &scaling
+        .alarms
+        .iter()
+        .find(|(alarm, _)| alarm.name == to_zero_name)
+        .unwrap()
+        .0;
+    let at_zero = Minute {
+        visible: None,
+        in_flight: None,
+        tasks: Some(0.0),
+    };
+    assert!(!to_zero.in_alarm(&vec![at_zero; idle]));
+    let unreported = Minute {
+        visible: None,
+        in_flight: None,
+        tasks: None,
+    };
+    assert!(!to_zero.in_alarm(&vec![unreported; idle]));
 }
 
 #[test]
@@ -1813,7 +1970,7 @@ fn every_alarm_compares_the_right_way() {
                 // "Not empty" or "failed": one is too many, none is fine, no data is none.
                 assert!(!alarm.missing_breaches, "{alarm_name}");
                 assert!(
-                    breaches(&alarm.operator, 1.0, alarm.threshold),
+                    breaches(&alarm.operator, alarm.threshold.max(0.0) + 1.0, alarm.threshold),
                     "{alarm_name}"
                 );
                 assert!(
@@ -1841,10 +1998,17 @@ fn every_alarm_compares_the_right_way() {
                     "{alarm_name}: in flight is not idle"
                 );
                 assert!(!idle(minute(1.0, 0.0)), "{alarm_name}: visible is not idle");
-                assert!(
-                    alarm.missing_breaches,
-                    "{alarm_name}: an unused queue reports nothing"
-                );
+                let unused = Minute {
+                    visible: None,
+                    in_flight: None,
+                    tasks: Some(1.0),
+                };
+                assert!(idle(unused), "{alarm_name}: an unused queue reports nothing");
+                let no_worker = Minute {
+                    tasks: Some(0.0),
+                    ..unused
+                };
+                assert!(!idle(no_worker), "{alarm_name}: at zero it returns to OK");
             } else {
                 // Scale-out: from the threshold up, never on no data.
                 assert!(!alarm.missing_breaches, "{alarm_name}");
@@ -1864,7 +2028,7 @@ fn every_alarm_compares_the_right_way() {
             .unwrap_or_else(|| panic!("no alarm {name}"))
             .0
     };
-    let body = module("backfill");
+    let body = module("gpu_workers");
     let per_task = default_number(&body, "messages_per_task");
     let fires = |alarm: &Alarm, visible: f64, in_flight: f64, tasks: f64| {
         let m = Minute {
@@ -1931,7 +2095,7 @@ fn dockerfile_env(dockerfile: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn the_workers_memory_budgets_come_from_the_task() {
-    let body = module("backfill");
+    let body = module("gpu_workers");
     let worker = worker_container(&body);
     let var = |name: &str| -> Option<f64> {
         let key = name.strip_prefix("var.")?;
@@ -2268,7 +2432,7 @@ fn the_registry_never_expires_an_image_a_stage_runs() {
             "{triggers}"
         );
         assert!(
-            triggers.contains("module.backfill.image_digest"),
+            triggers.contains("module.gpu_workers[*].image_digest"),
             "{triggers}"
         );
         let provisioner = nested(release, "provisioner")[0];
@@ -2489,4 +2653,160 @@ fn images_are_pushed_only_after_the_tests_and_with_the_readmes_terraform() {
         // Import blocks need 1.5.
         assert!(version_parts(minimum) >= vec![1, 5, 0]);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Day one without GPU workers.
+
+#[test]
+fn gpu_workers_are_opt_in_and_without_them_nothing_needs_a_vpc_or_the_quota() {
+    for name in ["staging", "production"] {
+        let body = stage(name);
+        assert!(
+            !default_bool(&body, "gpu_workers"),
+            "{name}: GPU workers on by default"
+        );
+        let calls: BTreeMap<&str, &Block> = body
+            .blocks()
+            .filter(|b| b.identifier() == "module")
+            .map(|b| (labels(b)[0], b))
+            .collect();
+        // Every GPU resource is in the module the stage calls only with gpu_workers on.
+        let count = expect_attr(calls["gpu_workers"], "count");
+        for (on, instances) in [(false, 0.0), (true, 1.0)] {
+            let lookup = |id: &str| (id == "var.gpu_workers").then_some(f64::from(u8::from(on)));
+            assert_eq!(numeric(count, &lookup), Some(instances), "{name}: count");
+        }
+        // The VPC, subnets and quota reach that module alone; the function's event source is
+        // the queue's module, not the workers'.
+        for (module_name, call) in &calls {
+            let source = hcl::to_string(call.body()).unwrap();
+            if *module_name != "gpu_workers" {
+                for variable in ["backfill_vpc_id", "backfill_subnet_ids", "gpu_workers"] {
+                    assert!(
+                        !source.contains(variable),
+                        "{name}: module {module_name} reads {variable}"
+                    );
+                }
+            }
+        }
+        let lambda = hcl::to_string(calls["lambda"].body()).unwrap();
+        assert!(lambda.contains("module.backfill.queue_arn"), "{lambda}");
+        assert!(!lambda.contains("module.gpu_workers"), "{lambda}");
+    }
+    // What is planned without the workers needs no VPC, subnet, GPU quota or ECS.
+    for name in module_names().into_iter().filter(|n| n != "gpu_workers") {
+        let source = hcl::to_string(&module(&name)).unwrap();
+        for needle in [
+            "vpc",
+            "subnet",
+            "aws_servicequotas",
+            "aws_ecs_",
+            "aws_autoscaling",
+        ] {
+            assert!(!source.contains(needle), "module {name} uses {needle}");
+        }
+    }
+    // The backfill queue, its dead-letter queue and their alarms stay.
+    let backfill = module("backfill");
+    let queues = resources(&backfill, "aws_sqs_queue");
+    assert!(queues.contains_key("backfill") && queues.contains_key("dead_letter"));
+    let alarms = resources(&backfill, "aws_cloudwatch_metric_alarm");
+    let stuck = alarms.get("stuck").expect("no alarm on a stuck backlog");
+    assert_eq!(strings(expect_attr(stuck, "alarm_actions")), ["var.alarm_topic_arn"]);
+    let stuck = hcl::to_string(stuck.body()).unwrap();
+    assert!(stuck.contains("ApproximateAgeOfOldestMessage"), "{stuck}");
+    assert_eq!(default_number(&backfill, "stuck_after_seconds"), 3600.0);
+    // With the workers: tasks desired but not running for 15 minutes reach the topic.
+    let workers = module("gpu_workers");
+    let alarms = resources(&workers, "aws_cloudwatch_metric_alarm");
+    let not_running = alarms["tasks_not_running"];
+    assert_eq!(number(expect_attr(not_running, "evaluation_periods")), 15.0);
+    assert_eq!(
+        strings(expect_attr(not_running, "alarm_actions")),
+        ["var.alarm_topic_arn"]
+    );
+    let text_of = hcl::to_string(not_running.body()).unwrap();
+    for metric in ["DesiredTaskCount", "RunningTaskCount"] {
+        assert!(text_of.contains(metric), "{text_of}");
+    }
+}
+
+fn default_bool(body: &Body, variable: &str) -> bool {
+    match eval(
+        &format!("var.{variable}").parse::<Expression>().unwrap(),
+        &variable_defaults(body),
+    ) {
+        Value::Bool(b) => b,
+        other => panic!("{variable}: {other}"),
+    }
+}
+
+/// `terraform test` of the stages and the GPU workers' module: real plans against the AWS
+/// provider with its API mocked (terraform/**/tests/*.tftest.hcl): without GPU workers no VPC,
+/// no subnet and a quota of 0 plan; with them the quota (every stage of the region counted), the
+/// VPC and the subnets are checked. Needs Terraform 1.7 or later and the AWS provider (`terraform
+/// init` downloads it; `TF_CLI_ARGS_init=-plugin-dir=DIR` points it at a local copy); skipped
+/// with a message without them, a failure when `FACEDETECT_REQUIRE_TERRAFORM_TEST=1`.
+#[test]
+fn terraform_test_plans_the_stages_with_and_without_gpu_workers() {
+    let required = std::env::var("FACEDETECT_REQUIRE_TERRAFORM_TEST").as_deref() == Ok("1");
+    let skip = |why: &str| {
+        assert!(!required, "{why}, and FACEDETECT_REQUIRE_TERRAFORM_TEST=1");
+        eprintln!("SKIPPED: {why}");
+    };
+    let version = Command::new("terraform").arg("version").output();
+    let Ok(version) = version else {
+        return skip("terraform not found on PATH");
+    };
+    let version = String::from_utf8_lossy(&version.stdout).to_string();
+    let found = version_after(&version, "Terraform v");
+    if version_parts(&found) < vec![1, 7, 0] {
+        return skip(&format!("terraform {found} has no mock providers (1.7)"));
+    }
+    // A copy without imports.tf: a mocked provider imports nothing (as on an account without the
+    // original deployment).
+    let dir = std::env::temp_dir().join(format!("facedetect-tftest-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let copy = Command::new("cp")
+        .arg("-r")
+        .arg(terraform_dir())
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    for name in ["shared", "staging", "production"] {
+        let _ = std::fs::remove_file(dir.join("stages").join(name).join("imports.tf"));
+    }
+    for folder in ["stages/staging", "stages/production", "modules/gpu_workers"] {
+        let folder = dir.join(folder);
+        let init = Command::new("terraform")
+            .args(["init", "-backend=false", "-input=false", "-no-color"])
+            .current_dir(&folder)
+            .output()
+            .unwrap();
+        if !init.status.success() {
+            let _ = std::fs::remove_dir_all(&dir);
+            return skip(&format!(
+                "terraform init could not install the AWS provider: {}",
+                String::from_utf8_lossy(&init.stderr)
+                    .lines()
+                    .find(|l| l.contains("Error"))
+                    .unwrap_or("")
+            ));
+        }
+        let test = Command::new("terraform")
+            .args(["test", "-no-color"])
+            .current_dir(&folder)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&test.stdout);
+        assert!(
+            test.status.success() && stdout.contains("0 failed"),
+            "terraform test in {}:\n{stdout}\n{}",
+            folder.display(),
+            String::from_utf8_lossy(&test.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

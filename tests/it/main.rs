@@ -46,6 +46,7 @@ mod serve_limits;
 mod service;
 mod service_cli;
 mod service_pipeline;
+mod telemetry;
 
 // The deployment files, and the README's examples.
 mod cost_table;

@@ -8,6 +8,11 @@ output "queue_arn" {
   value       = aws_sqs_queue.backfill.arn
 }
 
+output "queue_name" {
+  description = "Name of the backfill queue (the dimension of its CloudWatch metrics)"
+  value       = aws_sqs_queue.backfill.name
+}
+
 output "queue_visibility_timeout" {
   description = "Visibility timeout of the backfill queue"
   value       = aws_sqs_queue.backfill.visibility_timeout_seconds
@@ -16,29 +21,4 @@ output "queue_visibility_timeout" {
 output "dead_letter_queue_url" {
   description = "URL of the backfill's dead-letter queue"
   value       = aws_sqs_queue.dead_letter.url
-}
-
-output "cluster_name" {
-  description = "ECS cluster of the GPU workers"
-  value       = aws_ecs_cluster.this.name
-}
-
-output "service_name" {
-  description = "ECS service of the GPU workers"
-  value       = aws_ecs_service.worker.name
-}
-
-output "log_group" {
-  description = "The worker's log group"
-  value       = aws_cloudwatch_log_group.worker.name
-}
-
-output "repository_name" {
-  description = "ECR repository of the worker image"
-  value       = data.aws_ecr_repository.worker.name
-}
-
-output "image_digest" {
-  description = "Digest of the worker image the task definition runs (the stage tags it release-<stage>)"
-  value       = data.aws_ecr_image.worker.image_digest
 }

@@ -1,6 +1,8 @@
 # The backfill queue: each message is one payload exactly as the Lambda function takes it
 # (`facedetect enqueue` splits large payloads into messages of at most 20 sources). A message
-# that keeps failing moves to the dead-letter queue after max_receive_count receives.
+# that keeps failing moves to the dead-letter queue after max_receive_count receives. The queue
+# needs no GPU and no VPC: the GPU workers (module gpu_workers) or the Lambda function
+# (backfill_on_lambda) consume it, whichever the stage turns on.
 
 locals {
   name = "concrexit-${var.stage}-facedetection"
@@ -16,9 +18,7 @@ resource "aws_sqs_queue" "dead_letter" {
 }
 
 resource "aws_sqs_queue" "backfill" {
-  name = "${local.name}-backfill"
-  # The worker heartbeats the visibility of every message it holds, so this is only how long
-  # the messages of a worker that died stay hidden before another one takes them.
+  name                       = "${local.name}-backfill"
   visibility_timeout_seconds = var.visibility_timeout
   message_retention_seconds  = 345600
   receive_wait_time_seconds  = 20

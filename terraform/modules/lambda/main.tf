@@ -96,15 +96,18 @@ resource "aws_lambda_function" "this" {
   timeout                        = var.timeout
   reserved_concurrent_executions = var.reserved_concurrency
 
+  # Failed sources, panics and invocations near their timeout go to Sentry, as the original's
+  # did (its SENTRY_DSN and SENTRY_ENVIRONMENT = stage).
   environment {
-    variables = {
-      RUST_LOG = "info"
-    }
+    variables = merge(
+      { RUST_LOG = "info", SENTRY_ENVIRONMENT = var.stage },
+      var.sentry_dsn == null ? {} : { SENTRY_DSN = var.sentry_dsn },
+    )
   }
 
   # checkov:skip=CKV_AWS_116:Failed asynchronous invocations go to the on-failure destination below, which records the payload and the error; a dead-letter config as well would store every failure twice.
   # checkov:skip=CKV_AWS_117:The function only talks to concrexit over the internet; inside a VPC it would need a NAT gateway, which costs more than the function.
-  # checkov:skip=CKV_AWS_173:The environment holds no secret (only RUST_LOG); Lambda encrypts it at rest with its own key.
+  # checkov:skip=CKV_AWS_173:The environment's only credential is the Sentry DSN, which lets its holder send events and nothing else (Sentry treats DSNs as public); Lambda encrypts it at rest with its own key.
   # checkov:skip=CKV_AWS_272:Code signing is not available for container images; images are pinned by digest.
   # checkov:skip=CKV_AWS_50:The binary emits no X-Ray segments; its JSON logs carry each stage's timing.
 
@@ -146,9 +149,12 @@ resource "aws_lambda_event_source_mapping" "backfill" {
       error_message = "The backfill queue may occupy ${var.event_source_max_concurrency} instances (event_source_max_concurrency) and live uploads need ${var.min_live_concurrency} (min_live_concurrency), more than the function's reserved concurrency of ${var.reserved_concurrency}: raise reserved_concurrency or lower event_source_max_concurrency (at least 2)."
     }
 
+    # AWS asks for at least 6 times the function's timeout on a queue an event source mapping
+    # reads: the mapping retries throttled invocations within the visibility timeout, and a
+    # message must not be handed out again while the function still works on it.
     precondition {
-      condition     = var.event_source.visibility_timeout >= var.timeout
-      error_message = "The queue's visibility timeout must be at least the function's timeout, or a message is handed out again while the function still works on it."
+      condition     = var.event_source.visibility_timeout >= 6 * var.timeout
+      error_message = "The queue's visibility timeout (${var.event_source.visibility_timeout} s) must be at least 6 times the function's timeout (${6 * var.timeout} s), as AWS asks for a queue that a function consumes."
     }
   }
 }

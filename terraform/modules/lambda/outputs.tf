@@ -3,6 +3,11 @@ output "lambda_arn" {
   value       = aws_lambda_function.this.arn
 }
 
+output "timeout" {
+  description = "Seconds an invocation may run"
+  value       = aws_lambda_function.this.timeout
+}
+
 output "function_name" {
   description = "Name of the function"
   value       = aws_lambda_function.this.function_name

@@ -34,6 +34,13 @@ variable "timeout" {
   default     = 300
 }
 
+variable "sentry_dsn" {
+  description = "Sentry DSN the function reports to (SENTRY_DSN), as the original's; null for none"
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
 variable "reserved_concurrency" {
   description = "The most instances at once; bounds the load on concrexit and the cost of a burst of uploads. Live uploads and, with event_source, the backfill queue share it"
   type        = number

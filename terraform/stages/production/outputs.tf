@@ -19,13 +19,13 @@ output "backfill_dead_letter_queue_url" {
 }
 
 output "backfill_cluster" {
-  description = "ECS cluster and service of the GPU workers"
-  value       = "${module.backfill.cluster_name}/${module.backfill.service_name}"
+  description = "ECS cluster and service of the GPU workers (null while gpu_workers is off)"
+  value       = one([for workers in module.gpu_workers : "${workers.cluster_name}/${workers.service_name}"])
 }
 
 output "log_groups" {
   description = "Log groups of the function and the worker"
-  value       = [module.lambda.log_group, module.backfill.log_group]
+  value       = concat([module.lambda.log_group], module.gpu_workers[*].log_group)
 }
 
 output "alarm_topic_arn" {

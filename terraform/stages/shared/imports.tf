@@ -12,3 +12,10 @@ import {
   to = module.registry.aws_ecr_repository.this["lambda"]
   id = "concrexit/facedetection-lambda"
 }
+
+# ECS's service-linked role (AWSServiceRoleForECS) exists on every account that ever ran ECS, and
+# only one may exist. Where it does, adopt it before the first apply (an import block would fail
+# the plan on an account without it, and its ID holds the account number):
+#
+#   aws iam get-role --role-name AWSServiceRoleForECS --query Role.Arn --output text
+#   terraform import aws_iam_service_linked_role.ecs ARN_PRINTED_ABOVE

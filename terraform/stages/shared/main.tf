@@ -40,3 +40,12 @@ module "registry" {
   github_repository        = var.github_repository
   tags                     = local.tags
 }
+
+# ECS's service-linked role, which the GPU workers' cluster and capacity provider need. An account
+# that never used ECS has none, and the stage's first apply would fail creating the capacity
+# provider ("Unable to assume the service linked role"); an account that has one adopts it
+# (imports.tf). Shared: one per account, whichever stages run workers.
+resource "aws_iam_service_linked_role" "ecs" {
+  # No description or tags: an adopted role stays as it was.
+  aws_service_name = "ecs.amazonaws.com"
+}

@@ -28,6 +28,31 @@ variable "alarm_email" {
   default     = null
 }
 
+variable "sentry_dsn" {
+  description = "Sentry DSN for error reporting (the original's variable); null to report nothing"
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
+variable "gpu_workers" {
+  description = "Run the backfill's GPU workers (ECS on GPU instances): needs the G and VT vCPU quota, backfill_vpc_id and backfill_subnet_ids. Off, the stage has the function and the backfill queue only"
+  type        = bool
+  default     = false
+}
+
+variable "other_stages_gpu_vcpus" {
+  description = "vCPUs of the region's G and VT quota that the other stages' GPU workers may take: 8 for production (2 x g6.xlarge); 0 where its gpu_workers is off"
+  type        = number
+  default     = 8
+}
+
+variable "worker_read_only_root_filesystem" {
+  description = "Run the GPU worker's container with a read-only root file system; false only if the NVIDIA container hooks fail on it"
+  type        = bool
+  default     = true
+}
+
 variable "spot_workers" {
   description = "Run the GPU workers on spot instances"
   type        = bool
@@ -35,19 +60,19 @@ variable "spot_workers" {
 }
 
 variable "backfill_on_lambda" {
-  description = "Let the Lambda function consume the backfill queue as well (for a backfill without GPU instances)"
+  description = "Let the Lambda function consume the backfill queue as well (a backfill without GPU instances: gpu_workers off)"
   type        = bool
   default     = false
 }
 
 variable "backfill_vpc_id" {
-  description = "VPC of the GPU workers (required; no default VPC is assumed)"
+  description = "VPC of the GPU workers (required with gpu_workers; no default VPC is assumed)"
   type        = string
   default     = null
 }
 
 variable "backfill_subnet_ids" {
-  description = "Subnets of the GPU workers in backfill_vpc_id (required): public ones (the instances get a public address), or private ones behind a NAT gateway"
+  description = "Subnets of the GPU workers in backfill_vpc_id (required with gpu_workers): public ones (the instances get a public address), or private ones behind a NAT gateway"
   type        = list(string)
   default     = null
 }

@@ -59,17 +59,20 @@ resource "aws_ecs_task_definition" "worker" {
         "--device", "cuda",
       ]
       environment = [
-        { name = "FACEDETECT_QUEUE_URL", value = aws_sqs_queue.backfill.url },
+        { name = "FACEDETECT_QUEUE_URL", value = var.queue.url },
         { name = "FACEDETECT_MEMORY_MB", value = tostring(local.worker_memory_mb) },
         { name = "FACEDETECT_DEVICE_MEMORY_MB", value = tostring(local.device_memory_mb) },
         # Containers cannot reach the instance metadata (hop limit 1), so the region is given.
         { name = "AWS_REGION", value = var.aws_region },
         { name = "RUST_LOG", value = "info" },
+        # Failed sources and panics go to Sentry, as the function's do (an empty DSN: none).
+        { name = "SENTRY_ENVIRONMENT", value = var.stage },
+        { name = "SENTRY_DSN", value = var.sentry_dsn == null ? "" : var.sentry_dsn },
       ]
       resourceRequirements   = [{ type = "GPU", value = "1" }]
       memory                 = var.task_memory
       stopTimeout            = local.stop_timeout
-      readonlyRootFilesystem = true
+      readonlyRootFilesystem = var.read_only_root_filesystem
       linuxParameters = {
         initProcessEnabled = true
         tmpfs              = [{ containerPath = local.tmpfs_path, size = local.tmpfs_size_mb }]

@@ -1,6 +1,12 @@
 # GPU capacity for the worker: an Auto Scaling group of GPU instances on ECS's GPU-optimised
 # Amazon Linux 2023 AMI, registered to the cluster as a capacity provider with managed scaling.
-# The group's minimum is 0: with no task to place, ECS scales it to no instance at all.
+# The group's minimum is 0: with no task to place, ECS scales it to no instance at all. The stage
+# instantiates this module only with gpu_workers on: without it nothing here is planned, so the
+# VPC, the subnets and the GPU quota are needed only then.
+
+locals {
+  name = "concrexit-${var.stage}-facedetection"
+}
 
 data "aws_ssm_parameter" "gpu_ami" {
   name = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
@@ -50,6 +56,8 @@ locals {
   gpu_quota_code  = var.spot ? "L-3819A6DF" : "L-DB2E81BA"
   gpu_quota_name  = var.spot ? "All G and VT Spot Instance Requests" : "Running On-Demand G and VT instances"
   gpu_vcpus_total = data.aws_ec2_instance_type.gpu.default_vcpus * var.max_tasks
+  # The quota is the region's: the other stages' workers count against it as well.
+  gpu_vcpus_region = local.gpu_vcpus_total + var.other_stages_gpu_vcpus
 }
 
 data "aws_servicequotas_service_quota" "gpu" {
@@ -208,10 +216,11 @@ resource "aws_autoscaling_group" "gpu" {
 
     # A new account's G and VT vCPU quota is 0: without this check the first apply succeeds and
     # every scale-out then fails in the Auto Scaling group's activity history with "You have
-    # requested more vCPU capacity than your current vCPU limit of 0 allows".
+    # requested more vCPU capacity than your current vCPU limit of 0 allows". The quota is
+    # shared by every stage of the region.
     precondition {
-      condition     = data.aws_servicequotas_service_quota.gpu.value >= local.gpu_vcpus_total
-      error_message = "The EC2 quota \"${local.gpu_quota_name}\" (${local.gpu_quota_code}) in ${var.aws_region} is ${data.aws_servicequotas_service_quota.gpu.value} vCPUs; ${var.max_tasks} x ${var.instance_type} need ${local.gpu_vcpus_total}. Request an increase (README, Deployment: GPU quota): aws service-quotas request-service-quota-increase --service-code ec2 --quota-code ${local.gpu_quota_code} --desired-value ${local.gpu_vcpus_total} --region ${var.aws_region}"
+      condition     = data.aws_servicequotas_service_quota.gpu.value >= local.gpu_vcpus_region
+      error_message = "The EC2 quota \"${local.gpu_quota_name}\" (${local.gpu_quota_code}) in ${var.aws_region} is ${data.aws_servicequotas_service_quota.gpu.value} vCPUs; ${var.max_tasks} x ${var.instance_type} need ${local.gpu_vcpus_total}, and the region's other stages ${var.other_stages_gpu_vcpus} (other_stages_gpu_vcpus). Request an increase (README, Deployment: GPU workers): aws service-quotas request-service-quota-increase --service-code ec2 --quota-code ${local.gpu_quota_code} --desired-value ${local.gpu_vcpus_region} --region ${var.aws_region}"
     }
   }
 }

@@ -2,7 +2,8 @@
 # (its desired count: the tasks running or starting, from Container Insights, so that a worker
 # whose instance is still booting already counts). Three step policies:
 #
-# - start: a visible message and no task: add one worker (ChangeInCapacity +1).
+# - start: a visible message and no task, two minutes running: add one worker
+#   (ChangeInCapacity +1).
 # - scale_out: more than messages_per_task of backlog per task: add one (ChangeInCapacity +1),
 #   up to max_tasks.
 # - to_zero: nothing visible and nothing in flight for idle_minutes: no worker (ExactCapacity 0),
@@ -11,6 +12,12 @@
 # Only to_zero lowers the count, and only when both counts have been zero for idle_minutes: a
 # queue whose last messages are all being worked on (nothing visible, some in flight) keeps its
 # workers until they are done.
+#
+# Metrics arrive late and alarm actions repeat: an alarm's action runs again every minute it stays
+# in ALARM. So the task count is never read as 0 because its point is late (a missing minute
+# repeats the last count reported, FILL(tasks, REPEAT); only a service that reports nothing at
+# all counts as none), start needs two minutes in a row, and the idle alarm counts only while the
+# service has workers: once at zero it returns to OK, so no to_zero is repeated after a start.
 
 locals {
   # The metrics the scaling alarms combine, by metric-math id; each is the maximum of a minute.
@@ -19,12 +26,12 @@ locals {
     visible = {
       namespace   = "AWS/SQS"
       metric_name = "ApproximateNumberOfMessagesVisible"
-      dimensions  = tomap({ QueueName = aws_sqs_queue.backfill.name })
+      dimensions  = tomap({ QueueName = var.queue.name })
     }
     in_flight = {
       namespace   = "AWS/SQS"
       metric_name = "ApproximateNumberOfMessagesNotVisible"
-      dimensions  = tomap({ QueueName = aws_sqs_queue.backfill.name })
+      dimensions  = tomap({ QueueName = var.queue.name })
     }
     tasks = {
       namespace   = "ECS/ContainerInsights"
@@ -32,6 +39,9 @@ locals {
       dimensions  = tomap({ ClusterName = aws_ecs_cluster.this.name, ServiceName = aws_ecs_service.worker.name })
     }
   }
+
+  # The task count of a minute: a late point is the last one reported; none at all is none.
+  tasks = "FILL(FILL(tasks, REPEAT), 0)"
 
   # A new worker's first poll comes after its instance boots, joins the cluster and pulls the
   # image (README, "Cost and capacity": about 7 minutes). The scale-out policies wait this long
@@ -102,7 +112,9 @@ resource "aws_cloudwatch_metric_alarm" "work_waiting" {
   alarm_description   = "Messages wait in the backfill queue and no worker runs or starts: start one"
   comparison_operator = "GreaterThanThreshold"
   threshold           = 0
-  evaluation_periods  = 1
+  # Two minutes: one minute's point of the task count may still be missing.
+  evaluation_periods  = 2
+  datapoints_to_alarm = 2
   # No data: nothing has been sent for hours, so nothing waits.
   treat_missing_data = "notBreaching"
   alarm_actions      = [aws_appautoscaling_policy.start.arn]
@@ -110,7 +122,7 @@ resource "aws_cloudwatch_metric_alarm" "work_waiting" {
 
   metric_query {
     id          = "waiting_without_worker"
-    expression  = "IF(FILL(tasks, 0) == 0, FILL(visible, 0), 0)"
+    expression  = "IF(${local.tasks} == 0, FILL(visible, 0), 0)"
     label       = "Messages visible while no worker runs or starts"
     return_data = true
   }
@@ -142,7 +154,7 @@ resource "aws_cloudwatch_metric_alarm" "backlog_per_task" {
 
   metric_query {
     id          = "backlog_per_task"
-    expression  = "IF(FILL(tasks, 0) > 0, (FILL(visible, 0) + FILL(in_flight, 0)) / FILL(tasks, 0), 0)"
+    expression  = "IF(${local.tasks} > 0, (FILL(visible, 0) + FILL(in_flight, 0)) / ${local.tasks}, 0)"
     label       = "Messages visible or in flight per worker"
     return_data = true
   }
@@ -164,43 +176,35 @@ resource "aws_cloudwatch_metric_alarm" "backlog_per_task" {
 
 resource "aws_cloudwatch_metric_alarm" "queue_idle" {
   alarm_name          = "${local.name}-backfill-idle"
-  alarm_description   = "Nothing visible and nothing in flight in the backfill queue for ${var.idle_minutes} minutes: scale the GPU workers to zero"
+  alarm_description   = "Workers run and nothing has been visible or in flight in the backfill queue for ${var.idle_minutes} minutes: scale the GPU workers to zero"
   comparison_operator = "LessThanOrEqualToThreshold"
   threshold           = 0
   evaluation_periods  = var.idle_minutes
   datapoints_to_alarm = var.idle_minutes
-  # SQS stops reporting a queue nobody has used for hours: no data counts as empty. Both counts
-  # come in the same report, so a minute without data has neither.
-  treat_missing_data = "breaching"
+  # SQS stops reporting a queue nobody has used for hours: its missing counts are 0 (FILL). A
+  # service without workers is not idle but done (1), so the alarm is OK at zero.
+  treat_missing_data = "notBreaching"
   alarm_actions      = [aws_appautoscaling_policy.to_zero.arn]
   tags               = var.tags
 
   metric_query {
-    id          = "backlog"
-    expression  = "visible + in_flight"
-    label       = "Messages visible or in flight"
+    id          = "backlog_while_working"
+    expression  = "IF(${local.tasks} > 0, FILL(visible, 0) + FILL(in_flight, 0), 1)"
+    label       = "Messages visible or in flight while workers run (1 with none)"
     return_data = true
   }
 
-  metric_query {
-    id = "visible"
-    metric {
-      namespace   = "AWS/SQS"
-      metric_name = "ApproximateNumberOfMessagesVisible"
-      dimensions  = { QueueName = aws_sqs_queue.backfill.name }
-      stat        = "Maximum"
-      period      = 60
-    }
-  }
-
-  metric_query {
-    id = "in_flight"
-    metric {
-      namespace   = "AWS/SQS"
-      metric_name = "ApproximateNumberOfMessagesNotVisible"
-      dimensions  = { QueueName = aws_sqs_queue.backfill.name }
-      stat        = "Maximum"
-      period      = 60
+  dynamic "metric_query" {
+    for_each = local.scaling_metrics
+    content {
+      id = metric_query.key
+      metric {
+        namespace   = metric_query.value.namespace
+        metric_name = metric_query.value.metric_name
+        dimensions  = metric_query.value.dimensions
+        stat        = "Maximum"
+        period      = 60
+      }
     }
   }
 }

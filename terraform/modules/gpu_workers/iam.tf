@@ -82,6 +82,17 @@ data "aws_iam_policy_document" "instance" {
     resources = ["${local.ecs_arn_prefix}:container-instance/${aws_ecs_cluster.this.name}/*"]
   }
 
+  # The agent reads the tags of its cluster and container instances (what
+  # AmazonEC2ContainerServiceforEC2Role grants on "*").
+  statement {
+    sid     = "Tags"
+    actions = ["ecs:ListTagsForResource"]
+    resources = [
+      aws_ecs_cluster.this.arn,
+      "${local.ecs_arn_prefix}:container-instance/${aws_ecs_cluster.this.name}/*",
+    ]
+  }
+
   # DiscoverPollEndpoint has no resource-level permissions.
   statement {
     sid       = "DiscoverPollEndpoint"
@@ -155,7 +166,7 @@ data "aws_iam_policy_document" "task" {
       "sqs:GetQueueAttributes",
       "sqs:ReceiveMessage",
     ]
-    resources = [aws_sqs_queue.backfill.arn]
+    resources = [var.queue.arn]
   }
 }
 
