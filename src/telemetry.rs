@@ -40,7 +40,9 @@ static CLIENT: OnceLock<Option<sentry::ClientInitGuard>> = OnceLock::new();
 pub fn init() -> bool {
     CLIENT
         .get_or_init(|| {
-            let dsn = std::env::var("SENTRY_DSN").ok().filter(|d| !d.trim().is_empty())?;
+            let dsn = std::env::var("SENTRY_DSN")
+                .ok()
+                .filter(|d| !d.trim().is_empty())?;
             let dsn = dsn.trim();
             if let Err(error) = dsn.parse::<sentry::types::Dsn>() {
                 eprintln!("SENTRY_DSN is not a Sentry DSN ({error}): nothing is reported");
@@ -123,7 +125,9 @@ impl DeadlineWarning {
         let request_id = request_id.to_string();
         Self(Some(tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
-            let left_ms = deadline.saturating_duration_since(Instant::now()).as_millis() as u64;
+            let left_ms = deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis() as u64;
             tracing::warn!(request_id, left_ms, "invocation near its deadline");
             sentry::with_scope(
                 |scope| {

@@ -1970,7 +1970,11 @@ fn every_alarm_compares_the_right_way() {
                 // "Not empty" or "failed": one is too many, none is fine, no data is none.
                 assert!(!alarm.missing_breaches, "{alarm_name}");
                 assert!(
-                    breaches(&alarm.operator, alarm.threshold.max(0.0) + 1.0, alarm.threshold),
+                    breaches(
+                        &alarm.operator,
+                        alarm.threshold.max(0.0) + 1.0,
+                        alarm.threshold
+                    ),
                     "{alarm_name}"
                 );
                 assert!(
@@ -2003,7 +2007,10 @@ fn every_alarm_compares_the_right_way() {
                     in_flight: None,
                     tasks: Some(1.0),
                 };
-                assert!(idle(unused), "{alarm_name}: an unused queue reports nothing");
+                assert!(
+                    idle(unused),
+                    "{alarm_name}: an unused queue reports nothing"
+                );
                 let no_worker = Minute {
                     tasks: Some(0.0),
                     ..unused
@@ -2713,7 +2720,10 @@ fn gpu_workers_are_opt_in_and_without_them_nothing_needs_a_vpc_or_the_quota() {
     assert!(queues.contains_key("backfill") && queues.contains_key("dead_letter"));
     let alarms = resources(&backfill, "aws_cloudwatch_metric_alarm");
     let stuck = alarms.get("stuck").expect("no alarm on a stuck backlog");
-    assert_eq!(strings(expect_attr(stuck, "alarm_actions")), ["var.alarm_topic_arn"]);
+    assert_eq!(
+        strings(expect_attr(stuck, "alarm_actions")),
+        ["var.alarm_topic_arn"]
+    );
     let stuck = hcl::to_string(stuck.body()).unwrap();
     assert!(stuck.contains("ApproximateAgeOfOldestMessage"), "{stuck}");
     assert_eq!(default_number(&backfill, "stuck_after_seconds"), 3600.0);

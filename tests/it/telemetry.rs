@@ -101,10 +101,11 @@ async fn the_lambda_reports_failed_sources_and_deadlines_to_sentry_without_secre
         "missing",
         json!({"api_url": api, "sources": [source(41, "reference", &url, "token-secret-41")]}),
     );
-    let answer = emulator
-        .answer("missing", Duration::from_secs(300))
-        .await;
-    assert!(format!("{answer:?}").contains("SourcesFailed"), "{answer:?}");
+    let answer = emulator.answer("missing", Duration::from_secs(300)).await;
+    assert!(
+        format!("{answer:?}").contains("SourcesFailed"),
+        "{answer:?}"
+    );
     // Flushed before the answer: the event is there already.
     let found = events(&envelopes);
     let event = found
@@ -144,7 +145,10 @@ async fn the_lambda_reports_failed_sources_and_deadlines_to_sentry_without_secre
 
     let received = envelopes.lock().unwrap().join("\n");
     for secret in ["token-secret", "signature-secret", "token=x"] {
-        assert!(!received.contains(secret), "{secret} reached Sentry: {received}");
+        assert!(
+            !received.contains(secret),
+            "{secret} reached Sentry: {received}"
+        );
     }
 }
 
@@ -177,7 +181,13 @@ async fn serve_reports_failed_sources_to_sentry() {
         .port();
     let _serve = common::KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_facedetect"))
-            .args(["serve", "--port", &port.to_string(), "--destinations", "local"])
+            .args([
+                "serve",
+                "--port",
+                &port.to_string(),
+                "--destinations",
+                "local",
+            ])
             .env("FACEDETECT_WEIGHTS", common::weights_dir())
             .env("SENTRY_DSN", &dsn)
             .env("SENTRY_ENVIRONMENT", "local")
