@@ -788,7 +788,12 @@ async fn concrexits_backfill_payloads_go_through_enqueue() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|s| (s["type"].as_str().unwrap().to_string(), s["pk"].as_u64().unwrap()))
+            .map(|s| {
+                (
+                    s["type"].as_str().unwrap().to_string(),
+                    s["pk"].as_u64().unwrap(),
+                )
+            })
             .collect()
     };
     let photos = |pks: std::ops::Range<u64>| pks.map(|pk| ("photo".to_string(), pk)).collect();

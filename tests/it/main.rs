@@ -41,10 +41,10 @@ mod lambda;
 mod lambda_binary;
 mod lambda_zip;
 mod serve_auth;
-mod telemetry;
 mod service;
 mod service_cli;
 mod service_pipeline;
+mod telemetry;
 
 // The deployment files, and the README's examples.
 mod cost_table;
