@@ -154,37 +154,71 @@ impl Drop for DeadlineWarning {
     }
 }
 
-/// Sentry's `before_send`: every URL in the event's strings cut down to
-/// [`redact::loggable_url`], fields named like a token dropped, and a failed source's pk, type
-/// and stage made tags, so that Sentry can search and group by them. An event that cannot be
-/// scrubbed is dropped, never sent as it is.
-pub fn scrub(event: Event<'static>) -> Option<Event<'static>> {
-    let mut value = serde_json::to_value(&event).ok()?;
-    scrub_value(&mut value);
-    let mut event = serde_json::from_value::<Event<'static>>(value).ok()?;
-    for context in event.contexts.values() {
+/// Sentry's `before_send`: every URL in the event's text cut down to [`redact::loggable_url`]
+/// (its message, exceptions, fields, tags and breadcrumbs), fields named like a token dropped,
+/// and a failed source's pk, type and stage made tags, so that Sentry can search and group by
+/// them.
+pub fn scrub(mut event: Event<'static>) -> Option<Event<'static>> {
+    if let Some(message) = &mut event.message {
+        *message = scrub_urls(message);
+    }
+    if let Some(entry) = &mut event.logentry {
+        entry.message = scrub_urls(&entry.message);
+        entry.params.iter_mut().for_each(scrub_value);
+    }
+    for exception in &mut event.exception.values {
+        if let Some(value) = &mut exception.value {
+            *value = scrub_urls(value);
+        }
+    }
+    event.request = None;
+    scrub_map(&mut event.extra);
+    event
+        .tags
+        .retain(|key, _| !key.to_ascii_lowercase().contains("token"));
+    for value in event.tags.values_mut() {
+        *value = scrub_urls(value);
+    }
+    for breadcrumb in &mut event.breadcrumbs.values {
+        if let Some(message) = &mut breadcrumb.message {
+            *message = scrub_urls(message);
+        }
+        scrub_map(&mut breadcrumb.data);
+    }
+    let mut tags = Vec::new();
+    for context in event.contexts.values_mut() {
         let sentry::protocol::Context::Other(fields) = context else {
             continue;
         };
+        scrub_map(fields);
         for key in ["pk", "type", "stage", "outcome"] {
             if let Some(value) = fields.get(key) {
                 let text = match value {
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                event.tags.entry(key.to_string()).or_insert(text);
+                tags.push((key.to_string(), text));
             }
         }
+    }
+    for (key, text) in tags {
+        event.tags.entry(key).or_insert(text);
     }
     Some(event)
 }
 
+/// Scrubs the values of a map of fields, and drops the keys that name a token.
+fn scrub_map(fields: &mut sentry::protocol::Map<String, Value>) {
+    fields.retain(|key, _| !key.to_ascii_lowercase().contains("token"));
+    fields.values_mut().for_each(scrub_value);
+}
+
 /// Scrubs every string of a JSON value, and drops the keys that name a token.
-fn scrub_value(value: &mut serde_json::Value) {
+fn scrub_value(value: &mut Value) {
     match value {
-        serde_json::Value::String(text) => *text = scrub_urls(text),
-        serde_json::Value::Array(items) => items.iter_mut().for_each(scrub_value),
-        serde_json::Value::Object(fields) => {
+        Value::String(text) => *text = scrub_urls(text),
+        Value::Array(items) => items.iter_mut().for_each(scrub_value),
+        Value::Object(fields) => {
             fields.retain(|key, _| !key.to_ascii_lowercase().contains("token"));
             fields.values_mut().for_each(scrub_value);
         }

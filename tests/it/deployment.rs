@@ -1274,11 +1274,31 @@ fn the_gpu_quota_instance_type_and_subnets_are_checked_at_plan_time() {
             .unwrap_or_else(|| panic!("no precondition on {needle}: {checks:#?}"))
     };
     // The quota, in vCPUs, against what max_tasks instances need.
+    // The quota, in vCPUs, against what max_tasks instances need and the region's other
+    // stages may take: the quota is per region.
     let (condition, message) = find("data.aws_servicequotas_service_quota.gpu.value");
     assert!(
-        condition.contains(">= local.gpu_vcpus_total"),
+        condition.contains(">= local.gpu_vcpus_region"),
         "{condition}"
     );
+    assert_eq!(
+        text(local(&body, "gpu_vcpus_region")),
+        "local.gpu_vcpus_total + var.other_stages_gpu_vcpus"
+    );
+    for name in ["staging", "production"] {
+        let stage_body = stage(name);
+        let call = stage_body
+            .blocks()
+            .find(|b| b.identifier() == "module" && labels(b) == ["gpu_workers"])
+            .unwrap();
+        assert_eq!(
+            text(expect_attr(call, "other_stages_gpu_vcpus")),
+            "var.other_stages_gpu_vcpus"
+        );
+    }
+    // Each stage's default is the other stage's most: staging 1 and production 2 g6.xlarge.
+    let vcpus = |name: &str| default_number(&stage(name), "other_stages_gpu_vcpus");
+    assert_eq!((vcpus("staging"), vcpus("production")), (8.0, 4.0));
     assert_eq!(
         text(local(&body, "gpu_vcpus_total")),
         "data.aws_ec2_instance_type.gpu.default_vcpus * var.max_tasks"
@@ -1535,15 +1555,22 @@ struct Alarm {
 }
 
 impl Alarm {
-    fn from_block(name: &str, block: &Block, context: &Context) -> Alarm {
+    fn from_block(name: &str, block: &Block, context: &Context, body: &Body) -> Alarm {
         let returned: Vec<&Block> = nested(block, "metric_query")
             .into_iter()
             .filter(|q| attr(q.body(), "return_data") == Some(&Expression::Bool(true)))
             .collect();
         let expression = match returned.as_slice() {
-            [query] => unquote(expect_attr(query, "expression"))
-                .parse::<Expression>()
-                .unwrap(),
+            [query] => {
+                // `${local.NAME}` in the expression's template: the local's text.
+                let mut source = unquote(expect_attr(query, "expression"));
+                while let Some(start) = source.find("${local.") {
+                    let end = start + source[start..].find('}').unwrap();
+                    let value = unquote(local(body, &source[start + 8..end]));
+                    source.replace_range(start..=end, &value);
+                }
+                source.parse::<Expression>().unwrap()
+            }
             [] => {
                 // A single metric: its value (the queue's counts by their metric-math ids).
                 let metric = unquote(expect_attr(block, "metric_name"));
@@ -1694,7 +1721,7 @@ impl Scaling {
         let policies = resources(&body, "aws_appautoscaling_policy");
         let mut alarms = Vec::new();
         for (name, block) in resources(&body, "aws_cloudwatch_metric_alarm") {
-            let alarm = Alarm::from_block(&name, block, &context);
+            let alarm = Alarm::from_block(&name, block, &context, &body);
             let [action] = alarm.actions.as_slice() else {
                 continue;
             };
@@ -1963,7 +1990,7 @@ fn every_alarm_compares_the_right_way() {
         let context = variable_defaults(&body);
         for (alarm_name, block) in resources(&body, "aws_cloudwatch_metric_alarm") {
             checked += 1;
-            let alarm = Alarm::from_block(&alarm_name, block, &context);
+            let alarm = Alarm::from_block(&alarm_name, block, &context, &body);
             let notifies = alarm.actions.iter().all(|a| a == "var.alarm_topic_arn");
             let scales_in = alarm.actions == ["aws_appautoscaling_policy.to_zero.arn"];
             if notifies {
@@ -2179,10 +2206,12 @@ fn the_workers_memory_budgets_come_from_the_task() {
 
     // The read-only root file system keeps a writable CUDA JIT cache: the image's
     // CUDA_CACHE_PATH is under the task's tmpfs.
+    // (On unless the stage turns it off, should NVIDIA's container hooks fail on it.)
     assert_eq!(
-        object_field(worker, "readonlyRootFilesystem"),
-        Some(&Expression::Bool(true))
+        object_field(worker, "readonlyRootFilesystem").map(text),
+        Some("var.read_only_root_filesystem".to_string())
     );
+    assert!(default_bool(&body, "read_only_root_filesystem"));
     let linux = object_field(worker, "linuxParameters").unwrap();
     let tmpfs = text(object_field(linux, "tmpfs").unwrap());
     assert!(

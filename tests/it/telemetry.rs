@@ -40,20 +40,20 @@ async fn sentry() -> (Envelopes, String) {
     (envelopes, format!("http://publickey@{addr}/1"))
 }
 
-/// The event items (JSON) of the envelopes received so far.
+/// The event items (JSON) of the envelopes received so far: the line after each item header
+/// of type `event`.
 fn events(envelopes: &Envelopes) -> Vec<Value> {
-    envelopes
-        .lock()
-        .unwrap()
-        .iter()
-        .flat_map(|envelope| {
-            envelope
-                .lines()
-                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-                .filter(|item| item.get("event_id").is_some() && item.get("level").is_some())
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    let mut found = Vec::new();
+    for envelope in envelopes.lock().unwrap().iter() {
+        let lines: Vec<&str> = envelope.lines().collect();
+        for pair in lines.windows(2) {
+            let header: Value = serde_json::from_str(pair[0]).unwrap_or(Value::Null);
+            if header["type"] == "event" {
+                found.push(serde_json::from_str(pair[1]).unwrap());
+            }
+        }
+    }
+    found
 }
 
 async fn wait_for_events(envelopes: &Envelopes, count: usize) -> Vec<Value> {
@@ -128,7 +128,8 @@ async fn the_lambda_reports_failed_sources_and_deadlines_to_sentry_without_secre
         json!({"api_url": api, "sources": [source(42, "photo", &format!("{photo_base}/stall?token=x"), "token-secret-42")]}),
         Duration::from_secs(13),
     );
-    emulator.answer("slow", Duration::from_secs(60)).await;
+    let answer = emulator.answer("slow", Duration::from_secs(60)).await;
+    assert!(answer.is_err(), "{answer:?}");
     let found = wait_for_events(&envelopes, 3).await;
     let warning = found
         .iter()
@@ -164,7 +165,8 @@ async fn without_a_dsn_nothing_is_sent() {
         "missing",
         json!({"api_url": api, "sources": [source(7, "photo", &url, "token-7")]}),
     );
-    emulator.answer("missing", Duration::from_secs(300)).await;
+    let answer = emulator.answer("missing", Duration::from_secs(300)).await;
+    assert!(answer.is_err(), "{answer:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(envelopes.lock().unwrap().is_empty());
 }
