@@ -219,5 +219,10 @@ async fn serve_reports_failed_sources_to_sentry() {
     assert_eq!(event["tags"]["type"], "photo");
     assert_eq!(event["environment"], "local");
     let received = envelopes.lock().unwrap().join("\n");
-    assert!(!received.contains("secret"), "{received}");
+    for secret in ["signature-secret", "token-secret"] {
+        assert!(
+            !received.contains(secret),
+            "{secret} reached Sentry: {received}"
+        );
+    }
 }
