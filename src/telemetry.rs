@@ -241,8 +241,8 @@ fn scrub_urls(text: &str) -> String {
             .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '`'))
             .unwrap_or(url.len());
         let (url, after) = url.split_at(end);
-        // A closing bracket or sentence punctuation after a URL is not part of it.
-        let trimmed = url.trim_end_matches([')', ']', ',', ';', '.']);
+        // A closing bracket, a colon or sentence punctuation after a URL is not part of it.
+        let trimmed = url.trim_end_matches([')', ']', ',', ';', ':', '.']);
         out.push_str(&redact::loggable_url(trimmed));
         out.push_str(&url[trimmed.len()..]);
         rest = after;
