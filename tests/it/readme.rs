@@ -276,7 +276,7 @@ fn the_curl_example_is_the_one_the_walkthrough_runs() {
     let pages = pages();
     let (page, start) = pages
         .iter()
-        .find_map(|(page, text)| Some((text, text.find("curl -sS \"http://127.0.0.1:9000/")?)))
+        .find_map(|(_, text)| Some((text, text.find("curl -sS \"http://127.0.0.1:9000/")?)))
         .expect("a page shows the curl example");
     let end = start + page[start..].find("\n```").unwrap();
     let curl = &page[start..end];
