@@ -195,11 +195,11 @@ fn the_cost_tables_assume_what_the_terraform_deploys() {
         number("backfill_lambda_concurrency")
     );
     assert_eq!(
-        default_of("modules/backfill", "idle_minutes"),
+        default_of("modules/gpu_workers", "idle_minutes"),
         number("idle_minutes")
     );
     assert_eq!(
-        default_of("modules/backfill", "instance_type"),
+        default_of("modules/gpu_workers", "instance_type"),
         format!("\"{}\"", parameters["instance_type"].as_str().unwrap())
     );
     let gpu: serde_json::Value = serde_json::from_str(&read("benches/results/gpu.json")).unwrap();
