@@ -54,7 +54,7 @@
 //! - [`service`]: the original Lambda function's payload and callback around the pipeline
 //!   (download, encode, post back, with retries, a memory budget and a destination policy),
 //!   shared by the Lambda handler ([`service::lambda`]), the local invoke endpoint
-//!   ([`service::serve`]) and the batch command ([`service::batch`]); [`service::redact`]
+//!   ([`service::serve`]) and the batch command ([`service::batch`]); [`redact`]
 //!   keeps tokens and signed URLs out of logs.
 //! - [`annotate`] (with the `cli` feature): photos with their faces drawn, for
 //!   `facedetect encode --annotate`.
@@ -76,8 +76,10 @@
 //!  pipeline, convert                 the stages together; dlib's files into the models
 //!  face                              landmarks, chips, embedder
 //!  detect                            the detectors
-//!  plan, weights, kernels, decode    passes, weights, hot loops, photos
-//!  error, geometry, nn, logging, shutdown
+//!  logging, plan, weights, kernels,  log output; passes, weights, hot loops, photos
+//!  decode
+//!  telemetry                         error reports to Sentry
+//!  error, geometry, nn, redact, shutdown
 //! ```
 //!
 //! The binaries are thin: `src/main.rs` (`facedetect`: encode, serve, batch, worker, enqueue,
@@ -100,6 +102,7 @@ pub mod logging;
 pub mod nn;
 pub mod pipeline;
 pub mod plan;
+pub mod redact;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

@@ -22,7 +22,7 @@ use tracing::{Level, Metadata};
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::filter_fn;
 
-use crate::service::redact;
+use crate::redact;
 
 /// How long before the deadline an invocation still running is reported (sentry_sdk's
 /// `timeout_warning` buffer, 1.5 s); the service stops its sources 1 s before it.

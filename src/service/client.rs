@@ -22,9 +22,9 @@ use serde::Serialize;
 
 use super::budget::{MemoryBudget, Reservation};
 use super::destination::{self, Destinations, PolicyResolver, SystemResolver};
-use super::redact::{Token, loggable};
 use crate::error::Report;
 use crate::face::Encoding;
+use crate::redact::{Token, loggable};
 
 /// The body concrexit answers (with HTTP 400) for a source that was already processed.
 const ALREADY_PROCESSED: &str = "This object is not processing.";

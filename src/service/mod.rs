@@ -25,7 +25,7 @@ pub mod destination;
 pub mod lambda;
 pub mod outcome;
 pub mod payload;
-pub mod redact;
+pub use crate::redact;
 #[cfg(feature = "cli")]
 pub mod serve;
 #[cfg(feature = "cli")]

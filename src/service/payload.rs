@@ -13,8 +13,8 @@ use serde::Serialize;
 use serde::de::{self, Deserialize, Deserializer};
 use serde_json::Value;
 
-pub use super::redact::Token;
-use super::redact::{loggable, loggable_url};
+pub use crate::redact::Token;
+use crate::redact::{loggable, loggable_url};
 
 /// What a source's photo is: an album photo or a member's reference face.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 /// The layers of `src/lib.rs`, lowest first.
 const LAYERS: &[&[&str]] = &[
-    &["error", "geometry", "nn", "logging", "shutdown"],
-    &["plan", "weights", "kernels", "decode"],
+    &["error", "geometry", "nn", "redact", "shutdown"],
+    &["telemetry"],
+    &["logging", "plan", "weights", "kernels", "decode"],
     &["detect"],
     &["face"],
     &["convert", "pipeline"],
